@@ -1,0 +1,73 @@
+"""pgmonkey: one YAML config, four PostgreSQL connection types, a CLI and IPython magics.
+
+``import pgmonkey`` stays light: pandas and IPython load only when a DataFrame or a
+magic is used. Public names are resolved lazily from the module that defines them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "5.0.0.dev0"
+
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "PGConnectionManager": "pgmonkey.manager",
+    "load_config": "pgmonkey.config",
+    "redact_config": "pgmonkey.config",
+    "PgMonkeyError": "pgmonkey.errors",
+    "ConfigError": "pgmonkey.errors",
+    "EnvInterpolationError": "pgmonkey.errors",
+    "SandboxError": "pgmonkey.errors",
+    "TransferError": "pgmonkey.errors",
+    "MagicError": "pgmonkey.errors",
+    "PGNormalConnection": "pgmonkey.connections.postgres.normal_connection",
+    "PGPoolConnection": "pgmonkey.connections.postgres.pool_connection",
+    "PGAsyncConnection": "pgmonkey.connections.postgres.async_connection",
+    "PGAsyncPoolConnection": "pgmonkey.connections.postgres.async_pool_connection",
+    "read_sql": "pgmonkey.frames",
+    "to_sql": "pgmonkey.frames",
+    "import_csv": "pgmonkey.transfer",
+    "export_csv": "pgmonkey.transfer",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__", "load_ipython_extension"])
+
+if TYPE_CHECKING:
+    from pgmonkey.config import load_config, redact_config
+    from pgmonkey.connections.postgres.async_connection import PGAsyncConnection
+    from pgmonkey.connections.postgres.async_pool_connection import PGAsyncPoolConnection
+    from pgmonkey.connections.postgres.normal_connection import PGNormalConnection
+    from pgmonkey.connections.postgres.pool_connection import PGPoolConnection
+    from pgmonkey.errors import (
+        ConfigError,
+        EnvInterpolationError,
+        MagicError,
+        PgMonkeyError,
+        SandboxError,
+        TransferError,
+    )
+    from pgmonkey.frames import read_sql, to_sql
+    from pgmonkey.manager import PGConnectionManager
+    from pgmonkey.transfer import export_csv, import_csv
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pgmonkey' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext pgmonkey``: register the ``%pgmonkey`` / ``%%pgmonkey`` magics."""
+    from pgmonkey.magics import load_ipython_extension as _load
+
+    _load(ipython)

@@ -1,0 +1,104 @@
+"""From a validated config dict to what psycopg and psycopg_pool take.
+
+The config dict here has already passed validation (see ``_validate``): the functions
+below only translate, they do not check again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from psycopg.conninfo import make_conninfo
+
+CONNECTION_TYPES: Final = ("normal", "pool", "async", "async_pool")
+
+# Keys of ``connection_settings`` that are psycopg connect() options, not libpq parameters.
+PSYCOPG_OPTIONS: Final = frozenset({"autocommit", "prepare_threshold"})
+
+_POOL_SECTIONS: Final = {"pool": "pool_settings", "async_pool": "async_pool_settings"}
+_SESSION_SECTIONS: Final = {
+    "normal": "sync_settings",
+    "pool": "sync_settings",
+    "async": "async_settings",
+    "async_pool": "async_settings",
+}
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    """What ``psycopg.connect()`` needs: a conninfo string and psycopg's own options."""
+
+    conninfo: str = field(repr=False)  # holds the password: never shown
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.connect`` / ``AsyncConnection.connect``."""
+        return {"conninfo": self.conninfo, **self.options}
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """``conninfo`` and ``kwargs`` for a psycopg_pool pool constructor."""
+        return {"conninfo": self.conninfo, "kwargs": dict(self.options)}
+
+    def __repr__(self) -> str:
+        from psycopg.conninfo import conninfo_to_dict
+
+        from ._redact import redact_config
+
+        shown = redact_config(conninfo_to_dict(self.conninfo))
+        return f"ConnectParams({shown!r}, options={dict(self.options)!r})"
+
+
+def resolved_connection_type(config: Mapping[str, Any], connection_type: str | None = None) -> str:
+    """The argument wins, then the config's ``connection_type``, then ``'normal'``."""
+    from pgmonkey.errors import ConfigError
+
+    ctype = connection_type or config.get("connection_type") or "normal"
+    if ctype not in CONNECTION_TYPES:
+        raise ConfigError(
+            f"unknown connection type {ctype!r}: expected one of {', '.join(CONNECTION_TYPES)}"
+        )
+    return str(ctype)
+
+
+def connect_params(config: Mapping[str, Any]) -> ConnectParams:
+    """Build the conninfo (with psycopg's quoting) and psycopg options from a config.
+
+    Empty strings and None are left out, as in 4.0: an empty ``sslcert: ''`` means "not set".
+    """
+    settings: Mapping[str, Any] = config.get("connection_settings") or {}
+    libpq: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in PSYCOPG_OPTIONS:
+            if key == "autocommit":
+                options["autocommit"] = _as_bool(value)
+            else:
+                # prepare_threshold: None disables server-side prepared statements (PgBouncer).
+                options[key] = None if value in (None, "", "null", "None") else int(value)
+            continue
+        if value is None or value == "":
+            continue
+        libpq[key] = value
+    return ConnectParams(conninfo=make_conninfo(**libpq), options=options)
+
+
+def pool_settings(config: Mapping[str, Any], connection_type: str) -> dict[str, Any]:
+    """The pool section for ``pool`` / ``async_pool`` (empty dict for the other types)."""
+    section = _POOL_SECTIONS.get(connection_type)
+    if section is None:
+        return {}
+    return dict(config.get(section) or {})
+
+
+def session_settings(config: Mapping[str, Any], connection_type: str) -> dict[str, str]:
+    """GUC settings applied with SET on every new connection of this type."""
+    section = _SESSION_SECTIONS[connection_type]
+    return {str(k): str(v) for k, v in (config.get(section) or {}).items()}
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

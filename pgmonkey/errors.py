@@ -1,0 +1,40 @@
+"""Exceptions raised by pgmonkey.
+
+One base class, so one ``except`` catches everything pgmonkey raises on purpose::
+
+    PgMonkeyError
+     ├── ConfigError (also a ValueError)
+     │    └── EnvInterpolationError
+     ├── SandboxError
+     ├── TransferError (also a ValueError)
+     └── MagicError
+
+Database errors from the server are psycopg's own (``psycopg.Error`` and subclasses)
+and are never wrapped, so code written for psycopg keeps catching them.
+"""
+
+from __future__ import annotations
+
+
+class PgMonkeyError(Exception):
+    """Base class of every error pgmonkey raises on purpose."""
+
+
+class ConfigError(PgMonkeyError, ValueError):
+    """A configuration file or dict is malformed or holds a bad value."""
+
+
+class EnvInterpolationError(ConfigError):
+    """An environment or secret reference in a config cannot be resolved."""
+
+
+class SandboxError(PgMonkeyError):
+    """The throwaway PostgreSQL cluster cannot be started, found or stopped."""
+
+
+class TransferError(PgMonkeyError, ValueError):
+    """A CSV import or export failed; the message names the file, line and column."""
+
+
+class MagicError(PgMonkeyError):
+    """A ``%pgmonkey`` magic was called with bad arguments."""
