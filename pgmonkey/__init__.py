@@ -32,7 +32,27 @@ _EXPORTS: dict[str, str] = {
     "export_csv": "pgmonkey.transfer",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__", "load_ipython_extension"])
+__all__ = [
+    "ConfigError",
+    "EnvInterpolationError",
+    "MagicError",
+    "PGAsyncConnection",
+    "PGAsyncPoolConnection",
+    "PGConnectionManager",
+    "PGNormalConnection",
+    "PGPoolConnection",
+    "PgMonkeyError",
+    "SandboxError",
+    "TransferError",
+    "__version__",
+    "export_csv",
+    "import_csv",
+    "load_config",
+    "load_ipython_extension",
+    "read_sql",
+    "redact_config",
+    "to_sql",
+]
 
 if TYPE_CHECKING:
     from pgmonkey.config import load_config, redact_config
