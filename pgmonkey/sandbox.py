@@ -1,0 +1,811 @@
+"""A throwaway PostgreSQL cluster for newcomers, notebooks and the test suite (SPEC S0).
+
+``start()`` runs ``initdb`` and ``pg_ctl`` from the PostgreSQL binaries on the machine and
+writes ready pgmonkey configs into DIR::
+
+    DIR/password.yaml   scram-sha-256 over TCP, sslmode disable
+    DIR/ssl.yaml        scram-sha-256, sslmode verify-full against the sandbox's own CA
+    DIR/cert.yaml       client certificate (role pgmonkey_cert), verify-full, no password
+    DIR/ca.crt, DIR/client.crt, DIR/client.key (0600)
+    DIR/sandbox.json    state: port, pid, server directory (0600, holds the password)
+
+The server side (data directory, server certificate and key, log, socket) lives in
+``DIR/server`` when the server runs as the invoking user. As root the server runs as the
+``postgres`` user (through ``runuser``), which often cannot enter DIR (pytest's temporary
+folders are 0700 root), so the server side goes to its own temporary folder owned by
+``postgres``, recorded in sandbox.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import ipaddress
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from pgmonkey.errors import SandboxError
+
+__all__ = ["DEFAULT_DIR", "Sandbox", "find_bindir", "start", "status", "stop"]
+
+DEFAULT_DIR: Final = Path("~/.pgmonkey/sandbox")
+HOST: Final = "127.0.0.1"
+DBNAME: Final = "pgmonkey"
+SUPERUSER: Final = "pgmonkey"
+CERT_USER: Final = "pgmonkey_cert"
+SERVER_USER: Final = "postgres"  # the OS user the server runs as when we are root
+
+#: Environment variable naming the one directory to take PostgreSQL binaries from.
+BINDIR_ENV: Final = "PGMONKEY_PG_BINDIR"
+DIR_ENV: Final = "PGMONKEY_SANDBOX_DIR"
+
+INSTALL_HINT: Final = (
+    "postgresql server binaries (initdb, pg_ctl, postgres) not found: install them "
+    "(e.g. `apt-get install postgresql` on Debian/Ubuntu, `dnf install postgresql-server` "
+    "on Fedora, `brew install postgresql` on macOS) or set " + BINDIR_ENV + " to their directory"
+)
+
+_BINARIES: Final = ("initdb", "pg_ctl", "postgres")
+_STATE_FILE: Final = "sandbox.json"
+_LOCK_FILE: Final = ".sandbox.lock"
+_CLIENT_FILES: Final = (
+    "password.yaml",
+    "ssl.yaml",
+    "cert.yaml",
+    "ca.crt",
+    "client.crt",
+    "client.key",
+    _STATE_FILE,
+)
+_READY_TIMEOUT: Final = 30.0
+_STOP_TIMEOUT: Final = 30.0
+# sun_path is 108 bytes on Linux (104 on macOS); leave room for "/.s.PGSQL.65535".
+_MAX_SOCKET_DIR: Final = 85
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A running sandbox cluster: where it listens and where its configs are."""
+
+    dir: Path
+    port: int
+    pid: int
+    server_dir: Path
+    configs: dict[str, Path]
+    password: str = field(repr=False)  # the superuser's: never shown
+    host: str = HOST
+    dbname: str = DBNAME
+    user: str = SUPERUSER
+    cert_user: str = CERT_USER
+
+    @property
+    def superuser_conninfo(self) -> str:
+        """Conninfo for the superuser over password auth (holds the password)."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            password=self.password,
+            sslmode="disable",
+            connect_timeout=5,
+        )
+
+    def describe(self) -> str:
+        """A short human summary for the CLI: no secrets."""
+        lines = [
+            f"sandbox running on {self.host}:{self.port} (pid {self.pid})",
+            f"  database: {self.dbname}  superuser: {self.user}  certificate role: "
+            f"{self.cert_user}",
+            f"  directory: {self.dir}",
+        ]
+        lines += [f"  {name} config: {path}" for name, path in self.configs.items()]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def default_dir() -> Path:
+    """``$PGMONKEY_SANDBOX_DIR``, else ``~/.pgmonkey/sandbox``."""
+    return Path(os.environ.get(DIR_ENV) or DEFAULT_DIR).expanduser()
+
+
+def _resolve_dir(dir: str | os.PathLike[str] | None) -> Path:
+    return (Path(dir).expanduser() if dir is not None else default_dir()).absolute()
+
+
+# --- binaries ---------------------------------------------------------------------------
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", path.parent.name)) or (0,)
+
+
+def _candidate_bindirs() -> Iterator[Path]:
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            if out:
+                yield Path(out)
+    yield from sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+    initdb = shutil.which("initdb")
+    if initdb:
+        yield Path(initdb).resolve().parent
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry:
+            yield Path(entry)
+
+
+def _has_binaries(bindir: Path) -> bool:
+    return all(os.access(bindir / name, os.X_OK) for name in _BINARIES)
+
+
+def find_bindir(candidates: Sequence[str | os.PathLike[str]] | None = None) -> Path:
+    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
+
+    Looks in *candidates* if given, else in ``$PGMONKEY_PG_BINDIR`` if set, else in
+    ``pg_config --bindir``, ``/usr/lib/postgresql/*/bin`` (highest version first) and PATH.
+    Raises :class:`SandboxError` with an install hint when none has them.
+    """
+    if candidates is not None:
+        search: Iterator[Path] = (Path(c) for c in candidates)
+    elif os.environ.get(BINDIR_ENV):
+        search = iter([Path(os.environ[BINDIR_ENV])])
+    else:
+        search = _candidate_bindirs()
+    for bindir in search:
+        if _has_binaries(bindir):
+            return bindir
+    raise SandboxError(INSTALL_HINT)
+
+
+# --- running commands, as the postgres user when we are root --------------------------------
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _server_account() -> pwd.struct_passwd | None:
+    """The account the server runs as when it is not us (we are root), else None."""
+    if not _as_root():
+        return None
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise SandboxError(
+            f"running as root, but there is no {SERVER_USER!r} user to run the server as: "
+            "install the postgresql package or run pgmonkey as an ordinary user"
+        ) from None
+
+
+def _clean_env() -> dict[str, str]:
+    # PGDATA, PGPORT, PGHOST... from the caller's shell must not steer initdb or pg_ctl.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["LC_ALL"] = "C"
+    return env
+
+
+def _run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout: float) -> None:
+    argv = [os.fspath(c) for c in cmd]
+    name = Path(argv[0]).name
+    if _server_account() is not None:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            raise SandboxError(
+                f"running as root needs `runuser` to drop to the {SERVER_USER!r} user"
+            )
+        argv = [runuser, "-u", SERVER_USER, "--", *argv]
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=_clean_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise SandboxError(f"{name} did not finish in {timeout:g} s") from None
+    if proc.returncode != 0:
+        detail = _last_lines(proc.stderr or proc.stdout)
+        raise SandboxError(f"{name} failed with exit code {proc.returncode}: {detail}")
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) or "no output"
+
+
+def _give_to_server(path: Path) -> None:
+    account = _server_account()
+    if account is not None:
+        os.chown(path, account.pw_uid, account.pw_gid)
+
+
+# --- certificates ------------------------------------------------------------------------
+
+
+def _write_private(path: Path, data: bytes, *, server: bool = False) -> None:
+    """Write *data* to *path* with mode 0600 from the start (keys, passwords)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    if server:
+        _give_to_server(path)
+
+
+def _make_certificates(client_dir: Path, server_dir: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    not_before, not_after = now - dt.timedelta(days=1), now + dt.timedelta(days=825)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pgmonkey sandbox"),
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            ]
+        )
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name("pgmonkey sandbox CA")
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(
+        cn: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName] | None
+    ) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                critical=False,
+            )
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
+
+    server_crt, server_key = leaf(
+        "localhost",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ],
+    )
+    client_crt, client_key = leaf(CERT_USER, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+
+    # The CA's private key is not kept: nothing else is ever signed with it.
+    for path, data in ((server_dir / "ca.crt", ca_pem), (server_dir / "server.crt", server_crt)):
+        path.write_bytes(data)
+        _give_to_server(path)
+    _write_private(server_dir / "server.key", server_key, server=True)
+    (client_dir / "ca.crt").write_bytes(ca_pem)
+    (client_dir / "client.crt").write_bytes(client_crt)
+    _write_private(client_dir / "client.key", client_key)
+
+
+# --- configs and state ---------------------------------------------------------------------
+
+
+def _configs(dir: Path, port: int, password: str) -> dict[str, dict[str, Any]]:
+    def config(settings: dict[str, str]) -> dict[str, Any]:
+        return {
+            "connection_type": "normal",
+            "connection_settings": {
+                "host": HOST,
+                "port": str(port),
+                "dbname": DBNAME,
+                **settings,
+                "connect_timeout": "5",
+                "application_name": "pgmonkey-sandbox",
+            },
+            "pool_settings": {
+                "min_size": 1,
+                "max_size": 5,
+                "timeout": 10,
+                "max_idle": 300,
+                "max_lifetime": 3600,
+                "check_on_checkout": False,
+            },
+            "async_settings": {"statement_timeout": "30000", "lock_timeout": "10000"},
+            "async_pool_settings": {
+                "min_size": 1,
+                "max_size": 5,
+                "timeout": 10,
+                "max_idle": 300,
+                "max_lifetime": 3600,
+                "check_on_checkout": False,
+            },
+        }
+
+    ca = str(dir / "ca.crt")
+    return {
+        "password": config({"user": SUPERUSER, "password": password, "sslmode": "disable"}),
+        "ssl": config(
+            {
+                "user": SUPERUSER,
+                "password": password,
+                "sslmode": "verify-full",
+                "sslrootcert": ca,
+            }
+        ),
+        "cert": config(
+            {
+                "user": CERT_USER,
+                "sslmode": "verify-full",
+                "sslrootcert": ca,
+                "sslcert": str(dir / "client.crt"),
+                "sslkey": str(dir / "client.key"),
+            }
+        ),
+    }
+
+
+def _write_configs(dir: Path, port: int, password: str) -> dict[str, Path]:
+    import yaml
+
+    paths: dict[str, Path] = {}
+    for kind, cfg in _configs(dir, port, password).items():
+        path = dir / f"{kind}.yaml"
+        header = (
+            f"# pgmonkey sandbox: {kind} authentication. Written by `pgmonkey sandbox start`.\n"
+        )
+        text = header + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
+        _write_private(path, text.encode())
+        paths[kind] = path
+    return paths
+
+
+def _config_paths(dir: Path) -> dict[str, Path]:
+    return {kind: dir / f"{kind}.yaml" for kind in ("password", "ssl", "cert")}
+
+
+def _read_state(dir: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((dir / _STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _write_state(dir: Path, state: dict[str, Any]) -> None:
+    _write_private(dir / _STATE_FILE, json.dumps(state, indent=2).encode())
+
+
+def _sandbox_from_state(dir: Path, state: dict[str, Any]) -> Sandbox:
+    return Sandbox(
+        dir=dir,
+        port=int(state["port"]),
+        pid=int(state["pid"]),
+        server_dir=Path(state["server_dir"]),
+        configs=_config_paths(dir),
+        password=str(state["password"]),
+    )
+
+
+# --- process state -------------------------------------------------------------------------
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+        return int(first)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (a child of ours not yet reaped) is not a running server.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _running(state: dict[str, Any]) -> bool:
+    try:
+        pid = int(state["pid"])
+        data_dir = Path(state["server_dir"]) / "data"
+    except (KeyError, TypeError, ValueError):
+        return False
+    return _postmaster_pid(data_dir) == pid and _alive(pid)
+
+
+@contextlib.contextmanager
+def _locked(dir: Path) -> Iterator[None]:
+    """Serialize start/stop on one DIR across processes."""
+    with open(dir / _LOCK_FILE, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
+
+
+# --- start / status / stop ------------------------------------------------------------------
+
+
+def status(dir: str | os.PathLike[str] | None = None) -> Sandbox | None:
+    """The sandbox running in *dir* (default: :func:`default_dir`), or None."""
+    path = _resolve_dir(dir)
+    state = _read_state(path)
+    if state is None or not _running(state):
+        return None
+    return _sandbox_from_state(path, state)
+
+
+def start(
+    dir: str | os.PathLike[str] | None = None,
+    port: int | None = None,
+    *,
+    bindir: str | os.PathLike[str] | None = None,
+) -> Sandbox:
+    """Start a sandbox in *dir*, or return the one already running there.
+
+    *port* defaults to a free port on 127.0.0.1. *bindir* overrides where the PostgreSQL
+    binaries are taken from (see :func:`find_bindir`).
+    """
+    path = _resolve_dir(dir)
+    if port is not None and not 0 < port < 65536:
+        raise SandboxError(f"invalid port {port!r}: expected 1..65535")
+    binaries = find_bindir([bindir] if bindir is not None else None)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _locked(path):
+        state = _read_state(path)
+        if state is not None and _running(state):
+            running = _sandbox_from_state(path, state)
+            if port is not None and port != running.port:
+                raise SandboxError(
+                    f"the sandbox in {str(path)!r} already runs on port {running.port}: "
+                    "stop it first to use another port"
+                )
+            return running
+        if state is not None:
+            _cleanup(path, state)  # stale: the machine rebooted or the server died
+        if port is not None and _port_in_use(port):
+            raise SandboxError(f"port {port} on {HOST} is already in use")
+        # Another process may grab a port picked here before the server binds it: retry.
+        attempts = 1 if port is not None else 3
+        for attempt in range(attempts):
+            try:
+                return _create(path, binaries, port if port is not None else _free_port())
+            except _PortTaken:
+                if attempt == attempts - 1:
+                    raise SandboxError("could not find a free port on 127.0.0.1") from None
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _make_server_dir(dir: Path) -> Path:
+    if _server_account() is None:
+        server_dir = dir / "server"
+        if server_dir.exists():
+            shutil.rmtree(server_dir)
+        server_dir.mkdir(mode=0o700)
+        return server_dir
+    # The postgres user often cannot enter DIR (e.g. pytest's 0700 root tmp folders).
+    server_dir = Path(tempfile.mkdtemp(prefix="pgmonkey-sandbox-"))
+    _give_to_server(server_dir)
+    return server_dir
+
+
+def _create(dir: Path, bindir: Path, port: int) -> Sandbox:
+    server_dir = _make_server_dir(dir)
+    password = secrets.token_urlsafe(24)
+    state: dict[str, Any] = {
+        "port": port,
+        "pid": None,
+        "server_dir": str(server_dir),
+        "password": password,
+        "bindir": str(bindir),
+    }
+    # Recorded first, so a failure below can still be cleaned up by stop().
+    _write_state(dir, state)
+    try:
+        _make_certificates(dir, server_dir)
+        data_dir = server_dir / "data"
+        pwfile = server_dir / "pwfile"
+        _write_private(pwfile, password.encode() + b"\n", server=True)
+        try:
+            _run(
+                [
+                    bindir / "initdb",
+                    "-D",
+                    data_dir,
+                    "-U",
+                    SUPERUSER,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+                cwd=server_dir,
+                timeout=120,
+            )
+        finally:
+            pwfile.unlink()
+        _configure_server(server_dir, data_dir, port)
+        log = server_dir / "server.log"
+        try:
+            _run(
+                [
+                    bindir / "pg_ctl",
+                    "-D",
+                    data_dir,
+                    "-l",
+                    log,
+                    "-w",
+                    "-t",
+                    str(int(_READY_TIMEOUT)),
+                    "-s",
+                    "start",
+                ],
+                cwd=server_dir,
+                timeout=_READY_TIMEOUT + 10,
+            )
+        except SandboxError as e:
+            tail = _log_tail(log)
+            if "could not bind" in tail or "already in use" in tail:
+                raise _PortTaken from None
+            raise SandboxError(f"{e}; server log: {tail}") from None
+        pid = _postmaster_pid(data_dir)
+        if pid is None:
+            raise SandboxError(f"the server started but wrote no pid file; log: {_log_tail(log)}")
+        state["pid"] = pid
+        _write_state(dir, state)
+        sandbox = Sandbox(
+            dir=dir,
+            port=port,
+            pid=pid,
+            server_dir=server_dir,
+            configs=_write_configs(dir, port, password),
+            password=password,
+        )
+        _bootstrap(sandbox)
+        return sandbox
+    except BaseException:
+        _cleanup(dir, state)
+        raise
+
+
+def _configure_server(server_dir: Path, data_dir: Path, port: int) -> None:
+    socket_dir = str(server_dir) if len(str(server_dir)) <= _MAX_SOCKET_DIR else ""
+
+    def q(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    settings = {
+        "listen_addresses": q(HOST),
+        "port": str(port),
+        "unix_socket_directories": q(socket_dir),
+        "ssl": "on",
+        "ssl_cert_file": q(str(server_dir / "server.crt")),
+        "ssl_key_file": q(str(server_dir / "server.key")),
+        "ssl_ca_file": q(str(server_dir / "ca.crt")),
+        "password_encryption": "scram-sha-256",
+        # Many pools and 500-task tests run against one sandbox.
+        "max_connections": "200",
+        "shared_buffers": "32MB",
+        # A throwaway cluster: trade durability for speed.
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_wal_size": "256MB",
+        "log_min_messages": "warning",
+        "log_connections": "off",
+        "logging_collector": "off",
+    }
+    conf = "\n# pgmonkey sandbox\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+    with open(data_dir / "postgresql.conf", "a") as f:
+        f.write(conf)
+    hba = (
+        "# pgmonkey sandbox\n"
+        "# TYPE   DATABASE USER          ADDRESS       METHOD\n"
+        "local    all      all                         scram-sha-256\n"
+        f"hostssl  all      {CERT_USER} 127.0.0.1/32  cert\n"
+        f"hostssl  all      {CERT_USER} ::1/128       cert\n"
+        "host     all      all           127.0.0.1/32  scram-sha-256\n"
+        "host     all      all           ::1/128       scram-sha-256\n"
+    )
+    (data_dir / "pg_hba.conf").write_text(hba)
+
+
+def _bootstrap(sandbox: Sandbox) -> None:
+    """Create the database and the certificate role, waiting for the server to accept us."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    admin = make_conninfo(sandbox.superuser_conninfo, dbname="postgres")
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while True:
+        try:
+            conn = psycopg.connect(admin, autocommit=True)
+            break
+        except psycopg.OperationalError as e:
+            if time.monotonic() > deadline:
+                raise SandboxError(f"the sandbox server does not accept connections: {e}") from None
+            time.sleep(0.1)
+    with conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(DBNAME), sql.Identifier(SUPERUSER)
+            )
+        )
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(CERT_USER)))
+    with psycopg.connect(sandbox.superuser_conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("GRANT CREATE, USAGE ON SCHEMA public TO {}").format(sql.Identifier(CERT_USER))
+        )
+
+
+def _log_tail(log: Path) -> str:
+    try:
+        return _last_lines(log.read_text(errors="replace"))
+    except OSError:
+        return "no log"
+
+
+def stop(dir: str | os.PathLike[str] | None = None) -> bool:
+    """Stop the sandbox in *dir* and remove its data; True if one was running.
+
+    The configs and certificates in *dir* are removed too (they point at a server that is
+    gone); *dir* itself is removed when nothing else is left in it.
+    """
+    path = _resolve_dir(dir)
+    if not path.is_dir():
+        return False
+    with _locked(path):
+        state = _read_state(path)
+        was_running = state is not None and _running(state)
+        if state is not None:
+            _cleanup(path, state)
+        for name in _CLIENT_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (path / name).unlink()
+    with contextlib.suppress(OSError):
+        (path / _LOCK_FILE).unlink()
+        path.rmdir()
+    return was_running
+
+
+def _cleanup(dir: Path, state: dict[str, Any]) -> None:
+    """Stop the server recorded in *state* (if it runs) and remove its server directory."""
+    server_dir = Path(state["server_dir"]) if state.get("server_dir") else None
+    if server_dir is not None:
+        data_dir = server_dir / "data"
+        pid = _postmaster_pid(data_dir)
+        if pid is not None and _alive(pid):
+            _shutdown(state, data_dir, pid)
+        if server_dir.exists():
+            shutil.rmtree(server_dir, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (dir / _STATE_FILE).unlink()
+
+
+def _shutdown(state: dict[str, Any], data_dir: Path, pid: int) -> None:
+    bindir = Path(state["bindir"]) if state.get("bindir") else None
+    if bindir is not None and _has_binaries(bindir):
+        with contextlib.suppress(SandboxError):
+            _run(
+                [bindir / "pg_ctl", "-D", data_dir, "-m", "fast", "-w", "-s", "stop"],
+                cwd=data_dir.parent,
+                timeout=_STOP_TIMEOUT,
+            )
+    # pg_ctl missing or failed: signal the postmaster ourselves (SIGINT = fast shutdown,
+    # then SIGQUIT = immediate), never leaving a process behind.
+    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        if not _alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if _alive(pid):
+        raise SandboxError(f"the sandbox server (pid {pid}) did not stop")
