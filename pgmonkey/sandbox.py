@@ -74,6 +74,15 @@ _CLIENT_FILES: Final = (
 )
 _READY_TIMEOUT: Final = 30.0
 _STOP_TIMEOUT: Final = 30.0
+# Small pools: many tests and notebooks share one sandbox (max_connections 200).
+_POOL_SETTINGS: Final = {
+    "min_size": 1,
+    "max_size": 5,
+    "timeout": 10,
+    "max_idle": 300,
+    "max_lifetime": 3600,
+    "check_on_checkout": False,
+}
 # sun_path is 108 bytes on Linux (104 on macOS); leave room for "/.s.PGSQL.65535".
 _MAX_SOCKET_DIR: Final = 85
 
@@ -378,23 +387,9 @@ def _configs(dir: Path, port: int, password: str) -> dict[str, dict[str, Any]]:
                 "connect_timeout": "5",
                 "application_name": "pgmonkey-sandbox",
             },
-            "pool_settings": {
-                "min_size": 1,
-                "max_size": 5,
-                "timeout": 10,
-                "max_idle": 300,
-                "max_lifetime": 3600,
-                "check_on_checkout": False,
-            },
+            "pool_settings": dict(_POOL_SETTINGS),
             "async_settings": {"statement_timeout": "30000", "lock_timeout": "10000"},
-            "async_pool_settings": {
-                "min_size": 1,
-                "max_size": 5,
-                "timeout": 10,
-                "max_idle": 300,
-                "max_lifetime": 3600,
-                "check_on_checkout": False,
-            },
+            "async_pool_settings": dict(_POOL_SETTINGS),
         }
 
     ca = str(dir / "ca.crt")
