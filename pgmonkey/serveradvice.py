@@ -1,0 +1,639 @@
+"""Server configuration advice and audit (SPEC S6).
+
+:func:`recommend` turns a pgmonkey config into the pg_hba.conf lines and postgresql.conf
+settings the server needs for it; :func:`audit` compares them, read-only, with a live
+server's ``pg_settings`` and ``pg_hba_file_rules``, and tells whether a current pg_hba rule
+would match this client. Both return structured results with ``.to_text()`` (the 4.0 layout
+of ``pgmonkey pgserverconfig``) and ``.to_frame()`` (a pandas DataFrame, for notebooks)::
+
+    advice = recommend(load_config("app.yaml"))
+    report = audit(load_config("app.yaml"))        # or audit(cfg, conn) with a psycopg connection
+    report.needs_attention                         # what `--audit --strict` exits 3 on
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from pgmonkey._serveradvice_hba import (
+    HbaClient,
+    HbaLine,
+    HbaMatch,
+    HbaRule,
+    first_match,
+    hba_addresses,
+    quote_hba_name,
+)
+
+if TYPE_CHECKING:
+    import pandas
+    import psycopg
+
+__all__ = [
+    "Advice",
+    "AuditReport",
+    "AuditRow",
+    "HbaClient",
+    "HbaLine",
+    "HbaRule",
+    "Setting",
+    "Status",
+    "audit",
+    "recommend",
+]
+
+Status = Literal["OK", "MISMATCH", "REVIEW", "UNKNOWN"]
+
+SSL_REQUIRED_MODES: Final = frozenset({"require", "verify-ca", "verify-full"})
+DEFAULT_SUPERUSER_RESERVED: Final = 3
+HBA_HEADER: Final = ("TYPE", "DATABASE", "USER", "ADDRESS", "METHOD", "OPTIONS")
+_RULE: Final = "─"
+# psycopg_pool's defaults, for a pool section that leaves the sizes out.
+_POOL_DEFAULT_MIN: Final = 4
+# Conservative methods ranked for the audit: what a current rule may use instead of ours.
+_WEAK_METHODS: Final = {
+    "trust": "trust: anyone reaching this rule connects without a password",
+    "password": "password: the password travels in clear text (without SSL)",
+    "md5": "md5: works, but scram-sha-256 is stronger (md5 is deprecated)",
+}
+
+
+# --- recommendations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One recommended postgresql.conf setting."""
+
+    name: str
+    value: str
+    comment: str = ""
+    # File names are examples (the server's defaults): any file name will do.
+    is_file: bool = False
+
+    def conf_line(self) -> str:
+        value = f"'{self.value}'" if self.is_file else self.value
+        line = f"{self.name} = {value}"
+        return f"{line}  # {self.comment}" if self.comment else line
+
+
+@dataclass(frozen=True)
+class _Profile:
+    """What the server will see of a client using this config."""
+
+    hosts: tuple[str, ...]
+    dbname: str
+    user: str
+    sslmode: str
+    has_password: bool
+    has_client_cert: bool
+
+    @property
+    def ssl_required(self) -> bool:
+        return self.sslmode in SSL_REQUIRED_MODES
+
+    @property
+    def needs_ssl(self) -> bool:
+        # Client certificates only exist inside TLS.
+        return self.ssl_required or self.has_client_cert
+
+    @property
+    def method(self) -> str:
+        return "cert" if self.has_client_cert and not self.has_password else "scram-sha-256"
+
+
+def _set(value: Any) -> bool:
+    return value not in (None, "")
+
+
+def _profile(config: Mapping[str, Any]) -> _Profile:
+    s: Mapping[str, Any] = config.get("connection_settings") or {}
+    # libpq's defaults when a key is missing: PG* variables, then the OS user name.
+    user = str(s.get("user") or os.environ.get("PGUSER") or getpass.getuser())
+    dbname = str(s.get("dbname") or os.environ.get("PGDATABASE") or user)
+    hostaddr = str(s.get("hostaddr") or "")
+    host = str(s.get("host") or "")
+    # hostaddr is what libpq connects to when given; host then only names the server.
+    entries = (hostaddr or host).split(",")
+    return _Profile(
+        hosts=tuple(e.strip() for e in entries),
+        dbname=dbname,
+        user=user,
+        sslmode=str(s.get("sslmode") or "prefer").lower(),
+        has_password=_set(s.get("password")),
+        has_client_cert=_set(s.get("sslcert")) or _set(s.get("sslkey")),
+    )
+
+
+def _pool_max(section: Any) -> int:
+    if not isinstance(section, Mapping):
+        return 0
+    size = section.get("max_size", section.get("min_size", _POOL_DEFAULT_MIN))
+    try:
+        return int(size)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _hba_lines(p: _Profile) -> tuple[HbaLine, ...]:
+    lines: list[HbaLine] = []
+    options = "clientcert=verify-full" if p.has_client_cert else ""
+    db, user = quote_hba_name(p.dbname), quote_hba_name(p.user)
+    for host in p.hosts:
+        for address in hba_addresses(host):
+            if not address:
+                # A Unix socket: no TLS there, so no client certificate either.
+                method = "scram-sha-256" if p.has_password or not p.has_client_cert else "peer"
+                line = HbaLine("local", db, user, "", method)
+            else:
+                rtype = "hostssl" if p.needs_ssl else "host"
+                line = HbaLine(rtype, db, user, address, p.method, options)
+            if line not in lines:
+                lines.append(line)
+    return tuple(lines)
+
+
+def _max_connections(config: Mapping[str, Any], reserved: int) -> Setting:
+    pool = _pool_max(config.get("pool_settings"))
+    apool = _pool_max(config.get("async_pool_settings"))
+    pools = pool + apool
+    # Room for the normal/async connections, psql sessions and maintenance next to the pools.
+    margin = max(2, math.ceil(pools / 10))
+    comment = (
+        f"at least: pools {pools} (pool {pool} + async_pool {apool})"
+        f" + reserved {reserved} + margin {margin}"
+    )
+    return Setting("max_connections", str(pools + reserved + margin), comment)
+
+
+def _settings(config: Mapping[str, Any], p: _Profile, reserved: int) -> tuple[Setting, ...]:
+    items = [_max_connections(config, reserved)]
+    if p.needs_ssl:
+        items += [
+            Setting("ssl", "on"),
+            Setting("ssl_cert_file", "server.crt", is_file=True),
+            Setting("ssl_key_file", "server.key", is_file=True),
+        ]
+        if p.has_client_cert:
+            # The CA that signed the clients' certificates: needed to verify them.
+            items.append(Setting("ssl_ca_file", "ca.crt", is_file=True))
+    if p.method == "scram-sha-256":
+        items.append(Setting("password_encryption", "scram-sha-256"))
+    return tuple(items)
+
+
+def _notes(p: _Profile) -> tuple[str, ...]:
+    notes: list[str] = []
+    if any(_is_remote(h) for h in p.hosts):
+        notes.append(
+            "ADDRESS is the client's address as the server sees it: the lines above use the "
+            "config's host; when the server is on another machine, put your client's address "
+            "or network there"
+        )
+    if p.has_client_cert and not p.ssl_required:
+        notes.append(
+            f"sslmode {p.sslmode!r} does not require SSL: use 'verify-full' with client "
+            "certificates"
+        )
+    if not p.needs_ssl and any(_is_remote(h) for h in p.hosts):
+        notes.append(
+            f"sslmode {p.sslmode!r} does not require SSL: passwords and data may travel "
+            "unencrypted; use 'require' or better 'verify-full'"
+        )
+    return tuple(notes)
+
+
+def _is_remote(host: str) -> bool:
+    addresses = hba_addresses(host)
+    return not all(a in ("", "127.0.0.1/32", "::1/128") for a in addresses)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """The server settings a config needs: pg_hba.conf lines and postgresql.conf settings."""
+
+    hba: tuple[HbaLine, ...]
+    settings: tuple[Setting, ...]
+    notes: tuple[str, ...] = ()
+
+    def rows(self) -> list[dict[str, str]]:
+        """One dict per line: file, setting (or pg_hba TYPE..OPTIONS as ``line``), value."""
+        out = [
+            {"file": "pg_hba.conf", "setting": "hba line", "value": str(line), "note": ""}
+            for line in self.hba
+        ]
+        out += [
+            {"file": "postgresql.conf", "setting": s.name, "value": s.value, "note": s.comment}
+            for s in self.settings
+        ]
+        return out
+
+    def to_frame(self) -> pandas.DataFrame:
+        import pandas
+
+        return pandas.DataFrame(self.rows(), columns=["file", "setting", "value", "note"])
+
+    def hba_text(self) -> str:
+        return _table([HBA_HEADER, *(line.fields() for line in self.hba)])
+
+    def conf_text(self) -> str:
+        return "\n".join(s.conf_line() for s in self.settings)
+
+    def to_text(self) -> str:
+        parts = [
+            "1) Database type detected: PostgreSQL",
+            "",
+            "2) Minimal database server settings needed for this config file:",
+            "",
+            "a) pg_hba.conf:",
+            self.hba_text(),
+            "",
+            "b) postgresql.conf:",
+            self.conf_text(),
+        ]
+        if self.notes:
+            parts += ["", "Notes:", *(f"- {n}" for n in self.notes)]
+        return "\n".join(parts)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def recommend(
+    config: Mapping[str, Any], *, reserved_connections: int = DEFAULT_SUPERUSER_RESERVED
+) -> Advice:
+    """The pg_hba.conf lines and postgresql.conf settings the server needs for *config*.
+
+    *reserved_connections*: connections the server keeps back from applications
+    (``superuser_reserved_connections``, 3 by default), added to ``max_connections``.
+    """
+    p = _profile(config)
+    return Advice(_hba_lines(p), _settings(config, p, reserved_connections), _notes(p))
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audited item: a postgresql.conf setting, or this client's pg_hba rule."""
+
+    section: str  # 'postgresql.conf' or 'pg_hba.conf'
+    setting: str
+    recommended: str
+    current: str | None
+    source: str | None
+    status: Status
+    note: str = ""
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "section": self.section,
+            "setting": self.setting,
+            "recommended": self.recommended,
+            "current": self.current,
+            "source": self.source,
+            "status": self.status,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The result of :func:`audit`. ``rows`` are the comparison; the rest is context."""
+
+    advice: Advice
+    rows: tuple[AuditRow, ...]
+    server_version: str | None = None
+    in_recovery: bool | None = None
+    client: HbaClient | None = None
+    hba_rules: tuple[HbaRule, ...] | None = None  # None: could not be read
+    hba_error: str | None = None
+    settings_error: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when a row is not OK or part of the server could not be audited."""
+        return (
+            any(r.status != "OK" for r in self.rows)
+            or self.hba_error is not None
+            or self.settings_error is not None
+        )
+
+    def statuses(self) -> dict[str, Status]:
+        return {r.setting: r.status for r in self.rows}
+
+    def to_frame(self) -> pandas.DataFrame:
+        import pandas
+
+        columns = ["section", "setting", "recommended", "current", "source", "status", "note"]
+        return pandas.DataFrame([r.as_dict() for r in self.rows], columns=columns)
+
+    def to_text(self) -> str:
+        parts = ["1) Database type detected: PostgreSQL", "", "2) Server settings audit:", ""]
+        if self.server_version:
+            parts += [f"Server: {self.server_version}", ""]
+        if self.in_recovery:
+            parts += [
+                "This server is a standby (in recovery): it serves reads only; audit the "
+                "primary too",
+                "",
+            ]
+        parts.append("postgresql.conf:")
+        conf = [r for r in self.rows if r.section == "postgresql.conf"]
+        if self.settings_error:
+            parts += [f"  cannot read pg_settings: {self.settings_error}", ""]
+            parts += ["  Recommended:", _indent(self.advice.conf_text())]
+        else:
+            header = ("Setting", "Recommended", "Current", "Source", "Status")
+            table = _table(
+                [
+                    header,
+                    *(
+                        (r.setting, r.recommended, r.current or "", r.source or "", r.status)
+                        for r in conf
+                    ),
+                ]
+            )
+            head, *body = table.splitlines()
+            width = max(len(line) for line in table.splitlines())
+            parts += [head, _RULE * width, *body]
+            parts += [f"  {r.setting}: {r.note}" for r in conf if r.note and r.status != "OK"]
+        parts += ["", "pg_hba.conf:", "Recommended:", _indent(self.advice.hba_text())]
+        if self.hba_error:
+            parts += ["", f"Current rules: cannot read pg_hba_file_rules: {self.hba_error}"]
+            parts.append("  (recommendations only; compare them with pg_hba.conf by hand)")
+        elif self.hba_rules is not None:
+            rows = [("LINE", *HBA_HEADER)] + [
+                (str(r.line_number), *r.fields()) for r in self.hba_rules
+            ]
+            parts += ["", "Current rules (pg_hba_file_rules):", _indent(_table(rows))]
+        for r in self.rows:
+            if r.section == "pg_hba.conf":
+                parts += [
+                    "",
+                    f"{r.setting}: {r.status}",
+                    f"  matching rule: {r.current or 'none'}",
+                ]
+                if r.note:
+                    parts.append(f"  {r.note}")
+        notes = (*self.notes, *self.advice.notes)
+        if notes:
+            parts += ["", "Notes:", *(f"- {n}" for n in notes)]
+        return "\n".join(parts)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line if line else line for line in text.splitlines())
+
+
+def _source(row: Mapping[str, Any]) -> str:
+    source = str(row.get("source") or "")
+    if row.get("sourcefile"):
+        source += f" ({row['sourcefile']}:{row.get('sourceline')})"
+    return source
+
+
+def _compare_setting(s: Setting, row: Mapping[str, Any] | None, role: str) -> AuditRow:
+    section = "postgresql.conf"
+    if row is None:
+        return AuditRow(
+            section,
+            s.name,
+            s.value,
+            None,
+            None,
+            "UNKNOWN",
+            f"not visible to role {role!r} (needs pg_read_all_settings or superuser)",
+        )
+    current = str(row.get("setting") or "")
+    source = _source(row)
+    status: Status
+    note = ""
+    if s.name == "max_connections":
+        ok = current.isdigit() and int(current) >= int(s.value)
+        status = "OK" if ok else "MISMATCH"
+        if not ok:
+            note = f"raise it to at least {s.value} (needs a restart)"
+    elif s.is_file:
+        if not current:
+            status, note = "MISMATCH", "not set: the server cannot do what this config needs"
+        elif os.path.basename(current) == s.value:
+            status = "OK"
+        else:
+            status = "REVIEW"
+            note = f"{current!r} instead of the usual {s.value!r}: check it is the intended file"
+    else:
+        status = "OK" if current.lower() == s.value.lower() else "MISMATCH"
+        if status == "MISMATCH":
+            note = f"set {s.name} = {s.value}"
+    if status == "OK" and row.get("pending_restart"):
+        status, note = "REVIEW", "changed in the file but not in effect until a restart"
+    return AuditRow(section, s.name, s.value, current, source, status, note)
+
+
+def _recommended_for(advice: Advice, client: HbaClient) -> HbaLine | None:
+    host_lines = [line for line in advice.hba if (line.type == "local") == (client.address is None)]
+    return host_lines[0] if host_lines else (advice.hba[0] if advice.hba else None)
+
+
+def _judge_hba(
+    advice: Advice, client: HbaClient, match: HbaMatch
+) -> tuple[Status, str, HbaLine | None]:
+    wanted = _recommended_for(advice, client)
+    notes: list[str] = []
+    if match.skipped_errors:
+        lines = ", ".join(str(r.line_number) for r in match.skipped_errors)
+        notes.append(f"line(s) {lines} have errors: the server keeps its old rules until fixed")
+    if match.undecided:
+        first = match.undecided[0]
+        notes.append(
+            f"line {first.line_number} ({first}) may match first: it depends on DNS or the "
+            "server's interfaces, which the audit cannot see"
+        )
+    rule = match.rule
+    if rule is None:
+        if match.undecided:
+            return "REVIEW", "; ".join(notes), wanted
+        notes.append(
+            "no rule of the current pg_hba.conf matches this client: after the next reload "
+            "it will be rejected (the file changed since the server last read it?)"
+        )
+        return "MISMATCH", "; ".join(notes), wanted
+    if rule.auth_method == "reject":
+        notes.append("the matching rule rejects this client (after the next reload)")
+        return "MISMATCH", "; ".join(notes), wanted
+    if wanted is not None:
+        if rule.auth_method != wanted.method:
+            weak = _WEAK_METHODS.get(rule.auth_method)
+            notes.append(weak or f"method {rule.auth_method!r} where {wanted.method!r} is advised")
+        if wanted.type == "hostssl" and rule.type == "host":
+            notes.append("'host' also accepts this client without SSL: 'hostssl' is advised")
+        if "clientcert=verify-full" in wanted.options and not (
+            rule.auth_method == "cert" or "clientcert=verify-full" in rule.options
+        ):
+            notes.append("no clientcert=verify-full: the client certificate is not checked")
+    status: Status = "REVIEW" if notes else "OK"
+    if rule.database == ("all",) and rule.user_name == ("all",) and status == "OK":
+        notes.append("the rule admits every database and user: the advised line is narrower")
+    return status, "; ".join(notes), wanted
+
+
+def _fetch_hba(conn: psycopg.Connection[Any]) -> tuple[tuple[HbaRule, ...] | None, str | None]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT * FROM pg_hba_file_rules")
+            return tuple(HbaRule.from_row(r) for r in cur.fetchall()), None
+    except psycopg.errors.InsufficientPrivilege as e:
+        reason = e.diag.message_primary or "permission denied"
+        return None, f"{reason} (reading it takes a superuser or a role granted SELECT on it)"
+    except psycopg.errors.UndefinedTable:
+        return None, "pg_hba_file_rules does not exist on this server (PostgreSQL < 10)"
+
+
+def _fetch_settings(
+    conn: psycopg.Connection[Any], names: Sequence[str]
+) -> tuple[dict[str, dict[str, Any]], str | None]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT name, setting, source, sourcefile, sourceline, pending_restart"
+                " FROM pg_settings WHERE name = ANY(%s)",
+                (list(names),),
+            )
+            return {r["name"]: r for r in cur.fetchall()}, None
+    except psycopg.errors.InsufficientPrivilege as e:
+        return {}, e.diag.message_primary or "permission denied"
+
+
+_RESERVED_SETTINGS: Final = ("superuser_reserved_connections", "reserved_connections")
+
+
+def audit(config: Mapping[str, Any], conn: psycopg.Connection[Any] | None = None) -> AuditReport:
+    """Compare :func:`recommend`'s advice with the live server, read-only.
+
+    *conn*: an open psycopg connection (as this config's client); without one, the audit
+    connects with *config* itself and closes the connection afterwards. Missing privileges
+    (``pg_hba_file_rules`` needs a superuser) give recommendations with the reason, not an
+    error. Connection errors are psycopg's own.
+    """
+    if conn is None:
+        import psycopg
+
+        from pgmonkey.config import connect_params
+
+        params = connect_params(config)
+        with psycopg.connect(params.conninfo, autocommit=True) as own:
+            return audit(config, own)
+    return _audit(config, conn)
+
+
+def _audit(config: Mapping[str, Any], conn: psycopg.Connection[Any]) -> AuditReport:
+    from psycopg.rows import dict_row
+
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS standby,"
+            " host(inet_client_addr()) AS addr, session_user AS usr,"
+            " current_database() AS db,"
+            " ARRAY(SELECT rolname FROM pg_roles"
+            "       WHERE pg_has_role(session_user, oid, 'MEMBER')) AS roles"
+        )
+        info = cur.fetchone()
+    assert info is not None
+    client = HbaClient(
+        database=info["db"],
+        user=info["usr"],
+        address=info["addr"],
+        ssl=bool(conn.pgconn.ssl_in_use),
+        roles=frozenset(info["roles"] or ()),
+    )
+    names = ("max_connections", "ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file")
+    wanted = [*names, "password_encryption", *_RESERVED_SETTINGS]
+    current, settings_error = _fetch_settings(conn, wanted)
+    reserved = sum(
+        int(current[n]["setting"])
+        for n in _RESERVED_SETTINGS
+        if n in current and str(current[n]["setting"]).isdigit()
+    )
+    if "superuser_reserved_connections" not in current:
+        reserved += DEFAULT_SUPERUSER_RESERVED
+    advice = recommend(config, reserved_connections=reserved)
+    rows: list[AuditRow] = []
+    if settings_error is None:
+        rows += [_compare_setting(s, current.get(s.name), client.user) for s in advice.settings]
+    hba_rules, hba_error = _fetch_hba(conn)
+    notes: list[str] = []
+    if hba_rules is not None:
+        match = first_match(hba_rules, client)
+        status, note, line = _judge_hba(advice, client, match)
+        rule = match.rule
+        where = None
+        if rule is not None:
+            where = f"{rule.file_name}:{rule.line_number}" if rule.file_name else "pg_hba.conf"
+        rows.append(
+            AuditRow(
+                "pg_hba.conf",
+                f"this client ({client.describe()})",
+                str(line) if line else "",
+                f"line {rule.line_number}: {rule}" if rule else None,
+                where,
+                status,
+                note,
+            )
+        )
+    uncovered = _uncovered(advice, client)
+    if uncovered:
+        notes.append(uncovered)
+    return AuditReport(
+        advice=advice,
+        rows=tuple(rows),
+        server_version=f"PostgreSQL {info['version']}",
+        in_recovery=bool(info["standby"]),
+        client=client,
+        hba_rules=hba_rules,
+        hba_error=hba_error,
+        settings_error=settings_error,
+        notes=tuple(notes),
+    )
+
+
+def _uncovered(advice: Advice, client: HbaClient) -> str | None:
+    """A note when the advised ADDRESS entries do not cover where this client comes from."""
+    import ipaddress
+
+    if client.address is None:
+        return None
+    ip = ipaddress.ip_address(client.address)
+    for line in advice.hba:
+        try:
+            net = ipaddress.ip_network(line.address, strict=False)
+        except ValueError:
+            return None  # a host name: the server resolves it, the audit cannot tell
+        if net.version == ip.version and ip in net:
+            return None
+    return (
+        f"the server sees this client as {client.address}, which no advised ADDRESS covers: "
+        f"use {client.address}/{ip.max_prefixlen} (or the client's network) in pg_hba.conf"
+    )
