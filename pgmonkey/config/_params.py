@@ -12,10 +12,14 @@ from typing import Any, Final
 
 from psycopg.conninfo import make_conninfo
 
-CONNECTION_TYPES: Final = ("normal", "pool", "async", "async_pool")
+from pgmonkey.errors import ConfigError
 
-# Keys of ``connection_settings`` that are psycopg connect() options, not libpq parameters.
-PSYCOPG_OPTIONS: Final = frozenset({"autocommit", "prepare_threshold"})
+from ._common import describe, has_reference, is_sensitive_path, is_structured_ref, render_path
+
+# Re-exported: they lived here first.
+from ._validate import CONNECTION_TYPES as CONNECTION_TYPES
+from ._validate import PSYCOPG_OPTIONS as PSYCOPG_OPTIONS
+from ._validate import libpq_parameters
 
 _POOL_SECTIONS: Final = {"pool": "pool_settings", "async_pool": "async_pool_settings"}
 _SESSION_SECTIONS: Final = {
@@ -52,8 +56,6 @@ class ConnectParams:
 
 def resolved_connection_type(config: Mapping[str, Any], connection_type: str | None = None) -> str:
     """The argument wins, then the config's ``connection_type``, then ``'normal'``."""
-    from pgmonkey.errors import ConfigError
-
     ctype = connection_type or config.get("connection_type") or "normal"
     if ctype not in CONNECTION_TYPES:
         raise ConfigError(
@@ -68,9 +70,11 @@ def connect_params(config: Mapping[str, Any]) -> ConnectParams:
     Empty strings and None are left out, as in 4.0: an empty ``sslcert: ''`` means "not set".
     """
     settings: Mapping[str, Any] = config.get("connection_settings") or {}
+    known = libpq_parameters()
     libpq: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in settings.items():
+        _check_resolved(value, ("connection_settings", key))
         if key in PSYCOPG_OPTIONS:
             if key == "autocommit":
                 options["autocommit"] = _as_bool(value)
@@ -78,8 +82,10 @@ def connect_params(config: Mapping[str, Any]) -> ConnectParams:
                 # prepare_threshold: None disables server-side prepared statements (PgBouncer).
                 options[key] = None if value in (None, "", "null", "None") else int(value)
             continue
-        if value is None or value == "":
-            continue
+        if value is None or value == "" or key not in known:
+            continue  # not set; or not a libpq parameter (validation warned about it)
+        if isinstance(value, bool):
+            value = "1" if value else "0"
         libpq[key] = value
     return ConnectParams(conninfo=make_conninfo(**libpq), options=options)
 
@@ -89,7 +95,10 @@ def pool_settings(config: Mapping[str, Any], connection_type: str) -> dict[str, 
     section = _POOL_SECTIONS.get(connection_type)
     if section is None:
         return {}
-    return dict(config.get(section) or {})
+    settings = dict(config.get(section) or {})
+    for key, value in settings.items():
+        _check_resolved(value, (section, key), always=True)
+    return settings
 
 
 def session_settings(config: Mapping[str, Any], connection_type: str) -> dict[str, str]:
@@ -102,3 +111,18 @@ def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def _check_resolved(value: Any, path: tuple[str, str], *, always: bool = False) -> None:
+    """Refuse a reference that was never resolved where a real value is needed.
+
+    Structured refs (``from_env``/``from_file``) always; ``${...}`` text only where it cannot
+    be a literal (pool numbers): in ``connection_settings`` it is literal text, as in 4.0.
+    """
+    if has_reference(value) and (always or not isinstance(value, str)):
+        # A from_env/from_file dict names a variable or a file, never the secret itself.
+        shown = describe(value, sensitive=is_sensitive_path(path) and not is_structured_ref(value))
+        raise ConfigError(
+            f"{render_path(path)} = {shown} is an environment reference that was not resolved: "
+            "expected a value, or load the config with resolve_env=True"
+        )

@@ -7,7 +7,18 @@ from typing import Any
 
 REDACTED = "***REDACTED***"
 
-_SENSITIVE_KEYS = frozenset({"password", "sslkey", "sslcert", "sslrootcert", "sslpassword"})
+# The 4.0 list, plus libpq's other secrets (its "*" / debug-only parameters).
+_SENSITIVE_KEYS = frozenset(
+    {
+        "password",
+        "sslkey",
+        "sslcert",
+        "sslrootcert",
+        "sslpassword",
+        "scram_client_key",
+        "scram_server_key",
+    }
+)
 _SENSITIVE_PARTS = ("token", "secret", "credential")
 
 

@@ -1,0 +1,209 @@
+"""Environment and secret-file interpolation (opt-in, ``resolve_env=True``).
+
+The rules are the 4.0 documentation's:
+
+- ``${VAR}`` and ``${VAR:-default}`` inside strings, several per value; other types pass through.
+- ``{from_env: VAR}`` and ``{from_file: /path}``: a dict with exactly one of those keys is a
+  structured reference; a dict with more keys is ordinary nested config. ``from_file`` trims
+  the trailing newline (Kubernetes Secret files end with one).
+- A default is refused for a sensitive key (``password``, ``sslkey``, ... see
+  :func:`~pgmonkey.config.is_sensitive_key`) unless ``allow_sensitive_defaults=True``: the
+  refusal is about the config as written, so it applies whether or not the variable is set.
+- A missing variable raises :class:`EnvInterpolationError` (``strict=True``, the default) or, with
+  ``strict=False``, leaves the reference as written and logs a warning. A missing or unreadable
+  ``from_file`` always raises. Malformed ``${...}`` always raises.
+
+No resolved value ever goes into a message: only variable names, file paths and key paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pgmonkey.errors import EnvInterpolationError
+
+from ._common import Path, describe, is_sensitive_path, is_structured_ref, render_path
+
+logger = logging.getLogger("pgmonkey.config")
+
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass
+class Dependencies:
+    """What a resolved config was built from: used by the cache to notice changes."""
+
+    env: set[str] = field(default_factory=set)
+    files: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Ref:
+    start: int
+    end: int
+    name: str
+    default: str | None
+
+
+class _Interpolator:
+    def __init__(self, *, strict: bool, allow_sensitive_defaults: bool, source: str | None):
+        self.strict = strict
+        self.allow_sensitive_defaults = allow_sensitive_defaults
+        self.source = source
+        self.deps = Dependencies()
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _error(
+        self, path: Path, value: object, message: str, *, reference: bool = False
+    ) -> EnvInterpolationError:
+        """*reference*: the value is a variable name or file path, never the secret itself."""
+        where = f"{self.source}: " if self.source else ""
+        shown = describe(value, sensitive=not reference and is_sensitive_path(path))
+        return EnvInterpolationError(f"{where}{render_path(path)} = {shown}: {message}")
+
+    def _warn_missing(self, path: Path, name: str) -> None:
+        where = f"{self.source}: " if self.source else ""
+        logger.warning(
+            "%s%s: environment variable %r is not set; the reference is left as written",
+            where,
+            render_path(path),
+            name,
+        )
+
+    # -- walking ----------------------------------------------------------------------------
+
+    def walk(self, value: Any, path: Path) -> Any:
+        if is_structured_ref(value):
+            return self.structured(value, path)
+        if isinstance(value, Mapping):
+            return {k: self.walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return self.string(value, path)
+        return value
+
+    def _sensitive(self, path: Path) -> bool:
+        return is_sensitive_path(path)
+
+    # -- ${VAR} -----------------------------------------------------------------------------
+
+    def scan(self, text: str, path: Path) -> list[_Ref]:
+        refs: list[_Ref] = []
+        i = 0
+        while (start := text.find("${", i)) >= 0:
+            end = text.find("}", start + 2)
+            if end < 0:
+                raise self._error(path, text, "unclosed '${': expected '${NAME}'")
+            name, sep, default = text[start + 2 : end].partition(":-")
+            if not name:
+                raise self._error(path, text, "empty variable name: expected '${NAME}'")
+            if not _NAME.match(name):
+                what = "a variable name" if self._sensitive(path) else repr(name)
+                raise self._error(
+                    path,
+                    text,
+                    f"invalid variable name ({what}): expected '${{NAME}}' or "
+                    "'${NAME:-default}', NAME made of letters, digits and '_'",
+                )
+            refs.append(_Ref(start, end + 1, name, default if sep else None))
+            i = end + 1
+        return refs
+
+    def string(self, text: str, path: Path) -> str:
+        refs = self.scan(text, path)
+        out: list[str] = []
+        last = 0
+        for ref in refs:
+            out.append(text[last : ref.start])
+            last = ref.end
+            if ref.default is not None and not self.allow_sensitive_defaults:
+                if self._sensitive(path):
+                    raise self._error(
+                        path,
+                        text,
+                        f"a default value ('${{{ref.name}:-...}}') is not allowed for a "
+                        f"sensitive key: set {ref.name!r} in the environment, or pass "
+                        "allow_sensitive_defaults=True",
+                    )
+            self.deps.env.add(ref.name)
+            value = os.environ.get(ref.name)
+            if value is None:
+                value = ref.default
+            if value is None:
+                if self.strict:
+                    raise self._error(
+                        path,
+                        text,
+                        f"environment variable {ref.name!r} is not set and no default was "
+                        "given: expected it set, or '${NAME:-default}'",
+                    )
+                self._warn_missing(path, ref.name)
+                value = text[ref.start : ref.end]
+            out.append(value)
+        out.append(text[last:])
+        return "".join(out)
+
+    # -- from_env / from_file ---------------------------------------------------------------
+
+    def structured(self, ref: Mapping[str, Any], path: Path) -> Any:
+        ((kind, target),) = ref.items()
+        refpath = (*path, kind)
+        if kind == "from_env":
+            if not isinstance(target, str) or not _NAME.match(target):
+                raise self._error(
+                    refpath, target, "expected an environment variable name", reference=True
+                )
+            self.deps.env.add(target)
+            value = os.environ.get(target)
+            if value is None:
+                if self.strict:
+                    raise self._error(
+                        refpath,
+                        target,
+                        "environment variable is not set: expected it set",
+                        reference=True,
+                    )
+                self._warn_missing(refpath, target)
+                return dict(ref)
+            return value
+        if not isinstance(target, str) or not target:
+            raise self._error(refpath, target, "expected the path of a secret file", reference=True)
+        filename = os.path.expanduser(target)
+        self.deps.files.add(filename)
+        try:
+            with open(filename, encoding="utf-8") as f:
+                content = f.read()
+        except FileNotFoundError:
+            raise self._error(refpath, target, "secret file not found", reference=True) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            # The exception's own text may quote the file's bytes: keep only its kind.
+            raise self._error(
+                refpath,
+                target,
+                f"cannot read the secret file ({type(exc).__name__})",
+                reference=True,
+            ) from None
+        # Kubernetes Secret style: the file ends with a newline that is not part of the secret.
+        return content.rstrip("\r\n")
+
+
+def interpolate(
+    config: Mapping[str, Any],
+    *,
+    strict: bool = True,
+    allow_sensitive_defaults: bool = False,
+    source: str | None = None,
+) -> tuple[dict[str, Any], Dependencies]:
+    """Resolve every reference in *config*; return a new dict and what it depended on."""
+    it = _Interpolator(
+        strict=strict, allow_sensitive_defaults=allow_sensitive_defaults, source=source
+    )
+    result = {k: it.walk(v, (k,)) for k, v in config.items()}
+    return result, it.deps
