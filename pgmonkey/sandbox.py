@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import grp
 import ipaddress
 import json
 import os
@@ -31,6 +32,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -41,7 +43,7 @@ from typing import Any, Final
 
 from pgmonkey.errors import SandboxError
 
-__all__ = ["DEFAULT_DIR", "Sandbox", "find_bindir", "start", "status", "stop"]
+__all__ = ["DEFAULT_DIR", "Sandbox", "default_dir", "find_bindir", "start", "status", "stop"]
 
 DEFAULT_DIR: Final = Path("~/.pgmonkey/sandbox")
 HOST: Final = "127.0.0.1"
@@ -549,6 +551,8 @@ def start(
         state = _read_state(path)
         if state is not None and _running(state):
             running = _sandbox_from_state(path, state)
+            if not all(p.exists() for p in running.configs.values()):
+                _write_configs(path, running.port, running.password)
             if port is not None and port != running.port:
                 raise SandboxError(
                     f"the sandbox in {str(path)!r} already runs on port {running.port}: "
@@ -574,17 +578,44 @@ class _PortTaken(Exception):
     pass
 
 
+def _reachable(path: Path, account: pwd.struct_passwd) -> bool:
+    """Whether *account* may enter *path* (search permission on it and every parent)."""
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if account.pw_name in g.gr_mem}
+    for part in (path, *path.parents):
+        try:
+            st = part.stat()
+        except OSError:
+            return False
+        if st.st_uid == account.pw_uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            return False
+    return True
+
+
 def _make_server_dir(dir: Path) -> Path:
-    if _server_account() is None:
+    account = _server_account()
+    if account is None or _reachable(dir, account):
         server_dir = dir / "server"
         if server_dir.exists():
             shutil.rmtree(server_dir)
         server_dir.mkdir(mode=0o700)
+        _give_to_server(server_dir)
         return server_dir
-    # The postgres user often cannot enter DIR (e.g. pytest's 0700 root tmp folders).
-    server_dir = Path(tempfile.mkdtemp(prefix="pgmonkey-sandbox-"))
-    _give_to_server(server_dir)
-    return server_dir
+    # The postgres user cannot enter DIR (e.g. ~root, or pytest's 0700 root tmp folders):
+    # the server side goes to a folder of its own, recorded in sandbox.json.
+    for parent in (tempfile.gettempdir(), "/tmp"):
+        if _reachable(Path(parent), account):
+            server_dir = Path(tempfile.mkdtemp(prefix="pgmonkey-sandbox-", dir=parent))
+            _give_to_server(server_dir)
+            return server_dir
+    raise SandboxError(
+        f"the {SERVER_USER!r} user can enter neither {str(dir)!r} nor the temporary folder"
+    )
 
 
 def _create(dir: Path, bindir: Path, port: int) -> Sandbox:

@@ -153,7 +153,9 @@ def test_files_and_modes(own: sb.Sandbox) -> None:
     if me == 0:
         import pwd
 
+        # The server runs as postgres, which cannot enter pytest's 0700 root tmp folders.
         assert data_owner == pwd.getpwnam("postgres").pw_uid
+        assert own.dir not in own.server_dir.parents
     state = json.loads((own.dir / "sandbox.json").read_text())
     assert (state["port"], state["pid"], state["server_dir"]) == (
         own.port,
@@ -184,6 +186,10 @@ def test_start_is_idempotent(own: sb.Sandbox) -> None:
     again = sb.start(own.dir)
     assert again == own
     assert sb.start(own.dir, port=own.port) == own
+    # A running sandbox whose configs were deleted gets them back.
+    own.configs["ssl"].unlink()
+    assert sb.start(own.dir) == own
+    assert _load(own.configs["ssl"])["connection_settings"]["sslmode"] == "verify-full"
     with pytest.raises(SandboxError, match="already runs on port"):
         sb.start(own.dir, port=own.port + 1 if own.port < 65535 else own.port - 1)
 
