@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,7 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from pgmonkey import sandbox as sb
-from pgmonkey.config import connect_params
+from pgmonkey.config import connect_params, load_config
 from pgmonkey.errors import SandboxError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -77,8 +81,13 @@ def _children(pid: int) -> list[int]:
     [("password", False, "pgmonkey"), ("ssl", True, "pgmonkey"), ("cert", True, "pgmonkey_cert")],
     ids=["password", "ssl", "cert"],
 )
-def test_connect_with_each_config(own: sb.Sandbox, kind: str, ssl: bool, user: str) -> None:
-    cfg = _load(own.configs[kind])
+def test_connect_with_each_config(
+    own: sb.Sandbox, kind: str, ssl: bool, user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # pgmonkey's own loader and validator take the config without a single warning.
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(own.configs[kind])
+    assert caplog.records == []
     assert set(cfg) == {
         "connection_type",
         "connection_settings",
@@ -291,3 +300,54 @@ def test_auth_config_fixture(auth_config: Path, sandbox: sb.Sandbox) -> None:
 def test_environment_is_wiped() -> None:
     leftovers = [k for k in os.environ if k.startswith("PG") and k != "PGMONKEY_SANDBOX_DIR"]
     assert leftovers == []
+
+
+def test_start_after_a_crash_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "crash"
+    first = sb.start(path)
+    try:
+        os.kill(first.pid, signal.SIGKILL)
+        assert _gone(first.pid)
+        assert sb.status(path) is None
+        second = sb.start(path)
+        assert second.pid != first.pid
+        with psycopg.connect(second.superuser_conninfo) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("pgmonkey",)
+    finally:
+        sb.stop(path)
+    assert not path.exists()
+
+
+@pytest.mark.slow
+def test_session_end_stops_a_sandbox_started_outside_fixtures(tmp_path: Path) -> None:
+    # What a notebook run by nbval does: start() with the session's PGMONKEY_SANDBOX_DIR.
+    pid_file = tmp_path / "pid"
+    (tmp_path / "test_inner.py").write_text(
+        "from pathlib import Path\n"
+        "from pgmonkey import sandbox\n"
+        "def test_start():\n"
+        f"    Path({str(pid_file)!r}).write_text(str(sandbox.start().pid))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "tests.fix_sandbox",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_inner.py"),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _gone(int(pid_file.read_text()))
