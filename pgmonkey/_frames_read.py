@@ -1,0 +1,335 @@
+"""Query -> DataFrame: the plan (written once) shared by the sync and async readers.
+
+The fast path streams ``COPY (query) TO STDOUT (FORMAT csv)`` straight into pandas' C CSV
+reader, with a dtype per column chosen from the result description (type OIDs). The query
+is wrapped so the server helps where it is cheap for it and costly for us:
+
+- ``timestamptz`` leaves the server as UTC wall time (``AT TIME ZONE 'UTC'``), so pandas
+  parses plain ISO strings whatever the session ``TimeZone`` is;
+- CSV cannot tell ``''`` from NULL once pandas has stripped the quotes, so one extra
+  ``int8`` column carries a NULL bitmask for every column read as strings.
+
+Types pandas cannot parse (json, arrays, bytea, uuid, interval, time, ...) travel as their
+text representation and are loaded by psycopg's own loaders: correct, if slower.
+Nothing here keeps a reference to the data once the DataFrame is returned.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from psycopg import sql
+from psycopg.adapt import Loader
+from psycopg.pq import Format
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from psycopg import BaseConnection
+
+# Kinds of result columns, by type OID (pg_type.oid values are fixed for built-in types).
+INT: Final = "int"
+FLOAT: Final = "float"
+NUMERIC: Final = "numeric"
+BOOL: Final = "bool"
+TEXT: Final = "text"
+TIMESTAMPTZ: Final = "timestamptz"
+TIMESTAMP: Final = "timestamp"
+DATE: Final = "date"
+OTHER: Final = "other"
+
+_KIND_BY_OID: Final[dict[int, str]] = {
+    20: INT,  # int8
+    21: INT,  # int2
+    23: INT,  # int4
+    26: INT,  # oid
+    700: FLOAT,  # float4
+    701: FLOAT,  # float8
+    1700: NUMERIC,
+    16: BOOL,
+    25: TEXT,  # text
+    1043: TEXT,  # varchar
+    1042: TEXT,  # bpchar
+    19: TEXT,  # name
+    18: TEXT,  # "char"
+    1184: TIMESTAMPTZ,
+    1114: TIMESTAMP,
+    1082: DATE,
+}
+_DATETIME_KINDS: Final = frozenset({TIMESTAMPTZ, TIMESTAMP, DATE})
+# Columns read by pandas as strings: their NULLs come from the bitmask column.
+_STRING_KINDS: Final = frozenset({TEXT, OTHER})
+_MASK_BITS: Final = 62  # bits per mask column (int8, kept positive)
+_UNIT: Final = {TIMESTAMPTZ: "us", TIMESTAMP: "us", DATE: "s"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One result column: its name, type OID and how it is read."""
+
+    name: str
+    oid: int
+    kind: str
+
+
+@dataclass
+class Plan:
+    """How to fetch and type one query's result; built from its description."""
+
+    columns: list[Column]
+    encoding: str
+    loaders: dict[int, Loader] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        description: Sequence[tuple[str, int]],
+        conn: BaseConnection[Any],
+        *,
+        decimal: bool,
+    ) -> Plan:
+        # Dates are parsed as ISO strings: any other DateStyle goes through psycopg's loaders.
+        iso = (conn.info.parameter_status("DateStyle") or "ISO").startswith("ISO")
+        columns = []
+        loaders: dict[int, Loader] = {}
+        for name, oid in description:
+            kind = _KIND_BY_OID.get(oid, OTHER)
+            if (kind == NUMERIC and decimal) or (kind in _DATETIME_KINDS and not iso):
+                kind = OTHER
+            if kind == OTHER and oid not in loaders:
+                loaders[oid] = conn.adapters.get_loader(oid, Format.TEXT)(oid, conn)
+            columns.append(Column(name, oid, kind))
+        return cls(columns, conn.info.encoding, loaders)
+
+    @property
+    def string_columns(self) -> list[int]:
+        return [i for i, c in enumerate(self.columns) if c.kind in _STRING_KINDS]
+
+    def copy_statement(self, query: str) -> sql.Composed:
+        """``COPY (SELECT ... FROM (query) AS _q(c0, ...)) TO STDOUT (FORMAT csv)``."""
+        exprs: list[sql.Composable] = []
+        for i, col in enumerate(self.columns):
+            ref = sql.SQL(f"_q.c{i}")
+            if col.kind == TIMESTAMPTZ:
+                ref = sql.SQL("({} AT TIME ZONE 'UTC')").format(ref)
+            exprs.append(ref)
+        strings = self.string_columns
+        for start in range(0, len(strings), _MASK_BITS):
+            bits = [
+                sql.SQL(f"((_q.c{i} IS NULL)::int4::int8 << {b})")
+                for b, i in enumerate(strings[start : start + _MASK_BITS])
+            ]
+            exprs.append(sql.SQL(" | ").join(bits))
+        aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(len(self.columns)))
+        return sql.Composed(
+            [
+                sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
+                sql.SQL(query),  # type: ignore[arg-type]  # already bound by psycopg
+                sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT csv)").format(aliases),
+            ]
+        )
+
+    def parse(self, source: Any) -> pd.DataFrame:
+        """Read the COPY's CSV stream (a file-like object) into a typed DataFrame."""
+        import pandas as pd
+
+        names = [f"c{i}" for i in range(len(self.columns))]
+        n_masks = -(-len(self.string_columns) // _MASK_BITS)
+        mask_names = [f"m{j}" for j in range(n_masks)]
+        dtype: dict[str, Any] = dict.fromkeys(mask_names, "int64")
+        na_values: dict[str, list[str]] = {}
+        dates: list[str] = []
+        for name, col in zip(names, self.columns):
+            if col.kind == INT:
+                dtype[name] = "Int64"
+                na_values[name] = [""]
+            elif col.kind in (FLOAT, NUMERIC):
+                dtype[name] = "float64"
+                na_values[name] = ["", "NaN"]
+            elif col.kind == BOOL:
+                dtype[name] = "boolean"
+                na_values[name] = [""]
+            elif col.kind in _DATETIME_KINDS:
+                dates.append(name)
+                na_values[name] = [""]
+            else:  # strings: no NA value at all, so '' stays ''; NULLs come from the mask
+                dtype[name] = str if col.kind == TEXT else object
+        frame = pd.read_csv(
+            source,
+            header=None,
+            names=names + mask_names,
+            dtype=dtype,
+            keep_default_na=False,
+            na_values=na_values,
+            true_values=["t"],
+            false_values=["f"],
+            parse_dates=dates,
+            date_format="ISO8601",
+            encoding=self.encoding,
+            engine="c",
+        )
+        masks = [frame.pop(m).to_numpy() for m in mask_names]
+        out: dict[str, Any] = {}
+        for i, (name, col) in enumerate(zip(names, self.columns)):
+            series = frame.pop(name)
+            if col.kind in _STRING_KINDS:
+                pos = self.string_columns.index(i)
+                isnull = (masks[pos // _MASK_BITS] >> (pos % _MASK_BITS)) & 1 == 1
+                series = self._strings(series, col, isnull)
+            out[name] = self._finish(series, col)
+        del frame
+        return self._frame(out)
+
+    def from_rows(self, rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
+        """The slow path: rows already fetched (and loaded) by psycopg."""
+        import pandas as pd
+
+        out: dict[str, Any] = {}
+        for i, col in enumerate(self.columns):
+            values = [row[i] for row in rows]
+            name = f"c{i}"
+            if col.kind == INT:
+                series = pd.Series(values, dtype="Int64")
+            elif col.kind in (FLOAT, NUMERIC):
+                series = pd.Series([None if v is None else float(v) for v in values], dtype="float64")
+            elif col.kind == BOOL:
+                series = pd.Series(values, dtype="boolean")
+            elif col.kind == TIMESTAMPTZ:
+                series = pd.Series(pd.to_datetime(values, utc=True))
+            elif col.kind in (TIMESTAMP, DATE):
+                series = pd.Series(pd.to_datetime(values))
+            elif col.kind == TEXT:
+                series = pd.Series(values, dtype=str).mask(pd.Series([v is None for v in values]))
+            else:
+                series = pd.Series(values, dtype=object)
+            out[name] = self._finish(series, col)
+        return self._frame(out)
+
+    def empty(self) -> pd.DataFrame:
+        return self.from_rows([])
+
+    def _strings(self, series: pd.Series, col: Column, isnull: Any) -> pd.Series:
+        import pandas as pd
+
+        if col.kind == TEXT:
+            return series.mask(isnull) if isnull.any() else series
+        load = self.loaders[col.oid].load
+        encoding = self.encoding
+        values = [
+            None if null else load(value.encode(encoding))
+            for value, null in zip(series.tolist(), isnull.tolist())
+        ]
+        return pd.Series(values, dtype=object)
+
+    @staticmethod
+    def _finish(series: pd.Series, col: Column) -> pd.Series:
+        """Narrow nullable dtypes when no NULL occurred; datetimes to their unit and zone."""
+        import pandas as pd
+
+        if col.kind in (INT, BOOL):
+            if not series.hasnans:
+                return series.astype("int64" if col.kind == INT else "bool")
+            return series
+        if col.kind in _DATETIME_KINDS:
+            if not pd.api.types.is_datetime64_any_dtype(series.dtype):
+                # Values pandas' ISO parser rejects (BC, infinity): psycopg decides.
+                return _reload_datetimes(series, col)
+            unit = _UNIT[col.kind]
+            if col.kind == TIMESTAMPTZ:
+                if series.dt.tz is None:
+                    series = series.dt.tz_localize("UTC")
+                return series.astype(f"datetime64[{unit}, UTC]")
+            return series.astype(f"datetime64[{unit}]")
+        return series
+
+    def _frame(self, out: dict[str, Any]) -> pd.DataFrame:
+        import pandas as pd
+
+        frame = pd.concat(out, axis=1) if out else pd.DataFrame()
+        frame.columns = pd.Index([c.name for c in self.columns], dtype=object)
+        return frame
+
+
+def _reload_datetimes(series: pd.Series, col: Column) -> pd.Series:
+    from psycopg.types.datetime import DateLoader, TimestampLoader
+
+    import pandas as pd
+
+    loader: Loader = (DateLoader if col.kind == DATE else TimestampLoader)(col.oid)
+    values = [None if pd.isna(v) else loader.load(str(v).encode()) for v in series.tolist()]
+    if col.kind == TIMESTAMPTZ:
+        return pd.Series(pd.to_datetime(values, utc=True))
+    return pd.Series(pd.to_datetime(values))
+
+
+def describe_statement(query: str) -> sql.Composed:
+    """A statement that plans ``query`` and returns its columns, without running it."""
+    return sql.Composed(
+        [sql.SQL("SELECT * FROM (\n"), sql.SQL(query), sql.SQL("\n) AS _q LIMIT 0")]  # type: ignore[arg-type]
+    )
+
+
+def strip_query(query: str) -> str:
+    """Drop trailing blanks and semicolons, so the query can sit inside parentheses."""
+    return query.rstrip().rstrip(";").rstrip()
+
+
+class CopyReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (a COPY's rows), for pandas."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._buf = bytearray()
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        want = len(b)
+        buf = self._buf
+        while len(buf) < want and not self._eof:
+            try:
+                buf += next(self._chunks)
+            except StopIteration:
+                self._eof = True
+        n = min(want, len(buf))
+        b[:n] = buf[:n]
+        del buf[:n]
+        return n
+
+
+_END: Final = object()
+
+
+class QueueChunks:
+    """Chunks handed over by another thread (the async reader's event loop)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self, error: BaseException | None = None) -> None:
+        self._queue.put(_END if error is None else error)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def no_rows_error(query: str) -> Exception:
+    from pgmonkey.errors import TransferError
+
+    head = " ".join(query.split())[:60]
+    return TransferError(f"statement returns no rows, read_sql needs a query: {head!r}")

@@ -1,0 +1,265 @@
+"""Query results to DataFrames and DataFrames to tables, through ``COPY``.
+
+:func:`read_sql` streams ``COPY (query) TO STDOUT`` into pandas' C CSV reader with one
+dtype per column, chosen from the query's result description (see ``_frames_read``);
+:func:`to_sql` writes a frame through ``COPY ... FROM STDIN`` in one transaction (see
+``_frames_write``). The async twins share that code: only the I/O differs.
+
+Dtypes of :func:`read_sql`:
+
+==========================  =============================================================
+PostgreSQL                  pandas
+==========================  =============================================================
+int2, int4, int8, oid       ``int64`` (``Int64`` when a NULL occurs)
+float4, float8              ``float64`` (NULL and NaN are both NaN)
+numeric                     ``float64``; ``decimal=True``: ``object`` of ``Decimal``
+bool                        ``bool`` (``boolean`` when a NULL occurs)
+text, varchar, char, name   pandas' default string dtype (``str`` on pandas 3); NULL is NA
+timestamptz                 ``datetime64[us, UTC]``
+timestamp                   ``datetime64[us]``
+date                        ``datetime64[s]``
+anything else               ``object`` of the values psycopg loads (json, arrays, bytea, ...)
+==========================  =============================================================
+
+``con`` is a pgmonkey connection object (``with con as conn`` gives the connection, so a
+pool lends one), a psycopg connection, or the path of a pgmonkey YAML config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import psycopg
+from psycopg import sql
+
+from ._frames_read import CopyReader, Plan, QueueChunks, describe_statement, strip_query
+from ._frames_write import WritePlan
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["read_sql", "read_sql_async", "to_sql", "to_sql_async"]
+
+Query: TypeAlias = "str | sql.Composable"
+Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
+
+_BLOCK = 1 << 20  # bytes handed from the event loop to the parsing thread at a time
+
+
+def read_sql(
+    query: Query, con: Any, params: Params = None, *, decimal: bool = False
+) -> pd.DataFrame:
+    """Run ``query`` and return its rows as a DataFrame, typed from the result columns.
+
+    ``params`` are bound by psycopg (``%s`` / ``%(name)s`` placeholders), never pasted as
+    text. A statement that returns no rows raises :class:`~pgmonkey.errors.TransferError`
+    (after it ran: as with ``pandas.read_sql``).
+    """
+    with _connection(con) as conn:
+        text = _bind(conn, query, params)
+        body = strip_query(text)
+        with conn.cursor() as cur:
+            description = None
+            with suppress(psycopg.Error):
+                with conn.transaction():
+                    cur.execute(describe_statement(body))
+                description = _columns(cur)
+            if description is None:
+                # Not a plain query (DML ... RETURNING, SHOW, several statements, or an
+                # error): run it as written, so errors point at the user's own text.
+                cur.execute(text)  # type: ignore[arg-type]
+                plan = _plan_or_raise(cur, conn, text, decimal)
+                return plan.from_rows(cur.fetchall())
+            plan = Plan.build(description, conn, decimal=decimal)
+            with cur.copy(plan.copy_statement(body)) as copy:
+                return plan.parse(CopyReader(iter(copy)))
+
+
+async def read_sql_async(
+    query: Query, con: Any, params: Params = None, *, decimal: bool = False
+) -> pd.DataFrame:
+    """:func:`read_sql` for a ``psycopg.AsyncConnection`` (or an async pgmonkey object/path).
+
+    Parsing runs in a worker thread while the event loop receives the data.
+    """
+    async with _async_connection(con) as conn:
+        text = _bind(conn, query, params)
+        body = strip_query(text)
+        async with conn.cursor() as cur:
+            description = None
+            with suppress(psycopg.Error):
+                async with conn.transaction():
+                    await cur.execute(describe_statement(body))
+                description = _columns(cur)
+            if description is None:
+                await cur.execute(text)  # type: ignore[arg-type]
+                plan = _plan_or_raise(cur, conn, text, decimal)
+                return plan.from_rows(await cur.fetchall())
+            plan = Plan.build(description, conn, decimal=decimal)
+            chunks = QueueChunks()
+            parsed = asyncio.ensure_future(
+                asyncio.to_thread(plan.parse, CopyReader(iter(chunks)))
+            )
+            try:
+                async with cur.copy(plan.copy_statement(body)) as copy:
+                    block = bytearray()
+                    async for data in copy:
+                        block += data
+                        if len(block) >= _BLOCK:
+                            chunks.put(bytes(block))
+                            block.clear()
+                    chunks.put(bytes(block))
+            except BaseException as error:
+                chunks.close(error)
+                with suppress(BaseException):
+                    await parsed
+                raise
+            chunks.close()
+            return await parsed
+
+
+def to_sql(
+    df: pd.DataFrame,
+    table: str,
+    con: Any,
+    if_exists: str = "fail",
+    *,
+    schema: str | None = None,
+) -> int:
+    """Write ``df`` to ``table`` through ``COPY``, in one transaction; return the row count.
+
+    ``if_exists``: ``'fail'`` (raise :class:`~pgmonkey.errors.TransferError` if the table
+    exists), ``'append'`` (create it if missing), ``'replace'`` (drop and create, in the
+    same transaction). ``table`` may be ``'schema.table'``; names are always quoted. Column
+    types come from the dtypes; the index is not written (``df.reset_index()`` keeps it).
+    """
+    plan = WritePlan.build(df, table, schema, if_exists)
+    with _connection(con) as conn, conn.transaction(), conn.cursor() as cur:
+        row = cur.execute(plan.exists_query()).fetchone()
+        for statement in plan.ddl(exists=row is not None and row[0] is not None):
+            cur.execute(statement)
+        with cur.copy(plan.copy_statement()) as copy:
+            for chunk in plan.chunks(df):
+                copy.write(chunk)
+        return len(df)
+
+
+async def to_sql_async(
+    df: pd.DataFrame,
+    table: str,
+    con: Any,
+    if_exists: str = "fail",
+    *,
+    schema: str | None = None,
+) -> int:
+    """:func:`to_sql` for a ``psycopg.AsyncConnection`` (or an async pgmonkey object/path)."""
+    plan = WritePlan.build(df, table, schema, if_exists)
+    async with _async_connection(con) as conn, conn.transaction(), conn.cursor() as cur:
+        row = await (await cur.execute(plan.exists_query())).fetchone()
+        for statement in plan.ddl(exists=row is not None and row[0] is not None):
+            await cur.execute(statement)
+        async with cur.copy(plan.copy_statement()) as copy:
+            for chunk in plan.chunks(df):
+                await copy.write(chunk)
+        return len(df)
+
+
+def _bind(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], query: Query, params: Params) -> str:
+    """The query with ``params`` bound client-side by psycopg (COPY takes no parameters)."""
+    if params is None:
+        return query if isinstance(query, str) else query.as_string(conn)
+    if isinstance(conn, psycopg.AsyncConnection):
+        return psycopg.AsyncClientCursor(conn).mogrify(query, params)
+    return psycopg.ClientCursor(conn).mogrify(query, params)
+
+
+def _columns(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[tuple[str, int]] | None:
+    if cur.description is None:
+        return None
+    return [(c.name, c.type_code) for c in cur.description]
+
+
+def _plan_or_raise(
+    cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any],
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    text: str,
+    decimal: bool,
+) -> Plan:
+    from ._frames_read import no_rows_error
+
+    description = _columns(cur)
+    if description is None:
+        raise no_rows_error(text)
+    return Plan.build(description, conn, decimal=decimal)
+
+
+@contextmanager
+def _connection(con: Any) -> Iterator[psycopg.Connection[Any]]:
+    """A psycopg connection from whatever ``con`` is (see the module docstring)."""
+    if isinstance(con, psycopg.Connection):
+        yield con
+    elif isinstance(con, (str, os.PathLike)):
+        with _open_config(os.fspath(con)) as conn:
+            yield conn
+    elif isinstance(con, psycopg.AsyncConnection) or hasattr(con, "__aenter__"):
+        raise TypeError(f"{type(con).__name__} is asynchronous: use the *_async function")
+    elif hasattr(con, "__enter__"):
+        with con as conn:
+            if not isinstance(conn, psycopg.Connection):
+                raise TypeError(f"{type(con).__name__} did not give a psycopg connection")
+            yield conn
+    else:
+        raise TypeError(
+            f"con must be a pgmonkey connection, a psycopg connection or a config path, "
+            f"not {type(con).__name__}"
+        )
+
+
+@asynccontextmanager
+async def _async_connection(con: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    if isinstance(con, psycopg.AsyncConnection):
+        yield con
+    elif isinstance(con, (str, os.PathLike)):
+        async with _open_config_async(os.fspath(con)) as conn:
+            yield conn
+    elif hasattr(con, "__aenter__"):
+        async with con as conn:
+            if not isinstance(conn, psycopg.AsyncConnection):
+                raise TypeError(f"{type(con).__name__} did not give a psycopg async connection")
+            yield conn
+    else:
+        raise TypeError(
+            f"con must be an async pgmonkey connection, a psycopg AsyncConnection or a "
+            f"config path, not {type(con).__name__}"
+        )
+
+
+@contextmanager
+def _open_config(path: str) -> Iterator[psycopg.Connection[Any]]:
+    from .config import connect_params, load_config, session_settings
+
+    config = load_config(path)
+    with psycopg.connect(**connect_params(config).connect_kwargs()) as conn:
+        _apply_settings(conn, session_settings(config, "normal"))
+        yield conn
+
+
+@asynccontextmanager
+async def _open_config_async(path: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    from .config import connect_params, load_config, session_settings
+
+    config = load_config(path)
+    conn = await psycopg.AsyncConnection.connect(**connect_params(config).connect_kwargs())
+    async with conn:
+        for name, value in session_settings(config, "async").items():
+            await conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
+        yield conn
+
+
+def _apply_settings(conn: psycopg.Connection[Any], settings: Mapping[str, str]) -> None:
+    for name, value in settings.items():
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
