@@ -437,11 +437,14 @@ def _config_paths(dir: Path) -> dict[str, Path]:
 
 
 def _read_state(dir: Path) -> dict[str, Any] | None:
+    """The state in sandbox.json; None when there is none or it is unreadable."""
     try:
         state = json.loads((dir / _STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not isinstance(state.get("server_dir"), str):
+        return None
+    return state
 
 
 def _write_state(dir: Path, state: dict[str, Any]) -> None:
@@ -485,12 +488,10 @@ def _alive(pid: int) -> bool:
 
 
 def _running(state: dict[str, Any]) -> bool:
-    try:
-        pid = int(state["pid"])
-        data_dir = Path(state["server_dir"]) / "data"
-    except (KeyError, TypeError, ValueError):
+    pid, port, password = state.get("pid"), state.get("port"), state.get("password")
+    if not (isinstance(pid, int) and isinstance(port, int) and isinstance(password, str)):
         return False
-    return _postmaster_pid(data_dir) == pid and _alive(pid)
+    return _postmaster_pid(Path(state["server_dir"]) / "data") == pid and _alive(pid)
 
 
 @contextlib.contextmanager
@@ -561,17 +562,16 @@ def start(
             return running
         if state is not None:
             _cleanup(path, state)  # stale: the machine rebooted or the server died
-        if port is not None and _port_in_use(port):
+        if port is not None:
+            if not _port_in_use(port):
+                with contextlib.suppress(_PortTaken):
+                    return _create(path, binaries, port)
             raise SandboxError(f"port {port} on {HOST} is already in use")
-        # Another process may grab a port picked here before the server binds it: retry.
-        attempts = 1 if port is not None else 3
-        for attempt in range(attempts):
-            try:
-                return _create(path, binaries, port if port is not None else _free_port())
-            except _PortTaken:
-                if attempt == attempts - 1:
-                    raise SandboxError("could not find a free port on 127.0.0.1") from None
-    raise AssertionError("unreachable")
+        # Another process may take the port picked here before the server binds it: retry.
+        for _ in range(3):
+            with contextlib.suppress(_PortTaken):
+                return _create(path, binaries, _free_port())
+        raise SandboxError(f"could not find a free port on {HOST}")
 
 
 class _PortTaken(Exception):
@@ -819,9 +819,20 @@ def _shutdown(state: dict[str, Any], data_dir: Path, pid: int) -> None:
     if bindir is not None and _has_binaries(bindir):
         with contextlib.suppress(SandboxError):
             _run(
-                [bindir / "pg_ctl", "-D", data_dir, "-m", "fast", "-w", "-s", "stop"],
+                [
+                    bindir / "pg_ctl",
+                    "-D",
+                    data_dir,
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    str(int(_STOP_TIMEOUT)),
+                    "-s",
+                    "stop",
+                ],
                 cwd=data_dir.parent,
-                timeout=_STOP_TIMEOUT,
+                timeout=_STOP_TIMEOUT + 10,
             )
     # pg_ctl missing or failed: signal the postmaster ourselves (SIGINT = fast shutdown,
     # then SIGQUIT = immediate), never leaving a process behind.

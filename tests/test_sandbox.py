@@ -273,6 +273,13 @@ def test_invalid_port() -> None:
         sb.start("/nonexistent/never-created", port=70000)
 
 
+def test_port_in_use(own: sb.Sandbox, tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match=f"port {own.port} on 127.0.0.1 is already in use"):
+        sb.start(tmp_path / "clash", port=own.port)
+    assert sb.status(tmp_path / "clash") is None
+    assert not (tmp_path / "clash" / "sandbox.json").exists()
+
+
 def test_session_fixtures(
     sandbox: sb.Sandbox,
     db_conn: Conn,
