@@ -1,0 +1,230 @@
+"""Logic shared by the four connection objects; only the I/O differs between them.
+
+Written once here: turning the constructor's ``config`` into a conninfo and psycopg options,
+the repr (never the password), the SQL that applies session settings and its error, the
+psycopg_pool keyword arguments, the per-thread / per-task stack of borrowed connections and
+the cheap "did the server hang up on this idle connection?" check.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgmonkey.config import ConnectParams
+from pgmonkey.errors import ConfigError, PgMonkeyError
+
+T = TypeVar("T")
+
+# psycopg connect() options, not libpq parameters.
+_PSYCOPG_OPTIONS: Final = frozenset({"autocommit", "prepare_threshold"})
+
+# pool section key -> psycopg_pool constructor argument (check_on_checkout is handled apart).
+_POOL_ARGS: Final = frozenset(
+    {
+        "min_size",
+        "max_size",
+        "timeout",
+        "max_waiting",
+        "max_lifetime",
+        "max_idle",
+        "reconnect_timeout",
+        "num_workers",
+        "name",
+    }
+)
+
+# The statement that applies one session setting: the name and value are bound parameters,
+# so no quoting is ever assembled by hand (and a list value such as a search_path works).
+SET_CONFIG_SQL: Final = "SELECT pg_catalog.set_config(%s, %s, false)"
+
+# Fallback connect timeout (seconds) for the creation probe of a pool whose config has none:
+# a pool must fail at creation, not hang on an unreachable host.
+DEFAULT_PROBE_TIMEOUT: Final = 10.0
+
+
+def split_config(
+    config: Mapping[str, Any] | ConnectParams | str,
+) -> tuple[str, dict[str, Any]]:
+    """``(conninfo, psycopg options)`` from a 4.0-style kwargs dict, a ConnectParams or a dsn.
+
+    In a dict, empty strings and None mean "not set" (as in 4.0) and ``conninfo`` / ``dsn``
+    may hold a base conninfo the other keys add to.
+    """
+    if isinstance(config, ConnectParams):
+        return config.conninfo, dict(config.options)
+    if isinstance(config, str):
+        return make_conninfo(config), {}
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"config must be a mapping of connection parameters or a ConnectParams, "
+            f"got {type(config).__name__}"
+        )
+    base = ""
+    libpq: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in ("conninfo", "dsn"):
+            base = str(value or "")
+        elif key in _PSYCOPG_OPTIONS:
+            options[key] = value
+        elif value is not None and value != "":
+            libpq[key] = value
+    return make_conninfo(base, **libpq), options
+
+
+def describe_conninfo(conninfo: str) -> dict[str, str]:
+    """host, port, dbname and user of a conninfo (never the password), for reprs."""
+    params = conninfo_to_dict(conninfo)
+    return {k: str(params[k]) for k in ("host", "port", "dbname", "user") if params.get(k)}
+
+
+def connect_timeout_of(conninfo: str) -> float | None:
+    """The conninfo's ``connect_timeout`` in seconds, or None when it has none."""
+    value = conninfo_to_dict(conninfo).get("connect_timeout")
+    try:
+        seconds = float(value) if value not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None
+
+
+def setting_error(label: str, name: str, value: str, exc: psycopg.Error) -> ConfigError:
+    """The error for a session setting the server refused, naming the setting."""
+    detail = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    return ConfigError(f"{label}: setting {name!r} = {value!r} rejected by the server: {detail}")
+
+
+def is_setting_rejection(exc: psycopg.Error) -> bool:
+    """A server-side refusal of the value (not a lost connection, which stays psycopg's)."""
+    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
+
+
+def pool_arguments(settings: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """psycopg_pool constructor arguments from a pool section, and its ``check_on_checkout``."""
+    args = {k: v for k, v in settings.items() if k in _POOL_ARGS and v is not None}
+    check = settings.get("check_on_checkout", False)
+    if isinstance(check, str):
+        check = check.strip().lower() in ("1", "true", "yes", "on")
+    return args, bool(check)
+
+
+def idle_connection_is_dead(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """True if the server dropped this idle connection (killed backend, restart).
+
+    Costs one non-blocking ``select()`` when the connection is fine. An idle connection whose
+    socket is readable holds either a notification or the server's goodbye; reading the input
+    (without blocking) tells them apart. A connection inside a transaction or a query is left
+    alone: it is in use, and an error there is the user's to see.
+    """
+    if conn.closed:
+        return True
+    pgconn = conn.pgconn
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    try:
+        for _ in range(4):  # bounded: an error message, then EOF
+            readable, _w, _x = select.select([pgconn.socket], [], [], 0)
+            if not readable:
+                return False
+            pgconn.consume_input()
+            if pgconn.status != pq.ConnStatus.OK:
+                return True
+    except (psycopg.OperationalError, OSError, ValueError):
+        return True
+    return pgconn.status != pq.ConnStatus.OK
+
+
+class BorrowStack(Generic[T]):
+    """Connections borrowed by the current thread or task, innermost last.
+
+    A ContextVar (not a thread-local) so that asyncio tasks, threads and nested ``with`` blocks
+    each see their own borrowings: nested blocks each borrow their own connection.
+    """
+
+    __slots__ = ("_var",)
+
+    def __init__(self, name: str) -> None:
+        self._var: ContextVar[tuple[T, ...]] = ContextVar(name, default=())
+
+    def push(self, item: T) -> None:
+        self._var.set((*self._var.get(), item))
+
+    def pop(self) -> T:
+        items = self._var.get()
+        if not items:
+            raise PgMonkeyError("no connection borrowed in this thread or task")
+        self._var.set(items[:-1])
+        return items[-1]
+
+    def top(self) -> T | None:
+        items = self._var.get()
+        return items[-1] if items else None
+
+
+class BaseConnection:
+    """What the four connection objects share: parameters, settings, repr, cache hooks."""
+
+    connection_type: ClassVar[str]
+    # The config section the session settings come from (for messages).
+    _settings_label: ClassVar[str]
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | ConnectParams | str,
+        settings: Mapping[str, Any] | None,
+    ) -> None:
+        self._conninfo, options = split_config(config)
+        autocommit = options.pop("autocommit", None)
+        # 4.0 exposed (and its factory set) a plain ``autocommit`` attribute: keep it.
+        self.autocommit: bool | None = None if autocommit is None else _as_bool(autocommit)
+        self._options: dict[str, Any] = options
+        self._settings: dict[str, str] = {str(k): str(v) for k, v in (settings or {}).items()}
+        self._shown = describe_conninfo(self._conninfo)
+        # Set by the manager that caches this object: called once when it is disconnected.
+        self._on_disconnect: Any = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The connection parameters as a dict (4.0 attribute); holds the password if any."""
+        return {**conninfo_to_dict(self._conninfo), **self.connect_kwargs(with_conninfo=False)}
+
+    def connect_kwargs(self, *, with_conninfo: bool = True) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.connect`` (conninfo + psycopg options)."""
+        kwargs: dict[str, Any] = dict(self._options)
+        kwargs["autocommit"] = bool(self.autocommit)
+        if with_conninfo:
+            kwargs["conninfo"] = self._conninfo
+        return kwargs
+
+    def _evicted(self) -> None:
+        callback, self._on_disconnect = self._on_disconnect, None
+        if callback is not None:
+            callback(self)
+
+    def _not_open(self, what: str) -> PgMonkeyError:
+        return PgMonkeyError(
+            f"{type(self).__name__} is not connected: call connect() or use it in "
+            f"{'an async with' if 'async' in self.connection_type else 'a with'} block "
+            f"before {what}"
+        )
+
+    def __repr__(self) -> str:
+        shown = " ".join(f"{k}={v}" for k, v in self._shown.items())
+        state = "open" if self._is_open() else "closed"
+        return f"<{type(self).__name__} {self.connection_type} {shown} ({state})>"
+
+    def _is_open(self) -> bool:
+        raise NotImplementedError
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -1,0 +1,177 @@
+"""``async``: one psycopg ``AsyncConnection``, kept open and reused across ``async with`` blocks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from pgmonkey.config import ConnectParams
+from pgmonkey.connections import _lifecycle
+from pgmonkey.connections._base import (
+    SET_CONFIG_SQL,
+    BaseConnection,
+    idle_connection_is_dead,
+    is_setting_rejection,
+    setting_error,
+)
+from pgmonkey.errors import PgMonkeyError
+
+__all__ = ["PGAsyncConnection", "apply_settings_async"]
+
+
+async def apply_settings_async(
+    conn: psycopg.AsyncConnection[Any], settings: Mapping[str, str], label: str
+) -> None:
+    """SET each session setting on *conn* and commit: the connection ends idle, never aborted."""
+    for name, value in settings.items():
+        try:
+            await conn.execute(SET_CONFIG_SQL, (name, value))
+        except psycopg.Error as exc:
+            if not conn.closed:
+                await conn.rollback()
+            if is_setting_rejection(exc):
+                raise setting_error(label, name, value, exc) from exc
+            raise
+    if not conn.autocommit:
+        await conn.commit()
+
+
+def hard_close(conn: psycopg.AsyncConnection[Any] | None) -> None:
+    """Close the socket without an event loop (the loop that owned it is gone)."""
+    if conn is not None and not conn.closed:
+        conn.pgconn.finish()
+
+
+class PGAsyncConnection(BaseConnection):
+    """One async connection, opened on first use and kept for the next ``async with`` block.
+
+    ``async with obj as conn`` yields the real :class:`psycopg.AsyncConnection`: commit on
+    success, rollback on an exception, and the connection stays open. A dropped connection,
+    or one left behind by an event loop that has closed, is replaced at the next block.
+    """
+
+    connection_type = "async"
+    _settings_label = "async_settings"
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | ConnectParams | str,
+        async_settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(config, async_settings)
+        self.connection: psycopg.AsyncConnection[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def async_settings(self) -> dict[str, str]:
+        return dict(self._settings)
+
+    def _is_open(self) -> bool:
+        return self.connection is not None and not self.connection.closed
+
+    def _usable_in(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return self._loop is loop and self._is_open()
+
+    async def connect(self) -> None:
+        """Open the connection (and apply ``async_settings``) unless open, alive, on this loop."""
+        loop = asyncio.get_running_loop()
+        conn = self.connection
+        if conn is not None:
+            if self._loop is loop and not idle_connection_is_dead(conn):
+                return
+            if self._loop is not loop and _lifecycle.loop_alive(self._loop):
+                assert self._loop is not None
+                if self._loop.is_running():
+                    raise PgMonkeyError(
+                        f"{type(self).__name__} is in use by another running event loop: "
+                        "create one object per event loop"
+                    )
+            hard_close(conn)
+            self.connection = None
+        new = await psycopg.AsyncConnection.connect(**self.connect_kwargs())
+        try:
+            await apply_settings_async(new, self._settings, self._settings_label)
+        except BaseException:
+            await new.close()
+            raise
+        self.connection = new
+        self._loop = loop
+        _lifecycle.register(self)
+
+    def _require(self, what: str) -> psycopg.AsyncConnection[Any]:
+        conn = self.connection
+        if conn is None or conn.closed:
+            raise self._not_open(what)
+        return conn
+
+    def cursor(self, *args: Any, **kwargs: Any) -> psycopg.AsyncCursor[Any]:
+        """A cursor of the open connection: use it as ``async with obj.cursor() as cur``."""
+        cur: psycopg.AsyncCursor[Any] = self._require("cursor()").cursor(*args, **kwargs)
+        return cur
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A transaction block on the connection (opened if needed); yields the connection."""
+        await self.connect()
+        conn = self._require("transaction()")
+        async with conn.transaction():
+            yield conn
+
+    async def commit(self) -> None:
+        if self.connection is not None and not self.connection.closed:
+            await self.connection.commit()
+
+    async def rollback(self) -> None:
+        if self.connection is not None and not self.connection.closed:
+            await self.connection.rollback()
+
+    async def disconnect(self) -> None:
+        """Close the connection (idempotent); a manager that cached this object forgets it."""
+        conn, self.connection = self.connection, None
+        try:
+            if conn is not None:
+                if self._loop is asyncio.get_running_loop():
+                    await conn.close()
+                else:
+                    hard_close(conn)
+        finally:
+            _lifecycle.unregister(self)
+            self._evicted()
+
+    def _close_now(self, timeout: float) -> None:
+        conn, self.connection = self.connection, None
+        # Closing an idle libpq connection needs no loop: finish() sends Terminate and closes.
+        hard_close(conn)
+        _lifecycle.unregister(self)
+
+    async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
+        await self.connect()
+        return self._require("an async with block")
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        conn = self.connection
+        if conn is None or conn.closed:
+            return
+        if exc_type is None:
+            await conn.commit()
+        else:
+            try:
+                await conn.rollback()
+            except psycopg.Error:
+                pass  # the connection broke: keep the user's exception; replaced next block
+
+    def __del__(self) -> None:
+        try:
+            hard_close(getattr(self, "connection", None))
+        except Exception:
+            pass

@@ -1,0 +1,152 @@
+"""``normal``: one psycopg connection, kept open and reused across ``with`` blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from pgmonkey.config import ConnectParams
+from pgmonkey.connections import _lifecycle
+from pgmonkey.connections._base import (
+    SET_CONFIG_SQL,
+    BaseConnection,
+    idle_connection_is_dead,
+    is_setting_rejection,
+    setting_error,
+)
+
+__all__ = ["PGNormalConnection", "apply_settings"]
+
+
+def apply_settings(conn: psycopg.Connection[Any], settings: Mapping[str, str], label: str) -> None:
+    """SET each session setting on *conn* and commit: the connection ends idle, never aborted."""
+    for name, value in settings.items():
+        try:
+            conn.execute(SET_CONFIG_SQL, (name, value))
+        except psycopg.Error as exc:
+            if not conn.closed:
+                conn.rollback()
+            if is_setting_rejection(exc):
+                raise setting_error(label, name, value, exc) from exc
+            raise
+    if not conn.autocommit:
+        conn.commit()
+
+
+class PGNormalConnection(BaseConnection):
+    """One connection, opened on first use and kept for the next ``with`` block.
+
+    ``with obj as conn`` yields the real :class:`psycopg.Connection`: commit on success,
+    rollback on an exception, and the connection stays open. A connection the server dropped
+    (restart, killed backend) is replaced at the start of the next block.
+    """
+
+    connection_type = "normal"
+    _settings_label = "sync_settings"
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | ConnectParams | str,
+        sync_settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(config, sync_settings)
+        self.connection: psycopg.Connection[Any] | None = None
+
+    @property
+    def sync_settings(self) -> dict[str, str]:
+        return dict(self._settings)
+
+    def _is_open(self) -> bool:
+        return self.connection is not None and not self.connection.closed
+
+    def connect(self) -> None:
+        """Open the connection (and apply ``sync_settings``) unless it is open and alive."""
+        conn = self.connection
+        if conn is not None and not idle_connection_is_dead(conn):
+            return
+        if conn is not None:
+            conn.close()  # closes the socket of a broken connection; no round trip
+        new = psycopg.connect(**self.connect_kwargs())
+        try:
+            apply_settings(new, self._settings, self._settings_label)
+        except BaseException:
+            new.close()
+            raise
+        self.connection = new
+        _lifecycle.register(self)
+
+    def _require(self, what: str) -> psycopg.Connection[Any]:
+        conn = self.connection
+        if conn is None or conn.closed:
+            raise self._not_open(what)
+        return conn
+
+    def cursor(self, *args: Any, **kwargs: Any) -> psycopg.Cursor[Any]:
+        """A cursor of the open connection (psycopg's ``Connection.cursor``)."""
+        cur: psycopg.Cursor[Any] = self._require("cursor()").cursor(*args, **kwargs)
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction block on the connection (opened if needed); yields the connection."""
+        self.connect()
+        conn = self._require("transaction()")
+        with conn.transaction():
+            yield conn
+
+    def commit(self) -> None:
+        if self.connection is not None and not self.connection.closed:
+            self.connection.commit()
+
+    def rollback(self) -> None:
+        if self.connection is not None and not self.connection.closed:
+            self.connection.rollback()
+
+    def disconnect(self) -> None:
+        """Close the connection (idempotent); a manager that cached this object forgets it."""
+        conn, self.connection = self.connection, None
+        try:
+            if conn is not None:
+                conn.close()
+        finally:
+            _lifecycle.unregister(self)
+            self._evicted()
+
+    def _close_now(self, timeout: float) -> None:
+        conn, self.connection = self.connection, None
+        if conn is not None:
+            conn.close()
+        _lifecycle.unregister(self)
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        self.connect()
+        return self._require("a with block")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        conn = self.connection
+        if conn is None or conn.closed:
+            return
+        if exc_type is None:
+            conn.commit()
+        else:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                pass  # the connection broke: keep the user's exception; replaced next block
+
+    def __del__(self) -> None:
+        conn = getattr(self, "connection", None)
+        if conn is not None and not conn.closed:
+            try:
+                conn.close()
+            except Exception:
+                pass
