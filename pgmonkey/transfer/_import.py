@@ -1,0 +1,347 @@
+"""CSV import: the review step, then the file streamed into ``COPY ... FROM STDIN``.
+
+The server parses the CSV (PostgreSQL's CSV rules: an unquoted empty field is NULL, a quoted
+one an empty string); Python only moves bytes, 1 MiB at a time. Table creation and COPY run
+in one transaction, so a failed import leaves neither rows nor a new table behind.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+
+from pgmonkey.errors import TransferError
+
+from ._connect import sync_connection
+from ._detect import detect_csv
+from ._progress import Progress
+from ._settings import (
+    IF_EXISTS,
+    ImportSettings,
+    find_legacy_settings,
+    import_settings_path,
+    load_import_settings,
+    logger,
+    pg_encoding,
+    write_import_settings,
+)
+from ._sql import TableName, copy_options, parse_table
+
+CHUNK: Final = 1 << 20
+_PREVIEW_WIDTH: Final = 24
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did, or (``review_needed``) what it detected and will do next time."""
+
+    path: Path
+    table: str
+    settings: ImportSettings
+    settings_path: Path | None
+    review_needed: bool
+    rows: int = 0
+    created: bool = False
+
+    @property
+    def message(self) -> str:
+        """One line for the user: what happened, or what to do next."""
+        if self.review_needed:
+            return (
+                f"wrote the detected settings to {os.fspath(self.settings_path or '')!r}; "
+                "review them, then run the import again to load the data (nothing imported yet)"
+            )
+        made = "created and filled" if self.created else "filled"
+        return f"imported {self.rows} rows from {os.fspath(self.path)!r} ({made} {self.table})"
+
+    def preview_text(self) -> str:
+        """The columns it will create (name and type) over the first data rows."""
+        columns = self.settings.columns
+        head = [f"{c.name} ({c.type})" for c in columns]
+        rows = [[_cell(v) for v in row] for row in self.settings.preview]
+        widths = [
+            max([len(h)] + [len(r[i]) for r in rows if i < len(r)]) for i, h in enumerate(head)
+        ]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+        lines.append("  ".join("-" * w for w in widths))
+        for row in rows:
+            lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
+        return "\n".join(lines)
+
+    def report(self) -> str:
+        """The full text the CLI prints (detection, preview and next step on a review)."""
+        if not self.review_needed:
+            return self.message
+        s = self.settings
+        mapping = [
+            f"  {c.csv!r} -> {c.name} {c.type}" if c.csv is not None else f"  {c.name} {c.type}"
+            for c in s.columns
+        ]
+        return "\n".join(
+            [
+                f"detected in {os.fspath(self.path)!r}: encoding {s.encoding}, "
+                f"delimiter {s.delimiter!r}, quotechar {s.quotechar!r}, "
+                f"header row {'yes' if s.has_headers else 'no'}",
+                f"columns of {self.table}:",
+                *mapping,
+                "",
+                self.preview_text(),
+                "",
+                self.message,
+            ]
+        )
+
+    def __str__(self) -> str:
+        return self.report()
+
+
+def import_csv(
+    path: str | os.PathLike[str],
+    table: str | tuple[str, str],
+    con: Any,
+    *,
+    settings: ImportSettings | str | os.PathLike[str] | None = None,
+    if_exists: str | None = None,
+    progress: bool | None = None,
+    resolve_env: bool = False,
+) -> ImportResult:
+    """Import a CSV file into ``table`` through ``COPY FROM STDIN``, all rows or none.
+
+    Without ``settings`` the file's ``<csv>.import.yaml`` is used, else 4.0's
+    ``<csv stem>.yaml`` (settings keys only). When neither exists this is the review step:
+    the detected settings are written to ``<csv>.import.yaml`` and the result has
+    ``review_needed=True`` and a preview; nothing is imported and ``con`` is not used.
+
+    ``con``: a psycopg connection, a pgmonkey connection object, or a config path or dict.
+    ``if_exists`` overrides the settings' ``fail`` (the default: refuse a table that holds
+    rows; an empty existing table is filled), ``append`` or ``replace``.
+    ``progress``: a byte progress bar; by default only on a terminal or in a notebook.
+    ``resolve_env``: interpolate ``${VAR}`` references when ``con`` is a config path or dict.
+    Raises :class:`~pgmonkey.TransferError` for a bad row, naming the line and the column.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TransferError(f"csv file not found: {os.fspath(p)!r}")
+    target = parse_table(table)
+    if if_exists is not None and if_exists not in IF_EXISTS:
+        raise TransferError(f"if_exists must be one of {', '.join(IF_EXISTS)}, got {if_exists!r}")
+
+    resolved, settings_path, review = _resolve_settings(p, settings)
+    if review:
+        return ImportResult(p, str(target), resolved, settings_path, review_needed=True)
+    if if_exists is not None:
+        resolved = replace(resolved, if_exists=if_exists)
+    _check_header(p, resolved)
+
+    with sync_connection(con, resolve_env=resolve_env) as conn:
+        rows, created = _load(conn, p, target, resolved, progress)
+    return ImportResult(
+        p, str(target), resolved, settings_path, review_needed=False, rows=rows, created=created
+    )
+
+
+def _resolve_settings(
+    p: Path, given: ImportSettings | str | os.PathLike[str] | None
+) -> tuple[ImportSettings, Path | None, bool]:
+    """(settings with columns, the file they came from, whether this is the review step)."""
+    if isinstance(given, ImportSettings):
+        return _complete(p, given), given.source, False
+    if given is not None:
+        loaded = load_import_settings(given)
+        return _complete(p, loaded), loaded.source, False
+    own = import_settings_path(p)
+    if own.is_file():
+        return _complete(p, load_import_settings(own)), own, False
+    legacy = find_legacy_settings(p)
+    if legacy is not None:
+        logger.info("using 4.0 settings file %s for %s", legacy, p)
+        return _complete(p, load_import_settings(legacy)), legacy, False
+    detected = detect_csv(p)
+    write_import_settings(detected, own)
+    return replace(detected, source=own), own, True
+
+
+def _complete(p: Path, s: ImportSettings) -> ImportSettings:
+    """Settings without a column list (4.0's file) get the detected columns."""
+    if s.columns:
+        return s
+    found = detect_csv(
+        p,
+        encoding=s.encoding,
+        delimiter=s.delimiter,
+        quotechar=s.quotechar,
+        has_headers=s.has_headers,
+        enforce_lowercase=s.enforce_lowercase,
+        null_string=s.null_string,
+    )
+    return replace(s, columns=found.columns, preview=found.preview)
+
+
+def _check_header(p: Path, s: ImportSettings) -> None:
+    """The header must be the one the settings were made for (same columns, same order)."""
+    if not s.has_headers:
+        return
+    try:
+        with open(p, encoding=s.encoding, errors="replace", newline="") as f:
+            header = next(csv.reader(f, delimiter=s.delimiter, quotechar=s.quotechar), [])
+    except (OSError, csv.Error) as exc:
+        raise TransferError(f"{os.fspath(p)!r}: cannot read the header row: {exc}") from None
+    if header and header[0].startswith("\ufeff"):
+        header[0] = header[0][1:]
+    if len(header) != len(s.columns):
+        raise TransferError(
+            f"{os.fspath(p)!r}: line 1: the header has {len(header)} columns, "
+            f"the settings list {len(s.columns)}{_from(s)}"
+        )
+    for got, col in zip(header, s.columns, strict=True):
+        if col.csv is not None and got != col.csv:
+            raise TransferError(
+                f"{os.fspath(p)!r}: line 1: header {got!r} where the settings expect "
+                f"{col.csv!r}{_from(s)}"
+            )
+
+
+def _from(s: ImportSettings) -> str:
+    return f" (in {os.fspath(s.source)!r})" if s.source is not None else ""
+
+
+def _load(
+    conn: psycopg.Connection[Any],
+    p: Path,
+    target: TableName,
+    s: ImportSettings,
+    progress: bool | None,
+) -> tuple[int, bool]:
+    """Create or check the table and COPY the file in, in one transaction."""
+    file_encoding = pg_encoding(s.encoding)
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in s.columns)
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
+        target.ident,
+        columns,
+        copy_options(
+            header=s.has_headers,
+            delimiter=s.delimiter,
+            quotechar=s.quotechar,
+            null_string=s.null_string,
+            encoding=file_encoding or "UTF8",  # unknown encodings are transcoded to UTF-8
+        ),
+    )
+    try:
+        with conn.transaction():
+            created = _prepare_table(conn, target, s)
+            with conn.cursor() as cur:
+                with cur.copy(stmt) as copy:
+                    _stream(p, s, file_encoding, copy.write, progress)
+                rows = cur.rowcount
+    except psycopg.Error as exc:
+        err = _data_error(exc, p, target, s)
+        if err is None:
+            raise
+        raise err from exc
+    return rows, created
+
+
+def _prepare_table(conn: psycopg.Connection[Any], target: TableName, s: ImportSettings) -> bool:
+    """Apply ``if_exists`` and ``auto_create_table``; True when the table is created here."""
+    quoted = target.ident.as_string(conn)
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [quoted]).fetchone()
+    if exists is not None and exists[0]:
+        if s.if_exists == "replace":
+            conn.execute(sql.SQL("DROP TABLE {}").format(target.ident))
+        else:
+            if s.if_exists == "fail":
+                query = sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target.ident)
+                has_rows = conn.execute(query).fetchone()
+                if has_rows is not None and has_rows[0]:
+                    raise TransferError(
+                        f"table {str(target)!r} already holds rows: "
+                        "use if_exists 'append' or 'replace' to load into it"
+                    )
+            return False
+    elif not s.auto_create_table:
+        raise TransferError(
+            f"table {str(target)!r} does not exist and auto_create_table is false{_from(s)}"
+        )
+    definition = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type))  # type checked on load
+        for c in s.columns
+    )
+    conn.execute(sql.SQL("CREATE TABLE {} ({})").format(target.ident, definition))
+    return True
+
+
+def _stream(
+    p: Path,
+    s: ImportSettings,
+    file_encoding: str | None,
+    write: Any,
+    progress: bool | None,
+) -> None:
+    """Feed the raw file to COPY in chunks (transcoding only what PostgreSQL cannot read)."""
+    size = p.stat().st_size
+    with open(p, "rb") as f, Progress(size, p.name, progress) as bar:
+        if file_encoding == "UTF8":
+            bom = f.read(len(codecs.BOM_UTF8))
+            if bom != codecs.BOM_UTF8:  # COPY would take a BOM for data
+                f.seek(0)
+        if file_encoding is None:
+            decoder = codecs.getincrementaldecoder(s.encoding)()
+            while chunk := f.read(CHUNK):
+                write(decoder.decode(chunk).encode("utf-8"))
+                bar.update(len(chunk))
+            write(decoder.decode(b"", final=True).encode("utf-8"))
+            return
+        while chunk := f.read(CHUNK):
+            write(chunk)
+            bar.update(len(chunk))
+
+
+_LINE_RE: Final = re.compile(r", line (\d+)(.*)", re.DOTALL)
+_ENCODING_STATES: Final = frozenset({"22021", "22P05"})  # bad byte sequence, untranslatable
+
+
+def _data_error(
+    exc: psycopg.Error, p: Path, target: TableName, s: ImportSettings
+) -> TransferError | None:
+    """A TransferError naming the file, line and column for an error in the CSV data.
+
+    The server's context line reads ``COPY t, line 3, column x: "abc"`` (lines count from
+    1 with the header, embedded newlines included, so they are the file's own lines).
+    """
+    context = exc.diag.context or ""
+    copy_line = next((ln for ln in context.splitlines() if ln.startswith("COPY ")), None)
+    if copy_line is None:
+        return None
+    rest = copy_line.removeprefix(f"COPY {target.name}")
+    m = _LINE_RE.match(rest) or _LINE_RE.search(rest)
+    where = f"{os.fspath(p)!r}"
+    if m is not None:
+        where += f": line {m.group(1)}"
+        tail = m.group(2)
+        if tail.startswith(", column "):
+            named = tail[len(", column ") :]
+            matches = [c for c in s.columns if named == c.name or named.startswith(c.name + ": ")]
+            if matches:
+                col = max(matches, key=lambda c: len(c.name))
+                where += f", column {col.name!r}"
+                if col.csv is not None and col.csv != col.name:
+                    where += f" (csv header {col.csv!r})"
+            else:
+                where += f", column {named.split(': ', 1)[0]!r}"
+    message = exc.diag.message_primary or str(exc)
+    if exc.sqlstate in _ENCODING_STATES:
+        message += f" (is the file really {s.encoding!r}? set encoding in the settings file)"
+    return TransferError(f"{where}: {message}; nothing was imported into {str(target)!r}")
+
+
+def _cell(value: str) -> str:
+    text = value.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= _PREVIEW_WIDTH else text[: _PREVIEW_WIDTH - 1] + "…"
