@@ -7,8 +7,13 @@ from typing import Final
 
 from ._redact import REDACTED, is_sensitive_key, redact_config
 
-# A key path: ("pool_settings", "max_size"), list items as ints: ("hosts", 0).
+# A key path: ("pool_settings", "max_size"), list items as Index: ("hosts", Index(0)).
 Path = tuple[object, ...]
+
+
+class Index(int):
+    """A list position in a key path (shown as ``[i]``; an int dict key is shown as is)."""
+
 
 STRUCTURED_KEYS: Final = ("from_env", "from_file")
 _MAX_SHOWN: Final = 80
@@ -18,8 +23,8 @@ def render_path(path: Path) -> str:
     """``('pool_settings', 'max_size')`` -> ``'pool_settings.max_size'``, list items as ``[i]``."""
     out = ""
     for part in path:
-        if isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
+        if isinstance(part, Index):
+            out += f"[{int(part)}]"
         else:
             out += f".{part}" if out else str(part)
     return out or "<top level>"
@@ -30,10 +35,18 @@ def is_sensitive_path(path: Path) -> bool:
     return any(is_sensitive_key(part) for part in path)
 
 
-def describe(value: object, *, sensitive: bool) -> str:
-    """A value for a message: ``!r``, shortened, and redacted when the key is sensitive."""
+def describe(value: object, *, sensitive: bool, opaque: bool = False) -> str:
+    """A value for a message: ``!r``, shortened, and redacted when the key is sensitive.
+
+    *opaque*: show only the shape of a list or mapping (in ``connection_settings`` an
+    unkeyed list item may well be a password).
+    """
     if sensitive and value not in ("", None):
         return repr(REDACTED)
+    if opaque and isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if opaque and isinstance(value, Mapping):
+        return f"a mapping with keys {list(value)!r}"
     if isinstance(value, Mapping | list):
         value = redact_config(value)  # a nested password stays hidden
     shown = repr(value)

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from pgmonkey.errors import EnvInterpolationError
 
-from ._common import Path, describe, is_sensitive_path, is_structured_ref, render_path
+from ._common import Index, Path, describe, is_sensitive_path, is_structured_ref, render_path
 
 logger = logging.getLogger("pgmonkey.config")
 
@@ -84,7 +84,7 @@ class _Interpolator:
         if isinstance(value, Mapping):
             return {k: self.walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
+            return [self.walk(v, (*path, Index(i))) for i, v in enumerate(value)]
         if isinstance(value, str) and "${" in value:
             return self.string(value, path)
         return value

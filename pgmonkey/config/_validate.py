@@ -115,7 +115,11 @@ class _Validator:
         where = f"{self.source}: " if self.source else ""
         if missing:
             raise ConfigError(f"{where}{render_path(path)} is missing: expected {expected}")
-        shown = describe(value, sensitive=not reference and is_sensitive_path(path))
+        shown = describe(
+            value,
+            sensitive=not reference and is_sensitive_path(path),
+            opaque=path[:1] == ("connection_settings",),
+        )
         raise ConfigError(f"{where}{render_path(path)} = {shown}: expected {expected}")
 
     def warn(self, path: Path, message: str) -> None:
@@ -126,6 +130,8 @@ class _Validator:
         """A reference kept as written: accepted without a type check."""
         if not self.deferred_ok or not has_reference(value):
             return False
+        if isinstance(value, str) and "\x00" in value:
+            self.fail(path, value, "text without NUL characters")
         if is_structured_ref(value):
             assert isinstance(value, Mapping)
             ((kind, target),) = value.items()
@@ -139,7 +145,10 @@ class _Validator:
     def scalar(self, value: object, path: Path, *, allow_none: bool = True) -> Scalar:
         if value is None and allow_none:
             return None
-        if isinstance(value, str | int | float | bool) and value is not None:
+        if isinstance(value, str) and "\x00" in value:
+            # libpq and the server take C strings: a NUL would silently cut the value.
+            self.fail(path, value, "text without NUL characters")
+        if isinstance(value, str | int | float | bool):
             return value
         if isinstance(value, Mapping | list):
             self.fail(path, value, "a single value (string or number), not a mapping or list")
