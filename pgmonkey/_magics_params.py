@@ -284,6 +284,8 @@ def _returns_rows(keyword: str, words: list[str]) -> bool:
     A guess for the fast path only: the caller still checks the cursor's description for
     statements judged not to return rows (``CALL`` with OUT parameters, for example).
     """
+    if keyword == "select" and "into" in words:
+        return False  # SELECT ... INTO new_table creates a table
     if keyword == "(" or keyword in _ROW_KEYWORDS:
         return True
     if keyword == "with":

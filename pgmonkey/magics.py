@@ -418,7 +418,7 @@ class PgMonkeyMagics(Magics):
         # The audit opens its own short read-only connection as this config's client.
         return serveradvice.audit(load_config(path, resolve_env=resolve_env)).to_frame()
 
-    def _import(self, args: list[str], ns: Mapping[str, Any]) -> Any:
+    def _import(self, args: list[str], ns: Mapping[str, Any]) -> None:
         p = _ArgumentParser(prog="%pgmonkey import")
         p.add_argument("csv", help="CSV file to import")
         p.add_argument("--table", required=True, help="target table, schema.table")
@@ -428,17 +428,13 @@ class PgMonkeyMagics(Magics):
         from pgmonkey.transfer import import_csv
 
         entry = self._entry(opts.conn)
-        kwargs: dict[str, Any] = {}
-        if opts.if_exists is not None:
-            kwargs["if_exists"] = opts.if_exists
-        result = import_csv(
-            entry.path, opts.csv, opts.table, resolve_env=entry.resolve_env, **kwargs
-        )
+        result = import_csv(opts.csv, opts.table, self._sync_con(entry), if_exists=opts.if_exists)
         if self.feedback:
-            print(f"imported {opts.csv!r} into {opts.table}")
-        return _quiet(result)
+            print(result.message)
+            if result.review_needed:
+                print(result.preview_text())
 
-    def _export(self, args: list[str], ns: Mapping[str, Any]) -> Any:
+    def _export(self, args: list[str], ns: Mapping[str, Any]) -> None:
         p = _ArgumentParser(prog="%pgmonkey export")
         p.add_argument("targets", nargs="+", metavar="[TABLE] OUT", help="schema.table out.csv")
         p.add_argument("--query", help="export the rows of this query instead of a table")
@@ -451,12 +447,21 @@ class PgMonkeyMagics(Magics):
         from pgmonkey.transfer import export_csv
 
         entry = self._entry(opts.conn)
-        source = opts.query if opts.query is not None else opts.targets[0]
-        out = opts.targets[-1]
-        result = export_csv(entry.path, source, out, resolve_env=entry.resolve_env)
+        if opts.query is not None:
+            result = export_csv(self._sync_con(entry), opts.targets[0], query=opts.query)
+        else:
+            result = export_csv(self._sync_con(entry), opts.targets[1], table=opts.targets[0])
         if self.feedback:
-            print(f"exported to {out!r}")
-        return _quiet(result)
+            print(result.message)
+
+    def _sync_con(self, entry: _Entry) -> Any:
+        """What the sync transfer functions take as ``con`` for this entry."""
+        if not entry.is_async:
+            return entry.obj
+        # CSV transfer is sync: an async entry lends its (validated) config instead.
+        from pgmonkey.config import load_config
+
+        return load_config(entry.path, resolve_env=entry.resolve_env)
 
     def _tables(self, args: list[str], ns: Mapping[str, Any]) -> pd.DataFrame:
         p = _ArgumentParser(prog="%pgmonkey tables")
@@ -562,13 +567,16 @@ class _Run:
         result: Any = None
         with self._transaction(conn):
             for st, params in zip(self.statements, self.params, strict=True):
+                fast = st is self.statements[-1] and st.returns_rows
                 try:
-                    if st is self.statements[-1] and st.returns_rows:
+                    if fast:
                         result = read_sql(st.query, conn, params, decimal=self.decimal)
                     else:
                         with conn.cursor() as cur:
                             cur.execute(st.query, params)
-                            result = _no_rows_result(cur)
+                            last = st is self.statements[-1]
+                            rows = cur.fetchall() if last and cur.description else None
+                            result = _cursor_result(cur, rows)
                 except psycopg.Error as exc:
                     raise MagicCellError(_error_message(exc, self.sql, st)) from exc
         return result
@@ -580,29 +588,28 @@ class _Run:
         tx = conn.transaction() if len(self.statements) > 1 else contextlib.nullcontext()
         async with tx:
             for st, params in zip(self.statements, self.params, strict=True):
+                fast = st is self.statements[-1] and st.returns_rows
                 try:
-                    if st is self.statements[-1] and st.returns_rows:
+                    if fast:
                         result = await read_sql_async(st.query, conn, params, decimal=self.decimal)
                     else:
                         async with conn.cursor() as cur:
                             await cur.execute(st.query, params)
-                            result = _no_rows_result(
-                                cur, await cur.fetchall() if cur.description else None
-                            )
+                            last = st is self.statements[-1]
+                            rows = await cur.fetchall() if last and cur.description else None
+                            result = _cursor_result(cur, rows)
                 except psycopg.Error as exc:
                     raise MagicCellError(_error_message(exc, self.sql, st)) from exc
         return result
 
 
-def _no_rows_result(cur: Any, rows: list[Any] | None = None) -> Any:
-    """The result of a statement run with a plain cursor (judged not to return rows)."""
-    if cur.description is None:
+def _cursor_result(cur: Any, rows: list[Any] | None) -> Any:
+    """The result of a statement judged not to return rows (DDL, DML without RETURNING)."""
+    if cur.description is None or rows is None:
         return _Affected(cur.rowcount, cur.statusmessage or "")
-    # A statement that returns rows after all (CALL with OUT parameters): few rows, slow path.
+    # Rows after all (CALL with OUT parameters): few rows, typed by psycopg.
     import pandas as pd
 
-    if rows is None:
-        rows = cur.fetchall()
     return pd.DataFrame.from_records(rows, columns=[c.name for c in cur.description])
 
 
@@ -679,13 +686,10 @@ def _cell_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _quiet(result: Any) -> Any:
-    """Show a transfer's result only when it is a table (a DataFrame); else nothing."""
-    return result if type(result).__name__ == "DataFrame" else None
-
-
 def _error_message(
-    exc: BaseException, sql: str | None = None, statement: Statement | None = None
+    exc: BaseException,
+    sql: str | None = None,
+    statement: Statement | None = None,
 ) -> str:
     """One short message: the server's error and where it is in the cell."""
     name = type(exc).__name__
@@ -696,6 +700,7 @@ def _error_message(
     lines = [f"{name}: {primary}"]
     position = diag.statement_position
     if sql is not None and statement is not None and position and position.isdigit():
+        # read_sql reruns a failing query as written, so positions are in the user's text.
         offset = statement.start + statement.source_offset(int(position))
         line_no = sql.count("\n", 0, offset) + 1
         line_start = sql.rfind("\n", 0, offset) + 1
