@@ -221,13 +221,25 @@ def test_stale_state_is_not_running(tmp_path: Path) -> None:
     assert not (tmp_path / "sandbox.json").exists()
 
 
-def test_lifecycle_with_port_stop_leaves_nothing(tmp_path: Path) -> None:
+def test_lifecycle_start_connect_three_ways_stop_leaves_nothing(tmp_path: Path) -> None:
+    """The acceptance test of issue 2, in one piece, on a sandbox of its own."""
     path = tmp_path / "life"
     port = sb._free_port()
     running = sb.start(path, port=port)
     assert running.port == port
-    with psycopg.connect(running.superuser_conninfo) as conn:
-        conn.execute("SELECT 1")
+    seen = {}
+    for kind in ("password", "ssl", "cert"):
+        cfg = load_config(running.configs[kind])
+        with _connect(cfg) as conn:
+            seen[kind] = conn.execute(
+                "SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            ).fetchone()
+    assert seen == {
+        "password": (False, "pgmonkey"),
+        "ssl": (True, "pgmonkey"),
+        "cert": (True, "pgmonkey_cert"),
+    }
+    assert "password" not in cfg["connection_settings"]  # the cert role used no password
     children = _children(running.pid)
     assert children, "a running postmaster has background processes"
 
