@@ -92,15 +92,28 @@ class WritePlan:
             return []
         return [create]
 
+    @property
+    def binary(self) -> bool:
+        """Binary COPY (built with numpy) when every column has a binary encoder."""
+        from ._frames_binary import BINARY_TYPES
+
+        return all(t in BINARY_TYPES for _, t in self.columns)
+
     def copy_statement(self) -> sql.Composed:
+        names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.columns)
+        if self.binary:
+            return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(self.table, names)
         return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL {})").format(
-            self.table,
-            sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.columns),
-            sql.Literal(self.null),
+            self.table, names, sql.Literal(self.null)
         )
 
     def chunks(self, df: pd.DataFrame) -> Iterator[bytes]:
-        """The frame as CSV bytes, ``CHUNK_ROWS`` rows at a time."""
+        """The frame as COPY data (binary or CSV), ``CHUNK_ROWS`` rows at a time."""
+        if self.binary:
+            from ._frames_binary import chunks
+
+            yield from chunks(df, [t for _, t in self.columns], CHUNK_ROWS)
+            return
         for start in range(0, len(df), CHUNK_ROWS):
             part = _prepare(df.iloc[start : start + CHUNK_ROWS], self.columns)
             text: str = part.to_csv(header=False, index=False, na_rep=self.null, lineterminator="\n")
