@@ -128,6 +128,7 @@ class Sandbox:
             f"  directory: {self.dir}",
         ]
         lines += [f"  {name} config: {path}" for name, path in self.configs.items()]
+        lines.append(f"  try: pgmonkey pgconfig test --connconfig {self.configs['password']}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -648,7 +649,6 @@ def _create(dir: Path, bindir: Path, port: int) -> Sandbox:
                     "--encoding=UTF8",
                     "--no-locale",
                     "--no-sync",
-                    "--no-instructions",
                 ],
                 cwd=server_dir,
                 timeout=120,
