@@ -1,0 +1,63 @@
+"""Helpers shared by the connection and manager tests (not a test module)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from pgmonkey.connections import _lifecycle
+
+
+def derive_config(base: Path, dest_dir: Path, **sections: Any) -> Path:
+    """A copy of the YAML config *base* in *dest_dir* with sections updated.
+
+    ``connection_settings`` entries are merged into the base's; other sections replace.
+    A unique ``application_name`` is set so a test can count its own server connections.
+    """
+    data = yaml.safe_load(base.read_text())
+    settings = dict(data.get("connection_settings") or {})
+    settings["application_name"] = f"pgm-test-{uuid.uuid4().hex[:10]}"
+    settings.update(sections.pop("connection_settings", {}))
+    data["connection_settings"] = settings
+    data.update(sections)
+    path = dest_dir / f"cfg-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+def app_name(path: Path) -> str:
+    return str(yaml.safe_load(path.read_text())["connection_settings"]["application_name"])
+
+
+def server_connections(db_conn: psycopg.Connection[Any], application_name: str) -> int:
+    """How many backends the server has for *application_name*."""
+    row = db_conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+        (application_name,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def terminate(db_conn: psycopg.Connection[Any], application_name: str) -> int:
+    """Kill every backend of *application_name* (pg_terminate_backend); how many."""
+    rows = db_conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        (application_name,),
+    ).fetchall()
+    return len(rows)
+
+
+@pytest.fixture(autouse=True)
+def close_leftovers() -> Iterator[None]:
+    """Whatever a test left open (examples drop their managers) is closed after it."""
+    yield
+    for obj in _lifecycle.live_objects():
+        obj._close_now(2.0)
