@@ -43,7 +43,16 @@ from typing import Any, Final
 
 from pgmonkey.errors import SandboxError
 
-__all__ = ["DEFAULT_DIR", "Sandbox", "default_dir", "find_bindir", "start", "status", "stop"]
+__all__ = [
+    "DEFAULT_DIR",
+    "Sandbox",
+    "default_dir",
+    "find_bindir",
+    "restart",
+    "start",
+    "status",
+    "stop",
+]
 
 DEFAULT_DIR: Final = Path("~/.pgmonkey/sandbox")
 HOST: Final = "127.0.0.1"
@@ -656,32 +665,7 @@ def _create(dir: Path, bindir: Path, port: int) -> Sandbox:
         finally:
             pwfile.unlink()
         _configure_server(server_dir, data_dir, port)
-        log = server_dir / "server.log"
-        try:
-            _run(
-                [
-                    bindir / "pg_ctl",
-                    "-D",
-                    data_dir,
-                    "-l",
-                    log,
-                    "-w",
-                    "-t",
-                    str(int(_READY_TIMEOUT)),
-                    "-s",
-                    "start",
-                ],
-                cwd=server_dir,
-                timeout=_READY_TIMEOUT + 10,
-            )
-        except SandboxError as e:
-            tail = _log_tail(log)
-            if "could not bind" in tail or "already in use" in tail:
-                raise _PortTaken from None
-            raise SandboxError(f"{e}; server log: {tail}") from None
-        pid = _postmaster_pid(data_dir)
-        if pid is None:
-            raise SandboxError(f"the server started but wrote no pid file; log: {_log_tail(log)}")
+        pid = _pg_ctl_start(bindir, server_dir)
         state["pid"] = pid
         _write_state(dir, state)
         sandbox = Sandbox(
@@ -697,6 +681,37 @@ def _create(dir: Path, bindir: Path, port: int) -> Sandbox:
     except BaseException:
         _cleanup(dir, state)
         raise
+
+
+def _pg_ctl_start(bindir: Path, server_dir: Path) -> int:
+    """Start the server in *server_dir*, wait until it is ready, and return its pid."""
+    data_dir, log = server_dir / "data", server_dir / "server.log"
+    try:
+        _run(
+            [
+                bindir / "pg_ctl",
+                "-D",
+                data_dir,
+                "-l",
+                log,
+                "-w",
+                "-t",
+                str(int(_READY_TIMEOUT)),
+                "-s",
+                "start",
+            ],
+            cwd=server_dir,
+            timeout=_READY_TIMEOUT + 10,
+        )
+    except SandboxError as e:
+        tail = _log_tail(log)
+        if "could not bind" in tail or "already in use" in tail:
+            raise _PortTaken from None
+        raise SandboxError(f"{e}; server log: {tail}") from None
+    pid = _postmaster_pid(data_dir)
+    if pid is None:
+        raise SandboxError(f"the server started but wrote no pid file; log: {_log_tail(log)}")
+    return pid
 
 
 def _configure_server(server_dir: Path, data_dir: Path, port: int) -> None:
@@ -737,6 +752,9 @@ def _configure_server(server_dir: Path, data_dir: Path, port: int) -> None:
         f"hostssl  all      {CERT_USER} ::1/128       cert\n"
         "host     all      all           127.0.0.1/32  scram-sha-256\n"
         "host     all      all           ::1/128       scram-sha-256\n"
+        # pg_basebackup, for streaming-replication standbys.
+        "host     replication all        127.0.0.1/32  scram-sha-256\n"
+        "host     replication all        ::1/128       scram-sha-256\n"
     )
     (data_dir / "pg_hba.conf").write_text(hba)
 
@@ -775,6 +793,31 @@ def _log_tail(log: Path) -> str:
         return _last_lines(log.read_text(errors="replace"))
     except OSError:
         return "no log"
+
+
+def restart(dir: str | os.PathLike[str] | None = None) -> Sandbox:
+    """Restart the running sandbox in *dir* (fast shutdown), keeping its data, port and configs.
+
+    Existing connections break, as in a real server restart; for fault-injection tests.
+    """
+    path = _resolve_dir(dir)
+    if not path.is_dir():
+        raise SandboxError(f"no sandbox is running in {str(path)!r}")
+    with _locked(path):
+        state = _read_state(path)
+        if state is None or not _running(state):
+            raise SandboxError(f"no sandbox is running in {str(path)!r}")
+        server_dir = Path(state["server_dir"])
+        bindir = find_bindir([state["bindir"]])
+        _shutdown(state, server_dir / "data", int(state["pid"]))
+        try:
+            state["pid"] = _pg_ctl_start(bindir, server_dir)
+        except _PortTaken:
+            raise SandboxError(
+                f"port {state['port']} was taken while the sandbox restarted"
+            ) from None
+        _write_state(path, state)
+        return _sandbox_from_state(path, state)
 
 
 def stop(dir: str | os.PathLike[str] | None = None) -> bool:

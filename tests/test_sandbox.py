@@ -321,10 +321,29 @@ def test_environment_is_wiped() -> None:
     assert leftovers == []
 
 
-def test_start_after_a_crash_starts_afresh(tmp_path: Path) -> None:
+def test_restart_then_crash_then_start_afresh(tmp_path: Path) -> None:
     path = tmp_path / "crash"
-    first = sb.start(path)
+    with pytest.raises(SandboxError, match="no sandbox is running"):
+        sb.restart(path)
+    before = sb.start(path)
     try:
+        old = psycopg.connect(before.superuser_conninfo, autocommit=True)
+        old.execute("CREATE TABLE kept (id int)")
+        first = sb.restart(path)
+        assert (first.port, first.password, first.configs) == (
+            before.port,
+            before.password,
+            before.configs,
+        )
+        assert first.pid != before.pid
+        assert _gone(before.pid)
+        assert sb.status(path) == first
+        with pytest.raises(psycopg.OperationalError):
+            old.execute("SELECT 1")
+        old.close()
+        with psycopg.connect(first.superuser_conninfo) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+
         os.kill(first.pid, signal.SIGKILL)
         assert _gone(first.pid)
         assert sb.status(path) is None
