@@ -1,0 +1,463 @@
+"""CSV import and export against the sandbox PostgreSQL."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from pgmonkey import PGConnectionManager
+from pgmonkey.errors import TransferError
+from pgmonkey.transfer import (
+    ColumnSpec,
+    ImportSettings,
+    export_csv,
+    import_csv,
+    import_settings_path,
+)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+# A CSV with what breaks naive parsers: quoted delimiters, doubled quotes, embedded
+# newlines, non-ASCII text, NULL (unquoted empty) and '' (quoted empty).
+TRICKY_ROWS = [
+    ["id", "name", "note", "amount"],
+    ["1", "Zoë", 'says "hi", then leaves', "1.50"],
+    ["2", "", "line one\nline two", None],
+    ["3", None, "a,b,c", "-3.25"],
+    ["4", "Ærøskøbing", None, "0.00"],
+]
+
+
+def _csv_bytes(
+    rows: list[list[str | None]], *, delimiter: str = ",", encoding: str = "utf-8"
+) -> bytes:
+    """Rows as CSV: None as an unquoted empty field, every other value quoted."""
+
+    def field(v: str | None) -> str:
+        return "" if v is None else '"' + v.replace('"', '""') + '"'
+
+    text = "".join(delimiter.join(field(v) for v in row) + "\r\n" for row in rows)
+    return text.encode(encoding)
+
+
+def _records(path: Path, *, encoding: str = "utf-8", delimiter: str = ",") -> list[list[str]]:
+    with open(path, encoding=encoding, newline="") as f:
+        return list(csv.reader(f, delimiter=delimiter))
+
+
+@pytest.fixture
+def schema(db_conn: Conn) -> Iterator[str]:
+    """A fresh schema per test, dropped with everything in it afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    db_conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        db_conn.execute(
+            psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(name))
+        )
+
+
+def _exists(conn: Conn, schema: str, table: str) -> bool:
+    ident = psycopg.sql.Identifier(schema, table).as_string(conn)
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [ident]).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+def _import_twice(path: Path, table: str, con: Any, **kwargs: Any) -> Any:
+    """First run: the review step (nothing imported); second run: the import."""
+    first = import_csv(path, table, con, **kwargs)
+    assert first.review_needed and first.rows == 0
+    return import_csv(path, table, con, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "delimiter"),
+    [("utf-8", ","), ("utf-8-sig", ","), ("latin-1", ","), ("utf-8", "\t"), ("utf-16", ";")],
+)
+def test_round_trip(
+    tmp_path: Path, db_conn: Conn, schema: str, encoding: str, delimiter: str
+) -> None:
+    src = tmp_path / "tricky.csv"
+    src.write_bytes(_csv_bytes(TRICKY_ROWS, delimiter=delimiter, encoding=encoding))
+    result = _import_twice(src, f"{schema}.tricky", db_conn)
+    assert result.settings.encoding == encoding
+    assert result.settings.delimiter == delimiter
+    assert (result.rows, result.created) == (4, True)
+    assert [c.type for c in result.settings.columns] == ["bigint", "text", "text", "numeric"]
+
+    got = db_conn.execute(f'SELECT * FROM "{schema}".tricky ORDER BY id').fetchall()
+    assert got == [
+        (1, "Zoë", 'says "hi", then leaves', pytest.approx(1.5)),
+        (2, "", "line one\nline two", None),
+        (3, None, "a,b,c", pytest.approx(-3.25)),
+        (4, "Ærøskøbing", None, pytest.approx(0)),
+    ]
+
+    out = tmp_path / "out.csv"
+    exported = export_csv(db_conn, out, table=f"{schema}.tricky")
+    assert exported.rows == 4 and exported.path == out
+    # The same records, NULL written unquoted and '' quoted.
+    expected = [[v or "" for v in row] for row in TRICKY_ROWS]
+    assert sorted(_records(out)[1:]) == sorted(expected[1:])
+    assert _records(out)[0] == ["id", "name", "note", "amount"]
+    raw = out.read_text(encoding="utf-8")
+    assert '2,"","line one\nline two",\n' in raw
+    assert "3,,a,b,c" not in raw and '3,,"a,b,c",-3.25\n' in raw
+
+    # And back in: the same table, NULLs and empty strings included.
+    again = import_csv(
+        out, f"{schema}.again", db_conn, settings=ImportSettings(columns=result.settings.columns)
+    )
+    assert again.rows == 4
+    assert db_conn.execute(f'SELECT * FROM "{schema}".again ORDER BY id').fetchall() == got
+
+
+def test_first_run_is_a_review_and_touches_no_database(tmp_path: Path) -> None:
+    src = tmp_path / "data.csv"
+    src.write_text("Name,Age\nAlice,30\nBob,41\n", encoding="utf-8")
+    result = import_csv(src, "public.people", object())  # the connection is never used
+    assert result.review_needed and result.rows == 0
+    settings_file = import_settings_path(src)
+    assert settings_file == tmp_path / "data.csv.import.yaml" and settings_file.is_file()
+    assert result.settings_path == settings_file
+    text = result.report()
+    assert "name (text)" in text and "age (bigint)" in text and "Alice" in text
+    assert "run the import again" in text
+    assert yaml.safe_load(settings_file.read_text(encoding="utf-8"))["if_exists"] == "fail"
+
+
+def test_edited_settings_are_used(tmp_path: Path, db_conn: Conn, schema: str) -> None:
+    src = tmp_path / "data.csv"
+    src.write_text("Name,Age\nAlice,30\nBob,41\n", encoding="utf-8")
+    import_csv(src, f"{schema}.people", db_conn)
+    settings_file = import_settings_path(src)
+    data = yaml.safe_load(settings_file.read_text(encoding="utf-8"))
+    data["columns"][0]["name"] = "full_name"
+    data["columns"][1]["type"] = "numeric(5,1)"
+    settings_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = import_csv(src, f"{schema}.people", db_conn)
+    assert result.rows == 2
+    cols = db_conn.execute(
+        "SELECT column_name, data_type, numeric_scale FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = 'people' ORDER BY ordinal_position",
+        [schema],
+    ).fetchall()
+    assert cols == [("full_name", "text", None), ("age", "numeric", 1)]
+
+
+def test_if_exists(tmp_path: Path, db_conn: Conn, schema: str) -> None:
+    src = tmp_path / "d.csv"
+    src.write_text("a\n1\n2\n", encoding="utf-8")
+    table = f"{schema}.d"
+    _import_twice(src, table, db_conn)
+    with pytest.raises(TransferError, match="already holds rows"):
+        import_csv(src, table, db_conn)
+    assert import_csv(src, table, db_conn, if_exists="append").rows == 2
+    assert db_conn.execute(f'SELECT count(*) FROM "{schema}".d').fetchone() == (4,)
+    result = import_csv(src, table, db_conn, if_exists="replace")
+    assert result.created and result.rows == 2
+    assert db_conn.execute(f'SELECT count(*) FROM "{schema}".d').fetchone() == (2,)
+    # An existing empty table is filled under 'fail' (4.0 users pre-create tables).
+    db_conn.execute(f'CREATE TABLE "{schema}".pre (a int)')
+    result = import_csv(src, f"{schema}.pre", db_conn)
+    assert not result.created and result.rows == 2
+
+
+BAD_FILES = [
+    ("ragged_long", b"a,b\n1,2\n3,4,5\n", "line 3", "extra data after last expected column"),
+    ("ragged_short", b"a,b\n1,2\n3\n", "line 3", 'missing data for column "b"'),
+    ("bad_value", b"a,b\n1,2\n3,4\nx,5\n", "line 4, column 'a'", "invalid input syntax"),
+    ("bad_bytes", b"a,b\n1,2\n3,\xe9t\xe9\n", "line 3", "invalid byte sequence"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "where", "what"), BAD_FILES, ids=[b[0] for b in BAD_FILES]
+)
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_bad_rows_fail_naming_the_line_and_leave_nothing(
+    tmp_path: Path,
+    db_conn: Conn,
+    schema: str,
+    name: str,
+    data: bytes,
+    where: str,
+    what: str,
+    existing: bool,
+) -> None:
+    src = tmp_path / f"{name}.csv"
+    src.write_bytes(data)
+    settings = ImportSettings(
+        encoding="utf-8",
+        columns=(ColumnSpec("a", "a", "bigint"), ColumnSpec("b", "b", "text")),
+        if_exists="append",
+    )
+    if existing:
+        db_conn.execute(f'CREATE TABLE "{schema}".t (a bigint, b text)')
+    with pytest.raises(TransferError) as info:
+        import_csv(src, f"{schema}.t", db_conn, settings=settings)
+    message = str(info.value)
+    assert str(src) in message and where in message and what in message
+    if existing:
+        assert db_conn.execute(f'SELECT count(*) FROM "{schema}".t').fetchone() == (0,)
+    else:
+        assert not _exists(db_conn, schema, "t")
+
+
+def test_wrong_encoding_in_settings_fails_and_leaves_no_table(
+    tmp_path: Path, db_conn: Conn, schema: str
+) -> None:
+    src = tmp_path / "latin.csv"
+    src.write_bytes("name\nabc\nZoë\n".encode("latin-1"))
+    settings_file = import_settings_path(src)
+    settings_file.write_text(
+        yaml.safe_dump({"encoding": "utf-8", "columns": [{"csv": "name", "name": "name"}]})
+    )
+    with pytest.raises(TransferError, match=r"line 3: invalid byte sequence.*'utf-8'"):
+        import_csv(src, f"{schema}.latin", db_conn)
+    assert not _exists(db_conn, schema, "latin")
+
+
+def test_header_must_match_the_settings(tmp_path: Path, db_conn: Conn, schema: str) -> None:
+    src = tmp_path / "h.csv"
+    src.write_text("a,b\n1,2\n", encoding="utf-8")
+    import_csv(src, f"{schema}.h", db_conn)
+    src.write_text("a,c\n1,2\n", encoding="utf-8")
+    with pytest.raises(TransferError, match="line 1: header 'c' where the settings expect 'b'"):
+        import_csv(src, f"{schema}.h", db_conn)
+    src.write_text("a,b,c\n1,2,3\n", encoding="utf-8")
+    with pytest.raises(TransferError, match="line 1: the header has 3 columns"):
+        import_csv(src, f"{schema}.h", db_conn)
+
+
+def test_hostile_names_are_quoted_not_injected(tmp_path: Path, db_conn: Conn, schema: str) -> None:
+    db_conn.execute(f'CREATE TABLE "{schema}".victim (x int)')
+    table = f"""we"ird'; DROP TABLE "{schema}".victim; -- ü"""
+    columns = [
+        'c"; DROP TABLE victim; --',
+        "spa ce",
+        "ünïcødé",
+        "semi;colon",
+    ]
+    src = tmp_path / "h.csv"
+    src.write_text("a,b,c,d\n1,2,3,4\n", encoding="utf-8")
+    settings = ImportSettings(
+        columns=tuple(ColumnSpec(h, n) for h, n in zip("abcd", columns, strict=True))
+    )
+    result = import_csv(src, (schema, table), db_conn, settings=settings)
+    assert result.rows == 1
+    assert _exists(db_conn, schema, "victim")
+    got = db_conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
+    assert [r[0] for r in got] == columns
+    # The same names through a dotted string (quoted: the name holds a dot), and out again.
+    out = tmp_path / "out.csv"
+    quoted = '"' + table.replace('"', '""') + '"'
+    exported = export_csv(db_conn, out, table=f"{schema}.{quoted}")
+    assert exported.rows == 1
+    assert _records(out) == [columns, ["1", "2", "3", "4"]]
+
+
+def test_legacy_settings_file_is_honoured(tmp_path: Path, db_conn: Conn, schema: str) -> None:
+    src = tmp_path / "data.csv"
+    src.write_bytes("Name;Town\nZoë;Åre\nBob;Oslo\n".encode("latin-1"))
+    (tmp_path / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "delimiter": ";",
+                "quotechar": '"',
+                "encoding": "latin1",
+                "has_headers": True,
+                "auto_create_table": True,
+                "enforce_lowercase": True,
+            }
+        )
+    )
+    result = import_csv(src, f"{schema}.legacy", db_conn)
+    assert not result.review_needed and result.rows == 2
+    assert result.settings_path == tmp_path / "data.yaml"
+    assert not import_settings_path(src).exists()
+    rows = db_conn.execute(f'SELECT name, town FROM "{schema}".legacy ORDER BY name').fetchall()
+    assert rows == [("Bob", "Oslo"), ("Zoë", "Åre")]
+
+
+def test_legacy_auto_create_false_needs_the_table(
+    tmp_path: Path, db_conn: Conn, schema: str
+) -> None:
+    src = tmp_path / "data.csv"
+    src.write_text("Name\nx\n", encoding="utf-8")
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"auto_create_table": False}))
+    with pytest.raises(TransferError, match="does not exist and auto_create_table is false"):
+        import_csv(src, f"{schema}.missing", db_conn)
+    db_conn.execute(f'CREATE TABLE "{schema}".missing (name text)')
+    assert import_csv(src, f"{schema}.missing", db_conn).rows == 1
+
+
+def test_connection_config_with_the_same_stem_is_not_settings(
+    tmp_path: Path, password_config: Path
+) -> None:
+    src = tmp_path / "config.csv"
+    src.write_text("a\n1\n", encoding="utf-8")
+    conf = tmp_path / "config.yaml"
+    conf.write_bytes(password_config.read_bytes())
+    result = import_csv(src, "public.whatever", conf)
+    assert result.review_needed
+    assert import_settings_path(src).is_file()
+    assert conf.read_bytes() == password_config.read_bytes()
+
+
+def test_import_and_export_through_each_auth_config(
+    tmp_path: Path, db_conn: Conn, auth_config: Path
+) -> None:
+    table = f"t_{uuid.uuid4().hex[:12]}"  # public: the cert role may create tables there
+    src = tmp_path / "a.csv"
+    src.write_text("a,b\n1,x\n2,\n", encoding="utf-8")
+    try:
+        result = _import_twice(src, f"public.{table}", auth_config)
+        assert result.rows == 2
+        out = tmp_path / "b.csv"
+        assert export_csv(auth_config, out, table=f"public.{table}").rows == 2
+        assert out.read_text(encoding="utf-8") == "a,b\n1,x\n2,\n"
+    finally:
+        db_conn.execute(f"DROP TABLE IF EXISTS public.{table}")
+
+
+def test_pgmonkey_connection_object(
+    tmp_path: Path, db_conn: Conn, schema: str, password_config: Path
+) -> None:
+    manager = PGConnectionManager()
+    conn_obj = manager.get_database_connection(password_config, "normal")
+    pool_obj = manager.get_database_connection(password_config, "pool")
+    src = tmp_path / "a.csv"
+    src.write_text("a\n1\n2\n", encoding="utf-8")
+    try:
+        assert _import_twice(src, f"{schema}.a", conn_obj).rows == 2
+        assert import_csv(src, f"{schema}.a", pool_obj, if_exists="append").rows == 2
+        out = tmp_path / "out.csv"
+        assert export_csv(pool_obj, out, query=f'SELECT sum(a) AS s FROM "{schema}".a').rows == 1
+        assert out.read_text(encoding="utf-8") == "s\n6\n"
+    finally:
+        conn_obj.disconnect()
+        pool_obj.disconnect()
+
+
+def test_user_transaction_is_respected(tmp_path: Path, superuser_dsn: str, schema: str) -> None:
+    src = tmp_path / "a.csv"
+    src.write_text("a\n1\n", encoding="utf-8")
+    with psycopg.connect(superuser_dsn) as conn:  # not autocommit: a transaction is open
+        conn.execute("SELECT 1")
+        _import_twice(src, f"{schema}.a", conn)
+        conn.rollback()
+        assert not _exists(conn, schema, "a")
+
+
+def test_export_default_name_and_query(
+    tmp_path: Path, db_conn: Conn, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_conn.execute(
+        f'CREATE TABLE "{schema}".my_table AS '
+        "SELECT g AS id, CASE WHEN g = 2 THEN NULL WHEN g = 3 THEN '' ELSE 'v' || g END AS v "
+        "FROM generate_series(1, 3) g"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = export_csv(db_conn, table=f"{schema}.my_table")
+    assert result.path == Path("my_table.csv")
+    assert (tmp_path / "my_table.csv").read_text(encoding="utf-8") == 'id,v\n1,v1\n2,\n3,""\n'
+    assert not (tmp_path / f"{schema}.csv").exists()
+
+    q = export_csv(
+        db_conn, "q.csv", query=f'SELECT v FROM "{schema}".my_table WHERE id > 1 ORDER BY id;'
+    )
+    assert q.rows == 2
+    assert (tmp_path / "q.csv").read_text(encoding="utf-8") == 'v\n\n""\n'
+    with pytest.raises(TransferError, match="needs a file name"):
+        export_csv(db_conn, query="SELECT 1")
+    with pytest.raises(TransferError, match="either a table or a query"):
+        export_csv(db_conn, "x.csv")
+
+
+def test_export_settings_files(tmp_path: Path, db_conn: Conn, schema: str) -> None:
+    db_conn.execute(f"CREATE TABLE \"{schema}\".e AS SELECT 'Zoë; x' AS name, 1 AS n")
+    out = tmp_path / "out.csv"
+    (tmp_path / "out.csv.export.yaml").write_text(
+        yaml.safe_dump({"delimiter": ";", "encoding": "latin-1", "has_headers": False})
+    )
+    export_csv(db_conn, out, table=f"{schema}.e")
+    assert out.read_bytes() == '"Zoë; x";1\n'.encode("latin-1")
+
+    out2 = tmp_path / "legacy.csv"
+    (tmp_path / "legacy.yaml").write_text(yaml.safe_dump({"delimiter": "\t", "encoding": "utf-16"}))
+    export_csv(db_conn, out2, table=f"{schema}.e")
+    assert out2.read_bytes() == "name\tn\nZoë; x\t1\n".encode("utf-16")
+
+    out3 = tmp_path / "config.csv"  # config.yaml is a connection config: not settings
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"connection_type": "normal"}))
+    export_csv(db_conn, out3, table=f"{schema}.e")
+    assert out3.read_text(encoding="utf-8") == "name,n\nZoë; x,1\n"
+
+
+def test_failed_export_leaves_no_file(tmp_path: Path, db_conn: Conn) -> None:
+    out = tmp_path / "boom.csv"
+    query = "SELECT 1 / (5000 - g) FROM generate_series(1, 10000) g"
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        export_csv(db_conn, out, query=query)
+    assert list(tmp_path.iterdir()) == []
+    # The connection is still usable.
+    assert db_conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_big_export_row_count(tmp_path: Path, db_conn: Conn) -> None:
+    out = tmp_path / "big.csv"
+    query = "SELECT g, md5(g::text) FROM generate_series(1, 50000) g"
+    result = export_csv(db_conn, out, query=query, progress=False)
+    assert result.rows == 50000
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == 50001 and lines[-1].startswith(b"50000,")
+    assert result.bytes == out.stat().st_size
+
+
+def test_bom_is_not_data(tmp_path: Path, db_conn: Conn, schema: str) -> None:
+    src = tmp_path / "bom.csv"
+    settings = ImportSettings(encoding="utf-8", has_headers=False, columns=(ColumnSpec(None, "x"),))
+    src.write_bytes(codecs.BOM_UTF8 + b"first\nsecond\n")
+    import_csv(src, f"{schema}.b", db_conn, settings=settings)
+    rows = db_conn.execute(f'SELECT x FROM "{schema}".b').fetchall()
+    assert rows == [("first",), ("second",)]
+
+
+def test_progress_bar_when_asked(
+    tmp_path: Path, db_conn: Conn, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "p.csv"
+    src.write_bytes(_csv_bytes([["a"], *[[str(i)] for i in range(1000)]]))
+    settings = ImportSettings(columns=(ColumnSpec("a", "a", "bigint"),))
+    import_csv(src, f"{schema}.p", db_conn, settings=settings, progress=False)
+    assert capsys.readouterr().err == ""
+    from pgmonkey.transfer._progress import Progress, is_interactive
+
+    assert not is_interactive()  # pytest captures stderr
+    with Progress(100, "x", True) as bar:
+        bar._bar.delay = 0  # show at once
+        bar.update(100)
+        bar._bar.refresh()
+    assert "100" in capsys.readouterr().err
+
+
+def test_parse_in_memory_csv_module_agrees() -> None:
+    # Guard for _csv_bytes itself: what it writes the csv module reads back.
+    data = _csv_bytes(TRICKY_ROWS).decode()
+    assert list(csv.reader(io.StringIO(data, newline="")))[1][2] == 'says "hi", then leaves'
