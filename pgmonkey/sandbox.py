@@ -10,10 +10,14 @@ writes ready pgmonkey configs into DIR::
     DIR/sandbox.json    state: port, pid, server directory (0600, holds the password)
 
 The server side (data directory, server certificate and key, log, socket) lives in
-``DIR/server`` when the server runs as the invoking user. As root the server runs as the
-``postgres`` user (through ``runuser``), which often cannot enter DIR (pytest's temporary
-folders are 0700 root), so the server side goes to its own temporary folder owned by
-``postgres``, recorded in sandbox.json.
+``DIR/server`` when the server's user can enter DIR. As root the server runs as the
+``postgres`` user (through ``runuser``), which often cannot (``~root``, or pytest's 0700
+temporary folders): then the server side goes to a temporary folder of its own, owned by
+``postgres`` and recorded in sandbox.json.
+
+``status()`` reports a running sandbox, ``restart()`` restarts it in place (for fault
+tests), ``stop()`` stops it and removes everything it wrote. A sandbox is throwaway:
+``fsync`` is off, and a new ``start()`` after ``stop()`` (or after a crash) begins afresh.
 """
 
 from __future__ import annotations
