@@ -170,6 +170,7 @@ class Plan:
             date_format="ISO8601",
             encoding=self.encoding,
             engine="c",
+            skip_blank_lines=False,  # a one-column row holding NULL is an empty line
         )
         masks = [frame.pop(m).to_numpy() for m in mask_names]
         out: dict[str, Any] = {}
@@ -235,8 +236,8 @@ class Plan:
             return series
         if col.kind in _DATETIME_KINDS:
             if not pd.api.types.is_datetime64_any_dtype(series.dtype):
-                # Values pandas' ISO parser rejects (BC, infinity): psycopg decides.
-                return _reload_datetimes(series, col)
+                # No rows, or values pandas' ISO parser rejects (BC, infinity): psycopg decides.
+                series = _reload_datetimes(series, col)
             unit = _UNIT[col.kind]
             if col.kind == TIMESTAMPTZ:
                 if series.dt.tz is None:
@@ -249,7 +250,7 @@ class Plan:
         import pandas as pd
 
         frame = pd.concat(out, axis=1) if out else pd.DataFrame()
-        frame.columns = pd.Index([c.name for c in self.columns], dtype=object)
+        frame.columns = pd.Index([c.name for c in self.columns])
         return frame
 
 

@@ -52,6 +52,7 @@ class WritePlan:
     columns: list[tuple[str, str]]  # (name, PostgreSQL type)
     if_exists: str
     null: str
+    binary: bool  # binary COPY built with numpy, when every column has an encoder
 
     @classmethod
     def build(cls, df: pd.DataFrame, table: str, schema: str | None, if_exists: str) -> WritePlan:
@@ -67,8 +68,15 @@ class WritePlan:
         names = [str(c) for c in df.columns]
         if len(set(names)) != len(names):
             raise TransferError(f"duplicate column names: {names!r}")
+        from ._frames_binary import BINARY_TYPES
+
         columns = [(str(name), pg_type(df[name])) for name in df.columns]
-        return cls(ident, columns, if_exists, f"\\N{uuid.uuid4().hex}")
+        # Object columns (but strings) go through CSV: the server checks their values.
+        binary = all(
+            pg in BINARY_TYPES and (pg == "text" or df[name].dtype != object)
+            for (_, pg), name in zip(columns, df.columns)
+        )
+        return cls(ident, columns, if_exists, f"\\N{uuid.uuid4().hex}", binary)
 
     def exists_query(self) -> sql.Composed:
         return sql.SQL("SELECT pg_catalog.to_regclass({})").format(
@@ -91,13 +99,6 @@ class WritePlan:
                 raise TransferError(f"table {shown!r} already exists (if_exists='fail')")
             return []
         return [create]
-
-    @property
-    def binary(self) -> bool:
-        """Binary COPY (built with numpy) when every column has a binary encoder."""
-        from ._frames_binary import BINARY_TYPES
-
-        return all(t in BINARY_TYPES for _, t in self.columns)
 
     def copy_statement(self) -> sql.Composed:
         names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.columns)
