@@ -154,8 +154,8 @@ class Statement:
     names: tuple[str, ...]
     keyword: str
     returns_rows: bool
-    # (offset in text, length in text, length sent to the server) of each placeholder
-    _params_at: tuple[tuple[int, int, int], ...] = ()
+    # (offset in text, length in text, name) of each placeholder
+    _params_at: tuple[tuple[int, int, str], ...] = ()
 
     def params(self, namespace: Mapping[str, Any]) -> dict[str, Any] | None:
         """The values of this statement's parameters, looked up in *namespace*.
@@ -173,15 +173,20 @@ class Statement:
             )
         return {name: namespace[name] for name in self.names}
 
-    def source_offset(self, position: int) -> int:
+    def source_offset(self, position: int, sent: Mapping[str, int] | None = None) -> int:
         """Offset in ``text`` of a server error position (1-based, in the query as sent).
 
         psycopg sends each ``%(name)s`` as ``$n`` and ``%%`` as ``%``, so only the
-        placeholders change length between the text and what the server saw.
+        placeholders change length between the text and what the server saw. *sent* gives
+        other lengths per name, for values bound client-side (as quoted literals).
         """
         target = max(position - 1, 0)
         shift = 0  # text offset minus server offset, up to the current placeholder
-        for at, text_len, sent_len in self._params_at:
+        for at, text_len, name in self._params_at:
+            if sent is not None and name in sent:
+                sent_len = sent[name]
+            else:
+                sent_len = len(f"${self.names.index(name) + 1}")
             sent_at = at - shift
             if target < sent_at:
                 break
@@ -241,12 +246,12 @@ def _flush(sql: str, tokens: list[Token], words: list[str], out: list[Statement]
     end = max(t.end for t in tokens if t.kind != "space")
     text = sql[start:end]
     names: dict[str, int] = {}
-    params_at: list[tuple[int, int, int]] = []
+    params_at: list[tuple[int, int, str]] = []
     for t in tokens:
         if t.kind == "param":
             name = sql[t.start + 1 : t.end]
-            number = names.setdefault(name, len(names) + 1)
-            params_at.append((t.start - start, t.end - t.start, len(f"${number}")))
+            names.setdefault(name, len(names) + 1)
+            params_at.append((t.start - start, t.end - t.start, name))
     if names:
         parts: list[str] = []
         for t in tokens:

@@ -197,7 +197,8 @@ class PgMonkeyMagics(Magics):
 
     def _cell(self, line: str, cell: str, ns: Mapping[str, Any]) -> Any:
         opts = _query_parser("%%pgmonkey").parse_args(_split_args(line))
-        return self._query(cell, ns, conn_name=opts.conn, out=opts.out)
+        # Error positions count the %%pgmonkey line, as the notebook shows the cell.
+        return self._query(cell, ns, conn_name=opts.conn, out=opts.out, first_line=2)
 
     # -- the connection registry ----------------------------------------------------------
 
@@ -338,7 +339,12 @@ class PgMonkeyMagics(Magics):
     # -- queries --------------------------------------------------------------------------
 
     def _query(
-        self, sql: str, ns: Mapping[str, Any], conn_name: str | None, out: str | None
+        self,
+        sql: str,
+        ns: Mapping[str, Any],
+        conn_name: str | None,
+        out: str | None,
+        first_line: int = 1,
     ) -> Any:
         if out is not None and not out.isidentifier():
             raise MagicError(f"--out: not a valid variable name: {out!r}")
@@ -348,7 +354,7 @@ class PgMonkeyMagics(Magics):
         # Look every variable up before anything runs: a typo must not half-run a cell.
         params = [st.params(ns) for st in statements]
         entry = self._entry(conn_name)
-        run = _Run(sql, statements, params, self.decimal)
+        run = _Run(sql, statements, params, self.decimal, first_line)
         result = self._using(entry, run.sync, run.async_)
         if isinstance(result, _Affected):
             if self.feedback:
@@ -550,7 +556,9 @@ class _Run:
         statements: Sequence[Statement],
         params: Sequence[dict[str, Any] | None],
         decimal: bool,
+        first_line: int = 1,
     ) -> None:
+        self.first_line = first_line
         self.sql = sql
         self.statements = statements
         self.params = params
@@ -578,7 +586,10 @@ class _Run:
                             rows = cur.fetchall() if last and cur.description else None
                             result = _cursor_result(cur, rows)
                 except psycopg.Error as exc:
-                    raise MagicCellError(_error_message(exc, self.sql, st)) from exc
+                    sent = _literal_lengths(psycopg.ClientCursor(conn), params) if fast else None
+                    raise MagicCellError(
+                        _error_message(exc, self.sql, st, sent, self.first_line)
+                    ) from exc
         return result
 
     async def async_(self, conn: psycopg.AsyncConnection[Any]) -> Any:
@@ -599,8 +610,23 @@ class _Run:
                             rows = await cur.fetchall() if last and cur.description else None
                             result = _cursor_result(cur, rows)
                 except psycopg.Error as exc:
-                    raise MagicCellError(_error_message(exc, self.sql, st)) from exc
+                    sent = (
+                        _literal_lengths(psycopg.AsyncClientCursor(conn), params) if fast else None
+                    )
+                    raise MagicCellError(
+                        _error_message(exc, self.sql, st, sent, self.first_line)
+                    ) from exc
         return result
+
+
+def _literal_lengths(cur: Any, params: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """Length of each value as read_sql sends it (bound client-side: COPY takes no $n)."""
+    if not params:
+        return None
+    try:
+        return {name: len(cur.mogrify("%s", [value])) for name, value in params.items()}
+    except Exception:
+        return None
 
 
 def _cursor_result(cur: Any, rows: list[Any] | None) -> Any:
@@ -690,6 +716,8 @@ def _error_message(
     exc: BaseException,
     sql: str | None = None,
     statement: Statement | None = None,
+    sent: Mapping[str, int] | None = None,
+    first_line: int = 1,
 ) -> str:
     """One short message: the server's error and where it is in the cell."""
     name = type(exc).__name__
@@ -701,8 +729,8 @@ def _error_message(
     position = diag.statement_position
     if sql is not None and statement is not None and position and position.isdigit():
         # read_sql reruns a failing query as written, so positions are in the user's text.
-        offset = statement.start + statement.source_offset(int(position))
-        line_no = sql.count("\n", 0, offset) + 1
+        offset = statement.start + statement.source_offset(int(position), sent)
+        line_no = sql.count("\n", 0, offset) + first_line
         line_start = sql.rfind("\n", 0, offset) + 1
         line_end = sql.find("\n", offset)
         text = sql[line_start : len(sql) if line_end < 0 else line_end]

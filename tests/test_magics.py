@@ -1,0 +1,445 @@
+"""The IPython magics (S5), driven through a real InteractiveShell against the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+import yaml
+from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
+
+from pgmonkey.magics import MagicCellError, PgMonkeyMagics
+
+TYPES = ("normal", "pool", "async", "async_pool")
+
+
+@pytest.fixture(scope="module")
+def shell() -> InteractiveShell:
+    sh = InteractiveShell.instance()
+    sh.run_cell("%load_ext pgmonkey")
+    return sh
+
+
+@pytest.fixture
+def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
+    """The shell with fresh magics (no connections), closed after the test."""
+    magics = PgMonkeyMagics(shell=shell)
+    shell.register_magics(magics)
+    shell.configurables.append(magics)
+    try:
+        yield shell
+    finally:
+        shell.configurables.remove(magics)
+        magics.close_all()
+
+
+def run(ip: InteractiveShell, code: str) -> ExecutionResult:
+    return ip.run_cell(code, store_history=False)
+
+
+def ok(ip: InteractiveShell, code: str) -> Any:
+    result = run(ip, code)
+    assert result.error_in_exec is None, result.error_in_exec
+    assert result.error_before_exec is None
+    return result.result
+
+
+def fails(ip: InteractiveShell, code: str, capsys: pytest.CaptureFixture[str]) -> tuple[str, Any]:
+    """Run a cell that must fail; return its (short) output and the error."""
+    capsys.readouterr()
+    result = run(ip, code)
+    assert result.error_in_exec is not None
+    out = "".join(capsys.readouterr())
+    assert "Traceback" not in out
+    assert len(out.strip().splitlines()) <= 4, out
+    return out, result.error_in_exec
+
+
+def secrets_of(path: Path) -> list[str]:
+    settings = yaml.safe_load(path.read_text())["connection_settings"]
+    return [str(settings[k]) for k in ("password", "sslpassword") if settings.get(k)]
+
+
+@pytest.fixture
+def scratch(db_conn: psycopg.Connection[Any]) -> Iterator[Callable[..., None]]:
+    """``scratch(name, columns="a int")``: a fresh table (None: only dropped), dropped after."""
+    names: list[str] = []
+
+    def make(name: str, columns: str | None = "a int") -> None:
+        db_conn.execute(f"DROP TABLE IF EXISTS {name}")
+        if columns is not None:
+            db_conn.execute(f"CREATE TABLE {name} ({columns})")
+        names.append(name)
+
+    yield make
+    for name in names:
+        db_conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def connect(ip: InteractiveShell, config: Path, *args: str) -> None:
+    ok(ip, f"%pgmonkey connect {config} {' '.join(args)}")
+
+
+# -- loading, registry, banners -----------------------------------------------------------
+
+
+def test_load_ext_registers_magics_and_config(shell: InteractiveShell) -> None:
+    magics = shell.magics_manager.magics
+    assert "pgmonkey" in magics["line"]
+    assert "pgmonkey" in magics["cell"]
+    assert any(isinstance(c, PgMonkeyMagics) for c in shell.configurables)
+
+
+def test_config_traitlets(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ok(ip, "%config PgMonkeyMagics")
+    out = capsys.readouterr().out
+    assert "short_errors" in out
+    assert "decimal" in out
+
+
+def test_connect_banner_and_connections_show_no_secret(
+    ip: InteractiveShell, auth_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect(ip, auth_config, "--name", "db")
+    df = ok(ip, "%pgmonkey connections")
+    out = "".join(capsys.readouterr())
+    assert "connected 'db' (normal)" in out
+    assert isinstance(df, pd.DataFrame)
+    assert list(df["name"]) == ["db"]
+    cfg = yaml.safe_load(auth_config.read_text())["connection_settings"]
+    row = df.iloc[0]
+    assert (row["host"], row["dbname"], row["user"]) == (cfg["host"], cfg["dbname"], cfg["user"])
+    assert row["ssl"] == ("off" if cfg.get("sslmode") == "disable" else "on")
+    assert f"{cfg['user']}@{cfg['host']}" in out
+    shown = out + df.to_string() + df.to_html()
+    for secret in secrets_of(auth_config):
+        assert secret not in shown
+
+
+def test_default_names_use_and_disconnect(
+    ip: InteractiveShell, password_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stem = password_config.stem
+    connect(ip, password_config)
+    connect(ip, password_config, "pool")
+    names = list(ok(ip, "%pgmonkey connections")["name"])
+    assert names == [stem, f"{stem}-pool"]
+    df = ok(ip, "%pgmonkey connections")
+    assert df.loc[df["current"], "name"].tolist() == [f"{stem}-pool"]
+    ok(ip, f"%pgmonkey use {stem}")
+    df = ok(ip, "%pgmonkey connections")
+    assert df.loc[df["current"], "name"].tolist() == [stem]
+    ok(ip, f"%pgmonkey disconnect {stem}")
+    assert list(ok(ip, "%pgmonkey connections")["name"]) == [f"{stem}-pool"]
+    ok(ip, "%pgmonkey disconnect --all")
+    assert ok(ip, "%pgmonkey connections").empty
+    out, _ = fails(ip, "%pgmonkey SELECT 1", capsys)
+    assert "no connection" in out
+    out, _ = fails(ip, "%pgmonkey use nope", capsys)
+    assert "'nope'" in out
+
+
+def test_bad_arguments_fail_short(
+    ip: InteractiveShell, password_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, err = fails(ip, f"%pgmonkey connect {password_config} sideways", capsys)
+    assert "invalid choice" in out
+    assert isinstance(err, MagicCellError)
+    out, _ = fails(ip, "%pgmonkey connect /nonexistent/config.yaml", capsys)
+    assert "/nonexistent/config.yaml" in out
+
+
+def test_wrong_password_error_shows_no_secret(
+    ip: InteractiveShell, password_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = yaml.safe_load(password_config.read_text())
+    cfg["connection_settings"]["password"] = "Wr0ng-S3cret-xyz"
+    cfg["connection_settings"]["connect_timeout"] = "5"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    bad.chmod(0o600)
+    out, err = fails(ip, f"%pgmonkey connect {bad}", capsys)
+    assert "password authentication failed" in out
+    assert "Wr0ng-S3cret-xyz" not in out + str(err)
+
+
+# -- queries on the four types ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_queries_on_every_type(
+    ip: InteractiveShell, password_config: Path, ctype: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect(ip, password_config, ctype, "--name", "c")
+    ip.user_ns["n"] = 41
+    df = ok(ip, "df = %pgmonkey SELECT :n + 1 AS x, 'a' AS s\ndf")
+    assert ip.user_ns["df"] is df
+    assert df.to_dict("list") == {"x": [42], "s": ["a"]}
+    assert df["x"].dtype == "int64"
+    table = f"magics_types_{ctype}"
+    res = ok(
+        ip,
+        f"%%pgmonkey --out res\n"
+        f"CREATE TEMP TABLE {table} (a int);\n"
+        f"INSERT INTO {table} SELECT g FROM generate_series(1, :n) g;\n"
+        f"SELECT count(*) AS c, sum(a) AS s FROM {table}",
+    )
+    assert ip.user_ns["res"] is res
+    assert res.to_dict("list") == {"c": [41], "s": [41 * 42 // 2]}
+    out, err = fails(ip, "%pgmonkey SELECT 1/0", capsys)
+    assert "DivisionByZero: division by zero" in out
+    assert isinstance(err.__cause__, psycopg.errors.DivisionByZero)
+    # the connection is usable after an error
+    assert ok(ip, "%pgmonkey SELECT 2 AS two")["two"].tolist() == [2]
+
+
+def test_statement_without_rows(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    capsys: Any,
+    scratch: Callable[..., None],
+) -> None:
+    connect(ip, password_config)
+    scratch("magics_rows")
+    capsys.readouterr()
+    assert ok(ip, "%pgmonkey INSERT INTO magics_rows VALUES (1), (2)") is None
+    assert "2 rows affected" in capsys.readouterr().out
+    ip.user_ns["out"] = "sentinel"
+    assert ok(ip, "%%pgmonkey --out out\nUPDATE magics_rows SET a = a + 1 WHERE a = 1") is None
+    assert ip.user_ns["out"] is None
+    assert "1 row affected" in capsys.readouterr().out
+    df = ok(ip, "%pgmonkey DELETE FROM magics_rows WHERE a = 2 RETURNING a")
+    assert df["a"].tolist() == [2, 2]
+    assert db_conn.execute("SELECT count(*) FROM magics_rows").fetchone() == (0,)
+
+
+def test_cell_is_one_transaction(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    capsys: pytest.CaptureFixture[str],
+    scratch: Callable[..., None],
+) -> None:
+    connect(ip, password_config)
+    scratch("magics_tx")
+    out, _ = fails(
+        ip,
+        "%%pgmonkey\nINSERT INTO magics_tx VALUES (1);\n-- the next one fails\n"
+        "INSERT INTO magics_tx VALUES ('x');\nSELECT * FROM magics_tx",
+        capsys,
+    )
+    assert "InvalidTextRepresentation" in out
+    assert "(line 4, column 31)" in out  # in the notebook cell, not the statement
+    assert db_conn.execute("SELECT count(*) FROM magics_tx").fetchone() == (0,)
+    ok(ip, "%%pgmonkey\nINSERT INTO magics_tx VALUES (1);\nINSERT INTO magics_tx VALUES (2)")
+    assert db_conn.execute("SELECT count(*) FROM magics_tx").fetchone() == (2,)
+
+
+def test_syntax_error_position_in_cell(
+    ip: InteractiveShell, password_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect(ip, password_config)
+    ip.user_ns["long_variable_name"] = 1
+    out, _ = fails(ip, "%%pgmonkey\nSELECT 1;\nSELECT :long_variable_name, 2 FROM nowhere", capsys)
+    assert 'relation "nowhere" does not exist (line 3, column 36)' in out
+    assert out.splitlines()[-1].strip() == "^"
+    out, _ = fails(ip, "%pgmonkey SELEC 1", capsys)
+    assert '"SELEC" (line 1, column 1)' in out
+
+
+def test_short_errors_can_be_turned_off(ip: InteractiveShell, password_config: Path) -> None:
+    connect(ip, password_config)
+    ok(ip, "%config PgMonkeyMagics.short_errors = False")
+    try:
+        result = run(ip, "%pgmonkey SELECT 1/0")
+        assert isinstance(result.error_in_exec, psycopg.errors.DivisionByZero)
+    finally:
+        ok(ip, "%config PgMonkeyMagics.short_errors = True")
+
+
+def test_line_options_and_conn_option(ip: InteractiveShell, password_config: Path) -> None:
+    connect(ip, password_config, "--name", "one")
+    connect(ip, password_config, "async", "--name", "two")
+    ok(ip, "%pgmonkey use one")
+    df = ok(ip, "%pgmonkey --conn two --out v SELECT 7 AS x")
+    assert ip.user_ns["v"] is df
+    assert df["x"].tolist() == [7]
+    df = ok(ip, "%%pgmonkey --conn two\nSELECT 8 AS x")
+    assert df["x"].tolist() == [8]
+
+
+# -- :name parameters ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "'; DROP TABLE magics_victim; --",
+        "Robert'); DROP TABLE magics_victim;--",
+        "$$; DROP TABLE magics_victim; $$",
+        "%s %(x)s {x} $x :x",
+    ],
+)
+def test_hostile_values_stay_values(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    value: str,
+    scratch: Callable[..., None],
+) -> None:
+    connect(ip, password_config)
+    scratch("magics_victim", "v text")
+    ip.user_ns["v"] = value
+    ok(ip, "%pgmonkey INSERT INTO magics_victim VALUES (:v)")
+    df = ok(ip, "%pgmonkey SELECT v, :v = v AS same FROM magics_victim")
+    assert df.to_dict("list") == {"v": [value], "same": [True]}
+
+
+def test_literals_casts_comments_and_bodies_left_alone(
+    ip: InteractiveShell, password_config: Path
+) -> None:
+    connect(ip, password_config)
+    ip.user_ns.update(v="value", x="EXPANDED")
+    df = ok(
+        ip,
+        "%%pgmonkey\nSELECT ':v' AS a, E'\\':v' AS b, $$ :v $$ AS c, $t$:v$t$ AS d,\n"
+        ":v::text AS e, '100%' AS f, 1 AS \":v\", '{x}' AS g, '$x' AS h -- :v\n/* :v */",
+    )
+    assert df.iloc[0].tolist() == [":v", "':v", " :v ", ":v", "value", "100%", 1, "{x}", "$x"]
+    assert df.columns[6] == ":v"
+    line = ok(ip, "%pgmonkey SELECT '{x}' AS g, $$a$$ AS b, '$x' AS h")
+    assert line.iloc[0].tolist() == ["{x}", "a", "$x"]
+
+
+def test_missing_variable_is_named(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    capsys: Any,
+    scratch: Callable[..., None],
+) -> None:
+    connect(ip, password_config)
+    ip.user_ns.pop("not_defined_here", None)
+    scratch("magics_missing")
+    out, _ = fails(
+        ip,
+        "%%pgmonkey\nINSERT INTO magics_missing VALUES (1);\nSELECT :not_defined_here",
+        capsys,
+    )
+    assert ":not_defined_here" in out
+    # nothing ran: variables are looked up before the first statement
+    assert db_conn.execute("SELECT count(*) FROM magics_missing").fetchone() == (0,)
+
+
+def test_local_variables_inside_a_function(ip: InteractiveShell, password_config: Path) -> None:
+    connect(ip, password_config)
+    ok(
+        ip,
+        "def f(local_only):\n"
+        "    return get_ipython().run_line_magic('pgmonkey', 'SELECT :local_only AS x')\n"
+        "res = f(5)",
+    )
+    assert ip.user_ns["res"]["x"].tolist() == [5]
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def test_config_table_is_redacted(
+    ip: InteractiveShell, auth_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    df = ok(ip, f"%pgmonkey config {auth_config}")
+    assert {"section", "key", "value"} <= set(df.columns)
+    shown = df.to_string() + df.to_html() + "".join(capsys.readouterr())
+    for secret in secrets_of(auth_config):
+        assert secret not in shown
+    keys = set(df["key"])
+    assert {"host", "dbname", "user"} <= keys
+    connect(ip, auth_config)
+    assert ok(ip, "%pgmonkey config").equals(df)  # the current connection's config
+
+
+def test_serverconfig_and_audit(ip: InteractiveShell, password_config: Path) -> None:
+    advice = ok(ip, f"%pgmonkey serverconfig {password_config}")
+    assert isinstance(advice, pd.DataFrame) and not advice.empty
+    connect(ip, password_config)
+    report = ok(ip, "%pgmonkey audit")
+    assert isinstance(report, pd.DataFrame) and not report.empty
+    assert "status" in report.columns
+
+
+def test_tables_and_columns(
+    ip: InteractiveShell, password_config: Path, db_conn: psycopg.Connection[Any]
+) -> None:
+    connect(ip, password_config)
+    db_conn.execute(
+        'DROP SCHEMA IF EXISTS "magics s" CASCADE; CREATE SCHEMA "magics s";'
+        'CREATE TABLE "magics s"."T 1" (id int NOT NULL, "Note" text)'
+    )
+    try:
+        tables = ok(ip, "%pgmonkey tables 'magics s'")
+        assert tables[["schema", "name"]].values.tolist() == [["magics s", "T 1"]]
+        assert "magics s" in set(ok(ip, "%pgmonkey tables")["schema"])
+        cols = ok(ip, """%pgmonkey columns '"magics s"."T 1"'""")
+        assert cols["column"].tolist() == ["id", "Note"]
+        assert cols["nullable"].tolist() == [False, True]
+    finally:
+        db_conn.execute('DROP SCHEMA "magics s" CASCADE')
+
+
+def test_persist_import_export(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    scratch: Callable[..., None],
+) -> None:
+    connect(ip, password_config)
+    scratch("magics_persist", None)
+    scratch("magics_import", None)
+    ip.user_ns["frame"] = pd.DataFrame({"id": [1, 2, 3], "name": ["a", "b", None]})
+    ok(ip, "%pgmonkey persist frame public.magics_persist")
+    assert "3 rows written" in capsys.readouterr().out
+    fails(ip, "%pgmonkey persist frame public.magics_persist", capsys)
+    ok(ip, "%pgmonkey persist frame public.magics_persist --if-exists append")
+    back = ok(ip, "%pgmonkey SELECT * FROM magics_persist ORDER BY id, name")
+    assert back["id"].tolist() == [1, 1, 2, 2, 3, 3]
+
+    out = tmp_path / "out.csv"
+    ok(ip, f"%pgmonkey export public.magics_persist {out}")
+    assert len(out.read_text().splitlines()) == 7  # header + 6 rows
+    q = tmp_path / "q.csv"
+    ok(
+        ip,
+        f'%pgmonkey export --query "SELECT id FROM magics_persist WHERE id > 1 ORDER BY 1" {q}',
+    )
+    assert q.read_text().splitlines()[1:] == ["2", "2", "3", "3"]
+
+    # the first import writes the detected settings for review, the second loads
+    ok(ip, f"%pgmonkey import {q} --table public.magics_import")
+    assert "review" in capsys.readouterr().out
+    ok(ip, f"%pgmonkey import {q} --table public.magics_import")
+    assert db_conn.execute("SELECT count(*) FROM magics_import").fetchone() == (4,)
+    ok(ip, f"%pgmonkey import {q} --table public.magics_import --if-exists append")
+    assert db_conn.execute("SELECT count(*) FROM magics_import").fetchone() == (8,)
+    out_text, _ = fails(ip, "%pgmonkey persist no_such_frame public.x", capsys)
+    assert "'no_such_frame'" in out_text
+
+
+def test_persist_on_async(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[..., None],
+) -> None:
+    connect(ip, password_config, "async_pool")
+    scratch("magics_apersist", None)
+    ip.user_ns["frame"] = pd.DataFrame({"x": [1.5, 2.5]})
+    ok(ip, "%pgmonkey persist frame magics_apersist")
+    assert ok(ip, "%pgmonkey SELECT sum(x) AS s FROM magics_apersist")["s"].tolist() == [4.0]
