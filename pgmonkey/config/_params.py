@@ -74,7 +74,7 @@ def connect_params(config: Mapping[str, Any]) -> ConnectParams:
     libpq: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in settings.items():
-        _check_resolved(value, ("connection_settings", key))
+        _check_resolved(value, ("connection_settings", key), always=key in PSYCOPG_OPTIONS)
         if key in PSYCOPG_OPTIONS:
             if key == "autocommit":
                 options["autocommit"] = _as_bool(value)
@@ -117,7 +117,7 @@ def _check_resolved(value: Any, path: tuple[str, str], *, always: bool = False) 
     """Refuse a reference that was never resolved where a real value is needed.
 
     Structured refs (``from_env``/``from_file``) always; ``${...}`` text only where it cannot
-    be a literal (pool numbers): in ``connection_settings`` it is literal text, as in 4.0.
+    be a literal (pool numbers, psycopg options): for libpq it is literal text, as in 4.0.
     """
     if has_reference(value) and (always or not isinstance(value, str)):
         # A from_env/from_file dict names a variable or a file, never the secret itself.

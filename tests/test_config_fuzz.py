@@ -1,0 +1,147 @@
+"""Fuzzing resolve_config: whatever the input, only ConfigError (or its subclass) escapes."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pgmonkey import ConfigError
+from pgmonkey.config import (
+    CONNECTION_TYPES,
+    connect_params,
+    pool_settings,
+    resolve_config,
+    resolved_connection_type,
+    session_settings,
+)
+
+KEYS = [
+    "postgresql",
+    "connection_type",
+    "connection_settings",
+    "pool_settings",
+    "async_pool_settings",
+    "sync_settings",
+    "async_settings",
+    "host",
+    "port",
+    "password",
+    "sslmode",
+    "autocommit",
+    "prepare_threshold",
+    "min_size",
+    "max_size",
+    "timeout",
+    "check_on_checkout",
+    "statement_timeout",
+    "target_session_attrs",
+]
+
+keys = st.one_of(
+    st.sampled_from(KEYS), st.text(max_size=12).filter(lambda k: k != "from_file"), st.integers()
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.text(alphabet="${}:-AB_1 x,", max_size=16),
+    st.sampled_from(["${PGMONKEY_FUZZ}", "${PGMONKEY_FUZZ:-5}", "5432,5433", "verify-full", "20"]),
+)
+# from_file only ever names files that do not exist (never /dev/zero or a real secret).
+refs = st.one_of(
+    st.fixed_dictionaries({"from_env": st.one_of(st.text(max_size=8), st.integers())}),
+    st.fixed_dictionaries(
+        {"from_file": st.sampled_from(["/nonexistent/pgmonkey-fuzz", "", "rel/missing"])}
+    ),
+)
+values = st.recursive(
+    st.one_of(scalars, refs),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(keys, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+pool_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=50),
+    st.floats(min_value=-1, max_value=100),
+    st.sampled_from(["5", " 7 ", "abc", "2.5", "true", "inf", "${PGMONKEY_FUZZ:-4}"]),
+)
+pool_sections = st.dictionaries(
+    st.sampled_from(
+        [
+            *("min_size", "max_size", "timeout", "max_idle", "max_lifetime"),
+            *("check_on_checkout", "max_waiting", "num_workers", "reconnect_timeout", "nope"),
+        ]
+    ),
+    pool_values,
+    max_size=5,
+)
+connection_settings = st.dictionaries(
+    st.sampled_from(
+        [
+            *("host", "port", "password", "user", "dbname", "sslmode", "autocommit", "options"),
+            *("prepare_threshold", "target_session_attrs", "connect_timeout", "keepalives"),
+            "bogus",
+        ]
+    ),
+    st.one_of(scalars, refs),
+    max_size=6,
+)
+# Mostly well-shaped configs, so the fuzz reaches the value checks and the translation.
+shaped = st.fixed_dictionaries(
+    {"connection_settings": connection_settings},
+    optional={
+        "connection_type": st.one_of(st.sampled_from(CONNECTION_TYPES), scalars),
+        "pool_settings": st.one_of(pool_sections, st.none()),
+        "async_pool_settings": pool_sections,
+        "sync_settings": st.dictionaries(
+            st.sampled_from(["statement_timeout", "work_mem", "app.x", "bad name"]),
+            st.one_of(scalars, refs),
+            max_size=3,
+        ),
+        "async_settings": st.one_of(values, st.dictionaries(keys, scalars, max_size=2)),
+    },
+)
+configs = st.one_of(shaped, shaped, st.dictionaries(keys, values, max_size=6))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    config=st.one_of(configs, values),
+    resolve_env=st.booleans(),
+    strict=st.booleans(),
+    allow=st.booleans(),
+)
+def test_only_config_errors_escape(
+    config: Any, resolve_env: bool, strict: bool, allow: bool
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the postgresql: wrapper
+        try:
+            cfg = resolve_config(
+                config,
+                resolve_env=resolve_env,
+                strict=strict,
+                allow_sensitive_defaults=allow,
+                source="fuzz.yaml",
+            )
+        except ConfigError as exc:
+            assert str(exc).startswith("fuzz.yaml: ")
+            return
+    # A config that validated translates without anything but ConfigError.
+    assert isinstance(cfg["connection_settings"], dict)
+    for ctype in CONNECTION_TYPES:
+        try:
+            assert resolved_connection_type(cfg, ctype) == ctype
+            connect_params(cfg)
+            pool_settings(cfg, ctype)
+            session_settings(cfg, ctype)
+        except ConfigError:
+            pass
