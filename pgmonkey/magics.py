@@ -528,6 +528,10 @@ _COMMANDS: dict[str, Callable[[PgMonkeyMagics, list[str], Mapping[str, Any]], An
     "persist": PgMonkeyMagics._persist,
 }
 
+_TRANSACTION_CONTROL = frozenset(
+    {"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"}
+)
+
 _TABLES_SQL = """\
 SELECT table_schema AS schema, table_name AS name, table_type AS type
 FROM information_schema.tables
@@ -564,16 +568,23 @@ class _Run:
         self.params = params
         self.decimal = decimal
 
-    def _transaction(self, conn: Any) -> Any:
-        # One statement runs as the connection is configured (so VACUUM works with
-        # autocommit: true); several always share one transaction.
-        return conn.transaction() if len(self.statements) > 1 else contextlib.nullcontext()
+    def _one_transaction(self) -> bool:
+        """Whether to wrap the statements in ``conn.transaction()``.
+
+        One statement runs as the connection is configured (so VACUUM works with
+        ``autocommit: true``); several share one transaction, unless the cell manages
+        transactions itself (BEGIN, COMMIT, ...), which psycopg's block must not get into.
+        """
+        return len(self.statements) > 1 and not any(
+            st.keyword in _TRANSACTION_CONTROL for st in self.statements
+        )
 
     def sync(self, conn: psycopg.Connection[Any]) -> Any:
         from pgmonkey.frames import read_sql
 
         result: Any = None
-        with self._transaction(conn):
+        tx = conn.transaction() if self._one_transaction() else contextlib.nullcontext()
+        with tx:
             for st, params in zip(self.statements, self.params, strict=True):
                 fast = st is self.statements[-1] and st.returns_rows
                 try:
@@ -596,8 +607,8 @@ class _Run:
         from pgmonkey.frames import read_sql_async
 
         result: Any = None
-        tx = conn.transaction() if len(self.statements) > 1 else contextlib.nullcontext()
-        async with tx:
+        atx = conn.transaction() if self._one_transaction() else contextlib.nullcontext()
+        async with atx:
             for st, params in zip(self.statements, self.params, strict=True):
                 fast = st is self.statements[-1] and st.returns_rows
                 try:

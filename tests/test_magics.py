@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -443,3 +446,49 @@ def test_persist_on_async(
     ip.user_ns["frame"] = pd.DataFrame({"x": [1.5, 2.5]})
     ok(ip, "%pgmonkey persist frame magics_apersist")
     assert ok(ip, "%pgmonkey SELECT sum(x) AS s FROM magics_apersist")["s"].tolist() == [4.0]
+
+
+def test_cell_with_its_own_transactions(
+    ip: InteractiveShell, password_config: Path, db_conn: psycopg.Connection[Any], scratch: Any
+) -> None:
+    connect(ip, password_config)
+    scratch("magics_own_tx")
+    ok(ip, "%%pgmonkey\nBEGIN;\nINSERT INTO magics_own_tx VALUES (1);\nCOMMIT")
+    df = ok(
+        ip,
+        "%%pgmonkey\nBEGIN;\nINSERT INTO magics_own_tx VALUES (2);\nROLLBACK;\n"
+        "SELECT count(*) AS n FROM magics_own_tx",
+    )
+    assert df["n"].tolist() == [1]
+    assert db_conn.execute("SELECT count(*) FROM magics_own_tx").fetchone() == (1,)
+    assert ok(ip, "%pgmonkey SELECT 1 AS a; SELECT 2 AS b").columns.tolist() == ["b"]
+
+
+def test_help_feedback_and_decimal(
+    ip: InteractiveShell, password_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert ok(ip, "%pgmonkey connect --help") is None
+    assert "--resolve-env" in capsys.readouterr().out
+    ok(ip, "%config PgMonkeyMagics.feedback = False")
+    try:
+        connect(ip, password_config)
+        ok(ip, "%pgmonkey CREATE TEMP TABLE magics_quiet (a int)")
+        assert capsys.readouterr().out == ""
+    finally:
+        ok(ip, "%config PgMonkeyMagics.feedback = True")
+    assert ok(ip, "%pgmonkey SELECT 1.5::numeric AS x")["x"].dtype == "float64"
+    ok(ip, "%config PgMonkeyMagics.decimal = True")
+    try:
+        assert ok(ip, "%pgmonkey SELECT 1.5::numeric AS x")["x"].tolist() == [Decimal("1.5")]
+    finally:
+        ok(ip, "%config PgMonkeyMagics.decimal = False")
+
+
+@pytest.mark.parametrize("ctype", ["normal", "async"])
+def test_nothing_retained(ip: InteractiveShell, password_config: Path, ctype: str) -> None:
+    connect(ip, password_config, ctype)
+    ok(ip, "df = %pgmonkey SELECT g FROM generate_series(1, 1000) g")
+    ref = weakref.ref(ip.user_ns.pop("df"))
+    gc.collect()
+    assert ref() is None

@@ -1,0 +1,48 @@
+"""The magics' private event loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from pgmonkey._magics_loop import LoopThread
+
+
+async def _where() -> tuple[str, asyncio.AbstractEventLoop]:
+    return threading.current_thread().name, asyncio.get_running_loop()
+
+
+async def _boom() -> None:
+    raise ValueError("boom")
+
+
+def test_runs_in_its_own_daemon_thread() -> None:
+    lt = LoopThread(name="pgmonkey-test-loop")
+    try:
+        name, loop = lt.run(_where())
+        assert name == "pgmonkey-test-loop"
+        assert lt.run(_where())[1] is loop  # the same loop every time
+        assert lt.running
+        assert "running" in repr(lt)
+        with pytest.raises(ValueError, match="boom"):
+            lt.run(_boom())
+        assert lt.run(_where())[1] is loop  # an error does not stop the loop
+    finally:
+        lt.stop()
+    assert not lt.running
+    assert loop.is_closed()
+    lt.stop()  # idempotent
+
+
+def test_restarts_after_stop_and_times_out() -> None:
+    lt = LoopThread()
+    try:
+        first = lt.run(_where())[1]
+        lt.stop()
+        assert lt.run(_where())[1] is not first
+        with pytest.raises(TimeoutError, match=r"0\.05 seconds"):
+            lt.run(asyncio.sleep(5), timeout=0.05)
+    finally:
+        lt.stop()
