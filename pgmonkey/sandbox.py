@@ -684,6 +684,7 @@ def _create(dir: Path, bindir: Path, port: int) -> Sandbox:
         return sandbox
     except BaseException:
         _cleanup(dir, state)
+        _remove_client_files(dir)
         raise
 
 
@@ -708,10 +709,15 @@ def _pg_ctl_start(bindir: Path, server_dir: Path) -> int:
             timeout=_READY_TIMEOUT + 10,
         )
     except SandboxError as e:
-        tail = _log_tail(log)
-        if "could not bind" in tail or "already in use" in tail:
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            text = ""
+        if "could not bind" in text and "already in use" in text:
             raise _PortTaken from None
-        raise SandboxError(f"{e}; server log: {tail}") from None
+        raise SandboxError(
+            f"the server did not start ({e}); server log: {_log_tail(log)}"
+        ) from None
     pid = _postmaster_pid(data_dir)
     if pid is None:
         raise SandboxError(f"the server started but wrote no pid file; log: {_log_tail(log)}")
@@ -838,13 +844,17 @@ def stop(dir: str | os.PathLike[str] | None = None) -> bool:
         was_running = state is not None and _running(state)
         if state is not None:
             _cleanup(path, state)
-        for name in _CLIENT_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                (path / name).unlink()
+        _remove_client_files(path)
     with contextlib.suppress(OSError):
         (path / _LOCK_FILE).unlink()
         path.rmdir()
     return was_running
+
+
+def _remove_client_files(dir: Path) -> None:
+    for name in _CLIENT_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (dir / name).unlink()
 
 
 def _cleanup(dir: Path, state: dict[str, Any]) -> None:

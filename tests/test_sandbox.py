@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -283,6 +284,17 @@ def test_binaries_are_found() -> None:
 def test_invalid_port() -> None:
     with pytest.raises(SandboxError, match="invalid port 70000"):
         sb.start("/nonexistent/never-created", port=70000)
+
+
+def test_failed_start_leaves_nothing(tmp_path: Path) -> None:
+    # Another process takes the port between our pick and the server's bind (a race that
+    # start() retries with a new port): the half-made cluster is removed entirely.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(sb._PortTaken):
+            sb._create(tmp_path, sb.find_bindir(), taken.getsockname()[1])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_port_in_use(own: sb.Sandbox, tmp_path: Path) -> None:
