@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
-from psycopg.adapt import Loader
+from psycopg.abc import Loader
 from psycopg.pq import Format
+from psycopg.types.string import TextLoader
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,7 +101,9 @@ class Plan:
             if (kind == NUMERIC and decimal) or (kind in _DATETIME_KINDS and not iso):
                 kind = OTHER
             if kind == OTHER and oid not in loaders:
-                loaders[oid] = conn.adapters.get_loader(oid, Format.TEXT)(oid, conn)
+                # No loader (an unknown type): psycopg's own default is the text as str.
+                cls_ = conn.adapters.get_loader(oid, Format.TEXT) or TextLoader
+                loaders[oid] = cls_(oid, conn)
             columns.append(Column(name, oid, kind))
         return cls(columns, conn.info.encoding, loaders)
 
@@ -112,7 +115,7 @@ class Plan:
         """``COPY (SELECT ... FROM (query) AS _q(c0, ...)) TO STDOUT (FORMAT csv)``."""
         exprs: list[sql.Composable] = []
         for i, col in enumerate(self.columns):
-            ref = sql.SQL(f"_q.c{i}")
+            ref: sql.Composable = sql.SQL(f"_q.c{i}")
             if col.kind == TIMESTAMPTZ:
                 ref = sql.SQL("({} AT TIME ZONE 'UTC')").format(ref)
             exprs.append(ref)
@@ -127,7 +130,7 @@ class Plan:
         return sql.Composed(
             [
                 sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
-                sql.SQL(query),  # type: ignore[arg-type]  # already bound by psycopg
+                sql.SQL(query),  # already bound by psycopg
                 sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT csv)").format(aliases),
             ]
         )
@@ -142,7 +145,7 @@ class Plan:
         dtype: dict[str, Any] = dict.fromkeys(mask_names, "int64")
         na_values: dict[str, list[str]] = {}
         dates: list[str] = []
-        for name, col in zip(names, self.columns):
+        for name, col in zip(names, self.columns, strict=True):
             if col.kind == INT:
                 dtype[name] = "Int64"
                 na_values[name] = [""]
@@ -174,7 +177,7 @@ class Plan:
         )
         masks = [frame.pop(m).to_numpy() for m in mask_names]
         out: dict[str, Any] = {}
-        for i, (name, col) in enumerate(zip(names, self.columns)):
+        for i, (name, col) in enumerate(zip(names, self.columns, strict=True)):
             series = frame.pop(name)
             if col.kind in _STRING_KINDS:
                 pos = self.string_columns.index(i)
@@ -195,7 +198,9 @@ class Plan:
             if col.kind == INT:
                 series = pd.Series(values, dtype="Int64")
             elif col.kind in (FLOAT, NUMERIC):
-                series = pd.Series([None if v is None else float(v) for v in values], dtype="float64")
+                series = pd.Series(
+                    [None if v is None else float(v) for v in values], dtype="float64"
+                )
             elif col.kind == BOOL:
                 series = pd.Series(values, dtype="boolean")
             elif col.kind == TIMESTAMPTZ:
@@ -221,7 +226,7 @@ class Plan:
         encoding = self.encoding
         values = [
             None if null else load(value.encode(encoding))
-            for value, null in zip(series.tolist(), isnull.tolist())
+            for value, null in zip(series.tolist(), isnull.tolist(), strict=True)
         ]
         return pd.Series(values, dtype=object)
 
@@ -255,9 +260,8 @@ class Plan:
 
 
 def _reload_datetimes(series: pd.Series, col: Column) -> pd.Series:
-    from psycopg.types.datetime import DateLoader, TimestampLoader
-
     import pandas as pd
+    from psycopg.types.datetime import DateLoader, TimestampLoader
 
     loader: Loader = (DateLoader if col.kind == DATE else TimestampLoader)(col.oid)
     values = [None if pd.isna(v) else loader.load(str(v).encode()) for v in series.tolist()]
@@ -269,7 +273,7 @@ def _reload_datetimes(series: pd.Series, col: Column) -> pd.Series:
 def describe_statement(query: str) -> sql.Composed:
     """A statement that plans ``query`` and returns its columns, without running it."""
     return sql.Composed(
-        [sql.SQL("SELECT * FROM (\n"), sql.SQL(query), sql.SQL("\n) AS _q LIMIT 0")]  # type: ignore[arg-type]
+        [sql.SQL("SELECT * FROM (\n"), sql.SQL(query), sql.SQL("\n) AS _q LIMIT 0")]
     )
 
 

@@ -74,7 +74,7 @@ class WritePlan:
         # Object columns (but strings) go through CSV: the server checks their values.
         binary = all(
             pg in BINARY_TYPES and (pg == "text" or df[name].dtype != object)
-            for (_, pg), name in zip(columns, df.columns)
+            for (_, pg), name in zip(columns, df.columns, strict=True)
         )
         return cls(ident, columns, if_exists, f"\\N{uuid.uuid4().hex}", binary)
 
@@ -117,7 +117,9 @@ class WritePlan:
             return
         for start in range(0, len(df), CHUNK_ROWS):
             part = _prepare(df.iloc[start : start + CHUNK_ROWS], self.columns)
-            text: str = part.to_csv(header=False, index=False, na_rep=self.null, lineterminator="\n")
+            text: str = part.to_csv(
+                header=False, index=False, na_rep=self.null, lineterminator="\n"
+            )
             yield text.encode()
 
 
@@ -153,7 +155,7 @@ def _object_type(series: pd.Series) -> str:
     first = values.iloc[0]
     for py_type, pg in _OBJECT_TYPES:
         if isinstance(first, py_type):
-            if py_type is dt.datetime and first.tzinfo is not None:
+            if py_type is dt.datetime and getattr(first, "tzinfo", None) is not None:
                 return "timestamptz"
             return pg
     return "text"
@@ -161,7 +163,7 @@ def _object_type(series: pd.Series) -> str:
 
 def _prepare(part: pd.DataFrame, columns: list[tuple[str, str]]) -> pd.DataFrame:
     """Convert the few columns whose CSV form pandas would get wrong for PostgreSQL."""
-    changed: dict[str, Any] = {}
+    changed: dict[int, Any] = {}
     for i, (_, pg) in enumerate(columns):
         series = part.iloc[:, i]
         if pg == "jsonb":
@@ -173,8 +175,8 @@ def _prepare(part: pd.DataFrame, columns: list[tuple[str, str]]) -> pd.DataFrame
     if not changed:
         return part
     part = part.copy(deep=False)
-    for i, values in changed.items():
-        part.isetitem(i, values)
+    for pos, values in changed.items():
+        part.isetitem(pos, values)
     return part
 
 

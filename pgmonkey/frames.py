@@ -71,7 +71,7 @@ def read_sql(
             if description is None:
                 # Not a plain query (DML ... RETURNING, SHOW, several statements, or an
                 # error): run it as written, so errors point at the user's own text.
-                cur.execute(text)  # type: ignore[arg-type]
+                cur.execute(text)
                 plan = _plan_or_raise(cur, conn, text, decimal)
                 return plan.from_rows(cur.fetchall())
             plan = Plan.build(description, conn, decimal=decimal)
@@ -96,14 +96,12 @@ async def read_sql_async(
                     await cur.execute(describe_statement(body))
                 description = _columns(cur)
             if description is None:
-                await cur.execute(text)  # type: ignore[arg-type]
+                await cur.execute(text)
                 plan = _plan_or_raise(cur, conn, text, decimal)
                 return plan.from_rows(await cur.fetchall())
             plan = Plan.build(description, conn, decimal=decimal)
             chunks = QueueChunks()
-            parsed = asyncio.ensure_future(
-                asyncio.to_thread(plan.parse, CopyReader(iter(chunks)))
-            )
+            parsed = asyncio.ensure_future(asyncio.to_thread(plan.parse, CopyReader(iter(chunks))))
             try:
                 async with cur.copy(plan.copy_statement(body)) as copy:
                     block = bytearray()
@@ -168,10 +166,14 @@ async def to_sql_async(
         return len(df)
 
 
-def _bind(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], query: Query, params: Params) -> str:
+def _bind(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], query: Query, params: Params
+) -> str:
     """The query with ``params`` bound client-side by psycopg (COPY takes no parameters)."""
+    if not isinstance(query, str):
+        query = query.as_string(conn)
     if params is None:
-        return query if isinstance(query, str) else query.as_string(conn)
+        return query
     if isinstance(conn, psycopg.AsyncConnection):
         return psycopg.AsyncClientCursor(conn).mogrify(query, params)
     return psycopg.ClientCursor(conn).mogrify(query, params)

@@ -47,10 +47,10 @@ TYPED_CASES: list[tuple[str, list[str], str, str]] = [
     ("interval", ["'1 day 02:03:04'", "'-5 seconds'"], "object", "object"),
     ("uuid", ["'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'"], "object", "object"),
     ("json", ["'{\"a\": [1, 2]}'", "'\"x\"'"], "object", "object"),
-    ("jsonb", ["'{\"a\": {\"b\": null}}'", "'[1, \"two\"]'"], "object", "object"),
+    ("jsonb", ['\'{"a": {"b": null}}\'', "'[1, \"two\"]'"], "object", "object"),
     ("bytea", ["'\\x00ff0a2c22'::bytea", "''::bytea"], "object", "object"),
     ("int[]", ["'{1,2,NULL}'", "'{}'"], "object", "object"),
-    ("text[]", ["'{a,\"b,c\",\"\"}'", "'{}'"], "object", "object"),
+    ("text[]", ['\'{a,"b,c",""}\'', "'{}'"], "object", "object"),
 ]
 
 
@@ -190,9 +190,7 @@ def test_query_shapes(db_conn: Conn) -> None:
     assert read_sql("SELECT 1 AS a; ", db_conn)["a"].tolist() == [1]
     assert read_sql("SELECT 1 AS a -- trailing comment", db_conn)["a"].tolist() == [1]
     assert read_sql("VALUES (1), (2)", db_conn)["column1"].tolist() == [1, 2]
-    assert read_sql("WITH x AS (SELECT 'a%' AS p) SELECT p FROM x", db_conn)["p"].tolist() == [
-        "a%"
-    ]
+    assert read_sql("WITH x AS (SELECT 'a%' AS p) SELECT p FROM x", db_conn)["p"].tolist() == ["a%"]
     db_conn.execute("CREATE TEMP TABLE shapes AS SELECT 1 AS a")
     assert read_sql("TABLE shapes", db_conn)["a"].tolist() == [1]
 
@@ -368,7 +366,9 @@ def test_to_sql_is_one_transaction(db_conn: Conn) -> None:
     db_conn.execute("INSERT INTO frames_atomic VALUES (42)")
     try:
         with pytest.raises(psycopg.errors.NotNullViolation):
-            to_sql(pd.DataFrame({"a": [1, None]}, dtype="Int64"), "frames_atomic", db_conn, "append")
+            to_sql(
+                pd.DataFrame({"a": [1, None]}, dtype="Int64"), "frames_atomic", db_conn, "append"
+            )
         # replace: drop, create and a failing COPY roll back together
         bad = pd.DataFrame({"a": pd.Series([1, "not a number"], dtype=object)})
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
