@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -131,6 +130,32 @@ def _resolve_settings(
     return ExportSettings()
 
 
+class _Output:
+    """The output file behind a 1 MiB buffer, transcoding if PostgreSQL cannot encode."""
+
+    def __init__(self, f: Any, encoding: str, server_encoding: str | None, bar: Progress):
+        self.buf = bytearray()
+        self.written = 0
+        self._f = f
+        self._bar = bar
+        # A codec PostgreSQL does not know (UTF-16, ...): COPY sends UTF-8, Python re-encodes.
+        self._decoder = self._encoder = None
+        if server_encoding is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+            self._encoder = codecs.getincrementalencoder(encoding)()
+        elif codecs.lookup(encoding).name == "utf-8-sig":
+            self.buf += codecs.BOM_UTF8
+
+    def flush(self, final: bool = False) -> None:
+        data: bytes | bytearray = self.buf
+        if self._decoder is not None and self._encoder is not None:
+            data = self._encoder.encode(self._decoder.decode(data, final), final)
+        self._f.write(data)
+        self.written += len(data)
+        self._bar.update(len(self.buf))
+        self.buf.clear()
+
+
 def _write(
     conn: psycopg.Connection[Any],
     stmt: sql.Composed,
@@ -141,58 +166,38 @@ def _write(
     progress: bool | None,
 ) -> tuple[int, int]:
     """Run the COPY and write its output; return (rows, bytes written)."""
-    written = 0
-    buf = bytearray()
-    # A codec PostgreSQL does not know (UTF-16, ...): COPY sends UTF-8, Python re-encodes.
-    decoder = codecs.getincrementaldecoder("utf-8")() if server_encoding is None else None
-    encoder = codecs.getincrementalencoder(s.encoding)() if server_encoding is None else None
-    if server_encoding is not None and codecs.lookup(s.encoding).name == "utf-8-sig":
-        buf += codecs.BOM_UTF8
-
-    def emit(data: bytes, final: bool = False) -> None:
-        nonlocal written
-        if decoder is not None and encoder is not None:
-            data = encoder.encode(decoder.decode(data, final), final)
-        f.write(data)
-        written += len(data)
-
     with Progress(None, desc, progress) as bar:
-
-        def sink(data: Any) -> None:
-            buf.extend(data)
-            if len(buf) >= _FLUSH:
-                emit(bytes(buf))
-                bar.update(len(buf))
-                buf.clear()
-
+        out = _Output(f, s.encoding, server_encoding, bar)
         with conn.transaction(), conn.cursor() as cur:
-            rows = _copy_out(cur, stmt, sink)
-        emit(bytes(buf), final=True)
-        bar.update(len(buf))
-    return rows, written
+            rows = _copy_out(cur, stmt, out)
+        out.flush(final=True)
+    return rows, out.written
 
 
-def _copy_out(cur: psycopg.Cursor[Any], stmt: sql.Composed, sink: Callable[[Any], None]) -> int:
-    """COPY TO STDOUT into ``sink``, one server message (one row) at a time; return the rows.
+def _copy_out(cur: psycopg.Cursor[Any], stmt: sql.Composed, out: _Output) -> int:
+    """COPY TO STDOUT into ``out``, one server message (one row) at a time; return the rows.
 
     psycopg's ``Copy.read()`` costs about 0.3 us per row in generator and wait machinery,
     a third more than ``psql \\copy`` takes in all. Rows already in libpq's buffer are taken
     straight from ``PGconn.get_copy_data`` (non-blocking); only when the buffer is empty does
-    ``Copy.read()`` wait on the socket the psycopg way.
+    ``Copy.read()`` wait on the socket the psycopg way. This is the hot loop: keep it flat.
     """
     pgconn = cur.connection.pgconn
+    buf, flush = out.buf, out.flush
     with cur.copy(stmt) as copy:
         get = pgconn.get_copy_data
         while True:
             nbytes, data = get(1)
             if nbytes > 0:
-                sink(data)
+                buf += data
+                if len(buf) >= _FLUSH:
+                    flush()
                 continue
             if nbytes == 0:
                 chunk = copy.read()
                 if not chunk:
                     return cur.rowcount  # psycopg saw the end and took the final result
-                sink(chunk)
+                buf += chunk
                 continue
             # -1: the data is over; fetch the final result as psycopg does after a COPY.
             return _copy_result(pgconn, cur.connection.info.encoding)
