@@ -38,7 +38,7 @@ _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 class Dependencies:
     """What a resolved config was built from: used by the cache to notice changes."""
 
-    env: set[str] = field(default_factory=set)
+    env: dict[str, str | None] = field(default_factory=dict)  # name -> value as read
     files: set[str] = field(default_factory=set)
 
 
@@ -132,8 +132,7 @@ class _Interpolator:
                         f"sensitive key: set {ref.name!r} in the environment, or pass "
                         "allow_sensitive_defaults=True",
                     )
-            self.deps.env.add(ref.name)
-            value = os.environ.get(ref.name)
+            value = self.deps.env[ref.name] = os.environ.get(ref.name)
             if value is None:
                 value = ref.default
             if value is None:
@@ -160,8 +159,7 @@ class _Interpolator:
                 raise self._error(
                     refpath, target, "expected an environment variable name", reference=True
                 )
-            self.deps.env.add(target)
-            value = os.environ.get(target)
+            value = self.deps.env[target] = os.environ.get(target)
             if value is None:
                 if self.strict:
                     raise self._error(

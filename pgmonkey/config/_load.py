@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ class _Entry:
 
 
 _cache: dict[tuple[str, bool, bool, bool], _Entry] = {}
+_cache_lock = threading.Lock()
 
 
 def _signature(st: os.stat_result) -> tuple[int, ...]:
@@ -247,19 +249,22 @@ def load_config_cached(
     )
     if signature is not None:
         names = tuple(sorted(deps.env))
-        _cache.pop(key, None)
-        if len(_cache) >= _CACHE_SIZE:
-            _cache.pop(next(iter(_cache)), None)
-        _cache[key] = _Entry(
+        entry = _Entry(
             signature=signature,
             config=cfg,
             env_names=names,
-            env_values=tuple(map(os.getenv, names)),
+            env_values=tuple(deps.env[name] for name in names),
             files=tuple((name, _file_signature(name)) for name in sorted(deps.files)),
         )
+        with _cache_lock:  # hits never lock; misses may race here
+            _cache.pop(key, None)
+            if len(_cache) >= _CACHE_SIZE:
+                _cache.pop(next(iter(_cache)), None)
+            _cache[key] = entry
     return cfg
 
 
 def clear_config_cache() -> None:
     """Forget every cached config (the next :func:`load_config_cached` re-reads)."""
-    _cache.clear()
+    with _cache_lock:
+        _cache.clear()
