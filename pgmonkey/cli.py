@@ -23,8 +23,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from pgmonkey.manager import PGConnectionManager
@@ -57,6 +57,14 @@ class _Exit(Exception):
 
 
 # --- argument helpers ---------------------------------------------------------------------
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _command(fn: _F) -> _F:
+    """Hide the (static-only) annotations from fire, whose help would print "Type: 'Any'"."""
+    fn.__annotations__ = {}
+    return fn
 
 
 def _config_path(connconfig: Any, filepath: Any) -> str:
@@ -108,6 +116,7 @@ def _load(path: str, resolve_env: bool) -> dict[str, Any]:
 class PgConfig:
     """Create a config file, test it against the server, or generate code for it."""
 
+    @_command
     def create(self, type: Any = "pg", filepath: Any = None, connconfig: Any = None) -> None:
         """Write the full, commented config template to --filepath (never overwrites).
 
@@ -133,6 +142,7 @@ class PgConfig:
         _out(f"wrote the config template to {path!r}: edit it, then run")
         _out(f"  {PROG} pgconfig test --connconfig {path}")
 
+    @_command
     def test(
         self,
         connconfig: Any = None,
@@ -165,6 +175,7 @@ class PgConfig:
             facts = _probe_sync(manager, path, ctype, resolve)
         _out(_test_report(ctype, facts))
 
+    @_command
     def generate_code(
         self,
         connconfig: Any = None,
@@ -193,6 +204,11 @@ class PgConfig:
         ctype = resolved_connection_type(cfg, ctype_arg)
         sys.stdout.write(generate_code(path, ctype, lib, resolve_env=resolve))
 
+
+# The 4.0 spelling: fire would list the method as generate_code and accept both spellings
+# on the command line, but its help should show the one users type.
+setattr(PgConfig, "generate-code", PgConfig.generate_code)
+delattr(PgConfig, "generate_code")
 
 _PROBE_SQL = (
     "SELECT current_setting('server_version'), current_user, current_database(),"
@@ -275,6 +291,7 @@ def _test_report(ctype: str, f: dict[str, Any]) -> str:
 class SandboxCommands:
     """A throwaway PostgreSQL on 127.0.0.1 with ready configs (password, SSL, certificate)."""
 
+    @_command
     def start(
         self, dir: Any = None, port: Any = None, standbys: Any = 0, pgbouncer: Any = False
     ) -> None:
@@ -308,6 +325,7 @@ class SandboxCommands:
         sb = sandbox.start(_opt_dir(dir), port, **kwargs)
         _out(sb.describe())
 
+    @_command
     def status(self, dir: Any = None) -> None:
         """Show the running sandbox; exit 1 when none runs.
 
@@ -321,6 +339,7 @@ class SandboxCommands:
             raise _Failure("no sandbox is running (start one with `pgmonkey sandbox start`)")
         _out(sb.describe())
 
+    @_command
     def stop(self, dir: Any = None) -> None:
         """Stop the sandbox and remove its data and configs.
 
@@ -355,6 +374,7 @@ class PgMonkey:
         self.pgconfig = PgConfig()
         self.sandbox = SandboxCommands()
 
+    @_command
     def pgserverconfig(
         self,
         filepath: Any = None,
@@ -390,6 +410,7 @@ class PgMonkey:
             _info("audit: some items need attention (--strict)")
             raise _Exit(EXIT_ATTENTION)
 
+    @_command
     def pgimport(
         self,
         table: Any = None,
@@ -418,6 +439,7 @@ class PgMonkey:
         result = import_csv(str(import_file), name, cfg)
         _out(result.report())
 
+    @_command
     def pgexport(
         self,
         table: Any = None,
@@ -491,20 +513,88 @@ def _is_expected(error: BaseException) -> bool:
     return isinstance(error, OSError)
 
 
+_FLAG = re.compile(r"^--?[A-Za-z_]")
+
+
+def _preflight(component: object, args: Sequence[str]) -> None:
+    """Refuse unknown flags and extra arguments *before* the command runs.
+
+    fire calls the command first and only then complains about what it could not use
+    (``pgserverconfig --filepath c.yaml --adit`` would print the advice, then exit 2).
+    """
+    import inspect
+
+    if "--" in args:  # what follows is fire's own (--help, --trace, ...)
+        args = args[: args.index("--")]
+    target: Any = component
+    i = 0
+    while i < len(args) and not _FLAG.match(args[i]) and not inspect.ismethod(target):
+        word = args[i]
+        member = getattr(target, word, None)
+        if member is None:
+            member = getattr(target, word.replace("-", "_"), None)
+        if member is None or word.startswith("_"):
+            return  # fire reports the unknown command
+        target, i = member, i + 1
+    if not inspect.ismethod(target):
+        return
+    params = [
+        p
+        for p in inspect.signature(target).parameters.values()
+        if p.kind == p.POSITIONAL_OR_KEYWORD
+    ]
+    names = {p.name: p for p in params}
+    rest = list(args[i:])
+    given: set[str] = set()
+    positional = 0
+    j = 0
+    while j < len(rest):
+        token = rest[j]
+        j += 1
+        if token in ("-h", "--help"):
+            return
+        if not _FLAG.match(token):
+            positional += 1
+            continue
+        key = token.lstrip("-").split("=", 1)[0].replace("-", "_")
+        if key not in names and key.startswith("no") and key[2:] in names:
+            given.add(key[2:])
+            continue
+        if key not in names and len(key) == 1:
+            short = [n for n in names if n.startswith(key)]
+            key = short[0] if len(short) == 1 else key
+        if key not in names:
+            flags = ", ".join(
+                "--" + n.replace("_", "-") if n in _DASHED else "--" + n for n in names
+            )
+            raise _UsageError(f"unknown option {token!r}: expected {flags}")
+        given.add(key)
+        if "=" not in token and j < len(rest) and not _FLAG.match(rest[j]):
+            j += 1  # its value
+    if positional > len([n for n in names if n not in given]):
+        raise _UsageError(f"too many arguments: {' '.join(rest)!r}")
+
+
+# Flags the reference spells with a dash (the others, like --import_file, with an underscore).
+_DASHED = frozenset({"connection_type", "resolve_env"})
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line (``argv`` without the program name); return the exit code."""
     import fire
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        fire.Fire(PgMonkey(), command=args, name=PROG)
+        component = PgMonkey()
+        _preflight(component, args)
+        fire.Fire(component, command=args, name=PROG)
     except fire.core.FireExit as e:  # help (0) and fire's own usage errors (2)
         return int(e.code or 0)
     except _Exit as e:
         return e.code
     except _UsageError as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
-        sys.stderr.write(f"{PROG}: see `{PROG} {_command(args)} --help`\n")
+        sys.stderr.write(f"{PROG}: see `{PROG} {_words(args)} --help`\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
@@ -517,7 +607,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _command(args: Sequence[str]) -> str:
+def _words(args: Sequence[str]) -> str:
     words = [a for a in args[:2] if not a.startswith("-")]
     if words[:1] != ["pgconfig"] and words[:1] != ["sandbox"]:
         words = words[:1]
