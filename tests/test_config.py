@@ -188,6 +188,7 @@ BAD: list[Bad] = [
     Bad("port-abc", conn(port="abc"), ("connection_settings.port = 'abc'", "port number")),
     Bad("port-out-of-range", conn(port=70000), ("connection_settings.port = 70000",)),
     Bad("port-float", conn(port=5432.5), ("connection_settings.port = 5432.5",)),
+    Bad("port-bool", conn(port=True), ("connection_settings.port = True",)),
     Bad(
         "multi-port-bad-piece",
         conn(host="h1,h2", port="5432,x"),
@@ -197,6 +198,11 @@ BAD: list[Bad] = [
         "sslmode-unknown",
         conn(sslmode="verify_full"),
         ("connection_settings.sslmode = 'verify_full'", "verify-full"),
+    ),
+    Bad(
+        "sslmode-yaml-off",
+        f"connection_settings:\n  password: {PASSWORD}\n  sslmode: off\n",
+        ("connection_settings.sslmode = False", "disable"),
     ),
     Bad(
         "target-session-attrs-unknown",

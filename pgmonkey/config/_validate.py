@@ -262,10 +262,10 @@ class _Validator:
             if key in PSYCOPG_OPTIONS:
                 out[key] = self.psycopg_option(key, val, path)
                 continue
+            if val is not None and val != "":
+                self.libpq_value(key, val, path)  # before the 1/0 below: show what was written
             if isinstance(val, bool):  # libpq spells booleans 1 and 0
                 val = "1" if val else "0"
-            if val is not None and val != "":
-                self.libpq_value(key, val, path)
             out[key] = val
         return out
 
@@ -289,7 +289,7 @@ class _Validator:
 
     def port(self, value: str | int | float, path: Path) -> None:
         expected = "a port number (1-65535), or a comma-separated list for several hosts"
-        if isinstance(value, float):
+        if isinstance(value, bool | float):
             self.fail(path, value, expected)
         pieces = [value] if isinstance(value, int) else value.split(",")
         for piece in pieces:
