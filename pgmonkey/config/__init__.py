@@ -4,6 +4,22 @@ Data flows one way: path or dict -> :func:`load_config` / :func:`resolve_config`
 (validated, optionally interpolated plain dict) -> :func:`connect_params`,
 :func:`pool_settings`, :func:`session_settings` -> psycopg objects.
 :func:`load_config_cached` is :func:`load_config` without re-reading an unchanged file.
+
+Decisions (where the 4.0 documentation leaves room):
+
+- ``connection_settings`` takes every parameter the linked libpq knows (``PQconndefaults``)
+  plus psycopg's ``autocommit`` and ``prepare_threshold``. Any other key is logged as a
+  warning (logger ``pgmonkey.config``) and dropped, as 4.0 did, so the connect does not fail.
+  Unknown top-level keys are warned about and kept; unknown pool keys are errors.
+- Pool sizes are integers or digit strings (``'5'``, e.g. from ``${POOL_MAX:-5}``), normalised
+  to ``int``; ``min_size`` may be 0 (psycopg_pool opens connections on demand), ``max_size``
+  must be at least 1 and at least ``min_size``. Timeouts are positive numbers. Booleans are
+  YAML booleans or the strings ``'true'``/``'false'``.
+- Without ``resolve_env`` every value is literal: a ``${...}`` string reaches libpq as written
+  and is not type-checked; a ``from_env``/``from_file`` dict is kept and refused (ConfigError)
+  when it would have to become a connection or pool argument.
+- A ``${VAR:-default}`` on a sensitive key is refused whether or not VAR is set: the config as
+  written must not carry a fallback secret.
 """
 
 from __future__ import annotations
