@@ -189,6 +189,12 @@ BAD: list[Bad] = [
     Bad("port-out-of-range", conn(port=70000), ("connection_settings.port = 70000",)),
     Bad("port-float", conn(port=5432.5), ("connection_settings.port = 5432.5",)),
     Bad("port-bool", conn(port=True), ("connection_settings.port = True",)),
+    Bad("port-unicode-digit", conn(port="\u00b2"), ("connection_settings.port = '\u00b2'",)),
+    Bad(
+        "max-size-unicode-digits",
+        settings(pool_settings={"max_size": "\u0663"}),
+        ("pool_settings.max_size = '\u0663'",),
+    ),
     Bad(
         "multi-port-bad-piece",
         conn(host="h1,h2", port="5432,x"),

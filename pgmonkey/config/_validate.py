@@ -67,8 +67,8 @@ _INT_PARAMS: Final = frozenset(
         "tcp_user_timeout",
     }
 )
-_INT_TEXT: Final = re.compile(r"\s*-?\d+\s*\Z")
-_DIGITS: Final = re.compile(r"\s*\d+\s*\Z")
+_INT_TEXT: Final = re.compile(r"\s*-?[0-9]+\s*\Z")
+_DIGITS: Final = re.compile(r"\s*[0-9]+\s*\Z")
 # A GUC name: ``statement_timeout``, ``myapp.tenant`` (custom options have a dot).
 _GUC_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)*\Z")
 _BOOL_TEXT: Final = {"true": True, "false": False}
@@ -297,7 +297,7 @@ class _Validator:
                 piece = piece.strip()
                 if piece == "" and len(pieces) > 1:  # libpq: empty means the default port
                     continue
-                if not piece.isdigit():
+                if not (piece.isascii() and piece.isdigit()):
                     self.fail(path, value, expected)
             if not 1 <= int(piece) <= 65535:
                 self.fail(path, value, expected)
