@@ -9,10 +9,10 @@ with :func:`asyncio.run_coroutine_threadsafe`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import CancelledError as FutureCancelledError
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, TypeVar
 
@@ -67,18 +67,24 @@ class LoopThread:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("LoopThread.run() called from inside its own loop")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop())
+        finished = threading.Event()
+
+        async def tracked() -> T:
+            try:
+                return await coro
+            finally:
+                finished.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), self.loop())
         try:
             return future.result(timeout)
         except KeyboardInterrupt:
             future.cancel()
-            try:
-                future.result(5.0)
-            except (FutureCancelledError, FutureTimeoutError, Exception):
-                pass
+            finished.wait(5.0)  # let the task unwind (psycopg cancels the query)
             raise
         except FutureTimeoutError:
             future.cancel()
+            finished.wait(5.0)
             raise TimeoutError(f"no result after {timeout} seconds") from None
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -89,7 +95,18 @@ class LoopThread:
         if loop is None or thread is None:
             return
         if thread.is_alive():
+            # As asyncio.run() does: cancel what is left and let it finish, then stop.
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(timeout)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout)
         if not thread.is_alive() and not loop.is_closed():
             loop.close()
+
+
+async def _cancel_all() -> None:
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -374,20 +374,21 @@ class PgMonkeyMagics(Magics):
 
     # -- commands -------------------------------------------------------------------------
 
-    def _config_path(self, path: str | None, resolve_env: bool) -> tuple[str, bool]:
-        if path is not None:
-            return os.fspath(Path(path).expanduser()), resolve_env
+    def _config_args(self, command: str, args: list[str]) -> tuple[str, bool]:
+        """``[config.yaml] [--resolve-env]``; without a path, the current connection's."""
+        p = _ArgumentParser(prog=f"%pgmonkey {command}")
+        p.add_argument("config", nargs="?", help="default: the current connection's config")
+        p.add_argument("--resolve-env", action="store_true", help="interpolate ${VAR} references")
+        opts = p.parse_args(args)
+        if opts.config is not None:
+            return os.fspath(Path(opts.config).expanduser()), opts.resolve_env
         entry = self._entry(None)
-        return entry.path, resolve_env or entry.resolve_env
+        return entry.path, opts.resolve_env or entry.resolve_env
 
     def _show_config(self, args: list[str], ns: Mapping[str, Any]) -> pd.DataFrame:
-        p = _ArgumentParser(prog="%pgmonkey config")
-        p.add_argument("config", nargs="?", help="default: the current connection's config")
-        p.add_argument("--resolve-env", action="store_true")
-        opts = p.parse_args(args)
+        path, resolve_env = self._config_args("config", args)
         from pgmonkey.config import load_config, redact_config
 
-        path, resolve_env = self._config_path(opts.config, opts.resolve_env)
         cfg = redact_config(load_config(path, resolve_env=resolve_env))
         import pandas as pd
 
@@ -402,25 +403,17 @@ class PgMonkeyMagics(Magics):
         return pd.DataFrame(rows, columns=["section", "key", "value"])
 
     def _serverconfig(self, args: list[str], ns: Mapping[str, Any]) -> pd.DataFrame:
-        p = _ArgumentParser(prog="%pgmonkey serverconfig")
-        p.add_argument("config", nargs="?", help="default: the current connection's config")
-        p.add_argument("--resolve-env", action="store_true")
-        opts = p.parse_args(args)
+        path, resolve_env = self._config_args("serverconfig", args)
         from pgmonkey import serveradvice
         from pgmonkey.config import load_config
 
-        path, resolve_env = self._config_path(opts.config, opts.resolve_env)
         return serveradvice.recommend(load_config(path, resolve_env=resolve_env)).to_frame()
 
     def _audit(self, args: list[str], ns: Mapping[str, Any]) -> pd.DataFrame:
-        p = _ArgumentParser(prog="%pgmonkey audit")
-        p.add_argument("config", nargs="?", help="default: the current connection's config")
-        p.add_argument("--resolve-env", action="store_true")
-        opts = p.parse_args(args)
+        path, resolve_env = self._config_args("audit", args)
         from pgmonkey import serveradvice
         from pgmonkey.config import load_config
 
-        path, resolve_env = self._config_path(opts.config, opts.resolve_env)
         # The audit opens its own short read-only connection as this config's client.
         return serveradvice.audit(load_config(path, resolve_env=resolve_env)).to_frame()
 

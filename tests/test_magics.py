@@ -492,3 +492,25 @@ def test_nothing_retained(ip: InteractiveShell, password_config: Path, ctype: st
     ref = weakref.ref(ip.user_ns.pop("df"))
     gc.collect()
     assert ref() is None
+
+
+def test_resolve_env(
+    ip: InteractiveShell,
+    password_config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = yaml.safe_load(password_config.read_text())
+    password = cfg["connection_settings"]["password"]
+    cfg["connection_settings"]["password"] = "${MAGICS_TEST_PASSWORD}"
+    env_config = tmp_path / "env.yaml"
+    env_config.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("MAGICS_TEST_PASSWORD", password)
+    ok(ip, f"%pgmonkey connect {env_config} --resolve-env --name env")
+    assert ok(ip, "%pgmonkey SELECT current_user AS u")["u"].tolist() == [
+        cfg["connection_settings"]["user"]
+    ]
+    shown = ok(ip, "%pgmonkey config --resolve-env").to_string()
+    shown += ok(ip, "%pgmonkey config").to_string()  # the connection's own resolve_env
+    assert password not in shown + "".join(capsys.readouterr())

@@ -46,3 +46,22 @@ def test_restarts_after_stop_and_times_out() -> None:
             lt.run(asyncio.sleep(5), timeout=0.05)
     finally:
         lt.stop()
+
+
+def test_timeout_cancels_and_waits_for_the_task() -> None:
+    lt = LoopThread()
+    cancelled = threading.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    try:
+        with pytest.raises(TimeoutError):
+            lt.run(slow(), timeout=0.05)
+        assert cancelled.is_set()  # the task has unwound when run() returns
+    finally:
+        lt.stop()
