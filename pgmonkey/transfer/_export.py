@@ -93,14 +93,7 @@ def export_csv(
     server_encoding = pg_encoding(s.encoding)
     stmt = sql.SQL("COPY {} TO STDOUT {}").format(
         source_sql,
-        copy_options(
-            header=s.has_headers,
-            delimiter=s.delimiter,
-            quotechar=s.quotechar,
-            null_string=s.null_string,
-            encoding=server_encoding or "UTF8",
-            force_quote=s.force_quote,
-        ),
+        copy_options(s),
     )
     partial = out.with_name(out.name + ".part")
     try:

@@ -226,13 +226,7 @@ def _load(
     stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
         target.ident,
         columns,
-        copy_options(
-            header=s.has_headers,
-            delimiter=s.delimiter,
-            quotechar=s.quotechar,
-            null_string=s.null_string,
-            encoding=file_encoding or "UTF8",  # unknown encodings are transcoded to UTF-8
-        ),
+        copy_options(s),
     )
     try:
         with conn.transaction():

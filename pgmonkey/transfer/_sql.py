@@ -10,6 +10,8 @@ from psycopg import sql
 
 from pgmonkey.errors import TransferError
 
+from ._settings import ExportSettings, ImportSettings, pg_encoding
+
 
 @dataclass(frozen=True)
 class TableName:
@@ -51,25 +53,20 @@ def default_csv_name(table: TableName) -> str:
     return f"{safe}.csv"
 
 
-def copy_options(
-    *,
-    header: bool,
-    delimiter: str,
-    quotechar: str,
-    null_string: str,
-    encoding: str,
-    force_quote: bool = False,
-) -> sql.Composed:
-    """The ``(FORMAT csv, ...)`` option list of a COPY statement."""
+def copy_options(s: ImportSettings | ExportSettings) -> sql.Composed:
+    """The ``(FORMAT csv, ...)`` option list of a COPY statement for these settings.
+
+    An encoding PostgreSQL does not know is sent as UTF-8 and transcoded in Python.
+    """
     options = [
         sql.SQL("FORMAT csv"),
-        sql.SQL("HEADER true" if header else "HEADER false"),
-        sql.SQL("DELIMITER {}").format(sql.Literal(delimiter)),
-        sql.SQL("QUOTE {}").format(sql.Literal(quotechar)),
-        sql.SQL("NULL {}").format(sql.Literal(null_string)),
-        sql.SQL("ENCODING {}").format(sql.Literal(encoding)),
+        sql.SQL("HEADER true" if s.has_headers else "HEADER false"),
+        sql.SQL("DELIMITER {}").format(sql.Literal(s.delimiter)),
+        sql.SQL("QUOTE {}").format(sql.Literal(s.quotechar)),
+        sql.SQL("NULL {}").format(sql.Literal(s.null_string)),
+        sql.SQL("ENCODING {}").format(sql.Literal(pg_encoding(s.encoding) or "UTF8")),
     ]
-    if force_quote:
+    if isinstance(s, ExportSettings) and s.force_quote:
         options.append(sql.SQL("FORCE_QUOTE *"))
     return sql.SQL("({})").format(sql.SQL(", ").join(options))
 
