@@ -7,7 +7,7 @@ identifiers, ``--`` and nested ``/* */`` comments, ``$$...$$`` / ``$tag$...$tag$
 ``::`` casts, ``$1`` positional parameters and ``$`` inside identifiers.
 
 ``:name`` becomes psycopg's ``%(name)s`` placeholder, so the value is adapted and quoted by
-psycopg and never pasted into the SQL text. When a statement has placeholders every literal
+psycopg, never pasted as raw text. When a statement has placeholders every literal
 ``%`` is doubled, because psycopg scans the whole query for ``%`` (it does not know SQL
 quoting). A statement without placeholders is sent as written, with no parameters.
 """

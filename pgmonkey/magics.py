@@ -584,13 +584,13 @@ class _Run:
                     if fast:
                         result = read_sql(st.query, conn, params, decimal=self.decimal)
                     else:
-                        with conn.cursor() as cur:
+                        with psycopg.ClientCursor(conn) as cur:
                             cur.execute(st.query, params)
                             last = st is self.statements[-1]
                             rows = cur.fetchall() if last and cur.description else None
                             result = _cursor_result(cur, rows)
                 except psycopg.Error as exc:
-                    sent = _literal_lengths(psycopg.ClientCursor(conn), params) if fast else None
+                    sent = _literal_lengths(psycopg.ClientCursor(conn), params)
                     raise MagicCellError(
                         _error_message(exc, self.sql, st, sent, self.first_line)
                     ) from exc
@@ -608,15 +608,13 @@ class _Run:
                     if fast:
                         result = await read_sql_async(st.query, conn, params, decimal=self.decimal)
                     else:
-                        async with conn.cursor() as cur:
-                            await cur.execute(st.query, params)
+                        async with psycopg.AsyncClientCursor(conn) as acur:
+                            await acur.execute(st.query, params)
                             last = st is self.statements[-1]
-                            rows = await cur.fetchall() if last and cur.description else None
-                            result = _cursor_result(cur, rows)
+                            rows = await acur.fetchall() if last and acur.description else None
+                            result = _cursor_result(acur, rows)
                 except psycopg.Error as exc:
-                    sent = (
-                        _literal_lengths(psycopg.AsyncClientCursor(conn), params) if fast else None
-                    )
+                    sent = _literal_lengths(psycopg.AsyncClientCursor(conn), params)
                     raise MagicCellError(
                         _error_message(exc, self.sql, st, sent, self.first_line)
                     ) from exc
@@ -624,7 +622,11 @@ class _Run:
 
 
 def _literal_lengths(cur: Any, params: Mapping[str, Any] | None) -> dict[str, int] | None:
-    """Length of each value as read_sql sends it (bound client-side: COPY takes no $n)."""
+    """Length of each value as sent: bound client-side, as psycopg's quoted literal.
+
+    Client-side binding (read_sql does the same, COPY takes no ``$n``) lets ``:name`` work
+    in statements the server cannot bind parameters in: ``SET``, ``CREATE TABLE ... AS``.
+    """
     if not params:
         return None
     try:

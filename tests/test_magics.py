@@ -514,3 +514,19 @@ def test_resolve_env(
     shown = ok(ip, "%pgmonkey config --resolve-env").to_string()
     shown += ok(ip, "%pgmonkey config").to_string()  # the connection's own resolve_env
     assert password not in shown + "".join(capsys.readouterr())
+
+
+def test_parameters_in_utility_statements(
+    ip: InteractiveShell, password_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect(ip, password_config)
+    ip.user_ns.update(tz="Europe/Paris", v="it's")
+    ok(ip, "%%pgmonkey\nSET TimeZone = :tz;\nCREATE TEMP TABLE magics_ctas AS SELECT :v AS v")
+    df = ok(ip, "%pgmonkey SELECT current_setting('TimeZone') AS tz, v FROM magics_ctas")
+    assert df.iloc[0].tolist() == ["Europe/Paris", "it's"]
+    # the error position maps back over the bound value
+    sql = "CREATE TEMP TABLE magics_bad AS SELECT :v AS v, nope"
+    out, _ = fails(ip, f"%pgmonkey {sql}", capsys)
+    column = sql.index("nope") + 1
+    assert f'column "nope" does not exist (line 1, column {column})' in out
+    assert out.splitlines()[-1] == " " * (column + 1) + "^"
