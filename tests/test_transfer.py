@@ -461,3 +461,22 @@ def test_parse_in_memory_csv_module_agrees() -> None:
     # Guard for _csv_bytes itself: what it writes the csv module reads back.
     data = _csv_bytes(TRICKY_ROWS).decode()
     assert list(csv.reader(io.StringIO(data, newline="")))[1][2] == 'says "hi", then leaves'
+
+
+def test_bad_bytes_in_a_transcoded_file_name_the_line(
+    tmp_path: Path, db_conn: Conn, schema: str
+) -> None:
+    src = tmp_path / "u16.csv"
+    good = "a\n" + "".join(f"row {i}\n" for i in range(5))
+    data = good.encode("utf-16-be")
+    src.write_bytes(data + b"\xdc\x00" + "x\n".encode("utf-16-be"))  # a lone low surrogate
+    settings = ImportSettings(encoding="utf-16-be", columns=(ColumnSpec("a", "a"),))
+    with pytest.raises(TransferError, match=r"line 7: not valid 'utf-16-be'"):
+        import_csv(src, f"{schema}.u", db_conn, settings=settings)
+    assert not _exists(db_conn, schema, "u")
+
+
+def test_unwritable_export_path_is_one_clear_error(tmp_path: Path, db_conn: Conn) -> None:
+    out = tmp_path / "no" / "such" / "dir.csv"
+    with pytest.raises(TransferError, match=r"cannot write .*dir\.csv"):
+        export_csv(db_conn, out, query="SELECT 1")

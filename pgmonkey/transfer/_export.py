@@ -100,8 +100,10 @@ def export_csv(
         with sync_connection(con, resolve_env=resolve_env) as conn, open(partial, "wb") as f:
             rows, size = _write(conn, stmt, f, s, server_encoding, out.name, progress)
         os.replace(partial, out)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise TransferError(f"cannot write {os.fspath(out)!r}: {exc.strerror or exc}") from None
         raise
     return ExportResult(out, rows, size, source, s)
 

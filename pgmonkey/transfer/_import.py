@@ -287,15 +287,38 @@ def _stream(
             if bom != codecs.BOM_UTF8:  # COPY would take a BOM for data
                 f.seek(0)
         if file_encoding is None:
-            decoder = codecs.getincrementaldecoder(s.encoding)()
-            while chunk := f.read(CHUNK):
-                write(decoder.decode(chunk).encode("utf-8"))
-                bar.update(len(chunk))
-            write(decoder.decode(b"", final=True).encode("utf-8"))
+            _transcode(f, p, s, write, bar)
             return
         while chunk := f.read(CHUNK):
             write(chunk)
             bar.update(len(chunk))
+
+
+def _transcode(f: Any, p: Path, s: ImportSettings, write: Any, bar: Progress) -> None:
+    """Decode what PostgreSQL cannot (UTF-16, ...) and send UTF-8; a bad byte names its line."""
+    decoder = codecs.getincrementaldecoder(s.encoding)()
+    lines = 1
+    final = False
+    while not final:
+        chunk = f.read(CHUNK)
+        final = not chunk
+        state = decoder.getstate()
+        try:
+            text = decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            # Decode the good part again from the same state, only to count its lines
+            # (exc.start counts from the bytes the decoder held back from the last chunk).
+            again = codecs.getincrementaldecoder(s.encoding)(errors="replace")
+            again.setstate(state)
+            good = again.decode(chunk[: max(0, exc.start - len(state[0]))])
+            raise TransferError(
+                f"{os.fspath(p)!r}: line {lines + good.count(chr(10))}: "
+                f"not valid {s.encoding!r} ({exc.reason}; set encoding in the settings file); "
+                "nothing was imported"
+            ) from None
+        lines += text.count("\n")
+        write(text.encode("utf-8"))
+        bar.update(len(chunk))
 
 
 _LINE_RE: Final = re.compile(r", line (\d+)(.*)", re.DOTALL)

@@ -220,7 +220,10 @@ def write_import_settings(settings: ImportSettings, path: str | os.PathLike[str]
         "#              PostgreSQL type (used when the table is created).\n"
     )
     body = yaml.safe_dump(settings.to_dict(), sort_keys=False, allow_unicode=True, width=1000)
-    p.write_text(header + body, encoding="utf-8")
+    try:
+        p.write_text(header + body, encoding="utf-8")
+    except OSError as exc:
+        raise TransferError(f"cannot write {os.fspath(p)!r}: {exc.strerror or exc}") from None
     return p
 
 
