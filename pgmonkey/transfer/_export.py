@@ -48,6 +48,10 @@ class ExportResult:
     def message(self) -> str:
         return f"exported {self.rows} rows to {os.fspath(self.path)!r} ({self.bytes} bytes)"
 
+    def report(self) -> str:
+        """What the CLI prints (as :meth:`ImportResult.report`)."""
+        return self.message
+
     def __str__(self) -> str:
         return self.message
 
