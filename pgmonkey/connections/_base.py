@@ -8,6 +8,7 @@ the cheap "did the server hang up on this idle connection?" check.
 
 from __future__ import annotations
 
+import asyncio
 import select
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -18,6 +19,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgmonkey.config import ConnectParams
+from pgmonkey.connections import _lifecycle
 from pgmonkey.errors import ConfigError, PgMonkeyError
 
 T = TypeVar("T")
@@ -43,10 +45,6 @@ _POOL_ARGS: Final = frozenset(
 # The statement that applies one session setting: the name and value are bound parameters,
 # so no quoting is ever assembled by hand (and a list value such as a search_path works).
 SET_CONFIG_SQL: Final = "SELECT pg_catalog.set_config(%s, %s, false)"
-
-# Fallback connect timeout (seconds) for the creation probe of a pool whose config has none:
-# a pool must fail at creation, not hang on an unreachable host.
-DEFAULT_PROBE_TIMEOUT: Final = 10.0
 
 
 def split_config(
@@ -141,6 +139,23 @@ def idle_connection_is_dead(conn: psycopg.Connection[Any] | psycopg.AsyncConnect
     return pgconn.status != pq.ConnStatus.OK
 
 
+def check_loop_ownership(
+    owner: asyncio.AbstractEventLoop | None, loop: asyncio.AbstractEventLoop, name: str
+) -> bool:
+    """Whether an async object owned by *owner* must be reopened on *loop*.
+
+    False when it already belongs to *loop*; True when its loop is gone (closed) or idle;
+    an error when another loop is running it (one object per event loop).
+    """
+    if owner is None or owner is loop:
+        return owner is None
+    if not owner.is_closed() and owner.is_running():
+        raise PgMonkeyError(
+            f"{name} is in use by another running event loop: create one object per event loop"
+        )
+    return True
+
+
 class BorrowStack(Generic[T]):
     """Connections borrowed by the current thread or task, innermost last.
 
@@ -203,6 +218,26 @@ class BaseConnection:
             kwargs["conninfo"] = self._conninfo
         return kwargs
 
+    def _pool_plan(
+        self, settings: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], bool, dict[str, Any], dict[str, Any]]:
+        """``(pool args, check_on_checkout, connect kwargs, probe connect kwargs)``.
+
+        The probe (one direct connection before the pool opens) gets a ``connect_timeout``
+        even when the config has none, so a pool fails at creation instead of hanging.
+        """
+        args, check = pool_arguments(settings)
+        kwargs = self.connect_kwargs(with_conninfo=False)
+        probe = dict(kwargs)
+        if connect_timeout_of(self._conninfo) is None:
+            probe["connect_timeout"] = max(1, round(float(args.get("timeout", 10.0))))
+        return args, check, kwargs, probe
+
+    def _forget(self) -> None:
+        """After closing: no longer closed at exit, and evicted from the manager's cache."""
+        _lifecycle.unregister(self)
+        self._evicted()
+
     def _evicted(self) -> None:
         callback, self._on_disconnect = self._on_disconnect, None
         if callback is not None:
@@ -221,6 +256,10 @@ class BaseConnection:
         return f"<{type(self).__name__} {self.connection_type} {shown} ({state})>"
 
     def _is_open(self) -> bool:
+        raise NotImplementedError
+
+    def _close_now(self, timeout: float) -> None:
+        """Close synchronously within *timeout* seconds, from any thread (exit, clean-up)."""
         raise NotImplementedError
 
 

@@ -15,11 +15,11 @@ from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import (
     SET_CONFIG_SQL,
     BaseConnection,
+    check_loop_ownership,
     idle_connection_is_dead,
     is_setting_rejection,
     setting_error,
 )
-from pgmonkey.errors import PgMonkeyError
 
 __all__ = ["PGAsyncConnection", "apply_settings_async"]
 
@@ -84,13 +84,7 @@ class PGAsyncConnection(BaseConnection):
         if conn is not None:
             if self._loop is loop and not idle_connection_is_dead(conn):
                 return
-            if self._loop is not loop and _lifecycle.loop_alive(self._loop):
-                assert self._loop is not None
-                if self._loop.is_running():
-                    raise PgMonkeyError(
-                        f"{type(self).__name__} is in use by another running event loop: "
-                        "create one object per event loop"
-                    )
+            check_loop_ownership(self._loop, loop, type(self).__name__)
             hard_close(conn)
             self.connection = None
         new = await psycopg.AsyncConnection.connect(**self.connect_kwargs())
@@ -140,8 +134,7 @@ class PGAsyncConnection(BaseConnection):
                 else:
                     hard_close(conn)
         finally:
-            _lifecycle.unregister(self)
-            self._evicted()
+            self._forget()
 
     def _close_now(self, timeout: float) -> None:
         conn, self.connection = self.connection, None

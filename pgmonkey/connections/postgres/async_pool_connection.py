@@ -13,15 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
-from pgmonkey.connections._base import (
-    DEFAULT_PROBE_TIMEOUT,
-    BaseConnection,
-    BorrowStack,
-    connect_timeout_of,
-    pool_arguments,
-)
+from pgmonkey.connections._base import BaseConnection, BorrowStack, check_loop_ownership
 from pgmonkey.connections.postgres.async_connection import apply_settings_async, hard_close
-from pgmonkey.errors import PgMonkeyError
 
 __all__ = ["PGAsyncPoolConnection"]
 
@@ -103,22 +96,10 @@ class PGAsyncPoolConnection(BaseConnection):
         if self.pool is not None:
             if self._usable_in(loop):
                 return
-            if self._loop is not loop and _lifecycle.loop_alive(self._loop):
-                assert self._loop is not None
-                if self._loop.is_running():
-                    raise PgMonkeyError(
-                        f"{type(self).__name__} is in use by another running event loop: "
-                        "create one object per event loop"
-                    )
+            check_loop_ownership(self._loop, loop, type(self).__name__)
             hard_close_pool(self.pool)
             self.pool = None
-        args, check = pool_arguments(self.async_pool_settings)
-        kwargs = self.connect_kwargs(with_conninfo=False)
-        probe_kwargs = dict(kwargs)
-        if connect_timeout_of(self._conninfo) is None:
-            probe_kwargs["connect_timeout"] = max(
-                1, round(float(args.get("timeout", DEFAULT_PROBE_TIMEOUT)))
-            )
+        args, check, kwargs, probe_kwargs = self._pool_plan(self.async_pool_settings)
         async with await psycopg.AsyncConnection.connect(self._conninfo, **probe_kwargs) as probe:
             await self._configure(probe)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -224,8 +205,7 @@ class PGAsyncPoolConnection(BaseConnection):
                 else:
                     self._close_foreign(pool, _lifecycle.PER_OBJECT_TIMEOUT, wait=True)
         finally:
-            _lifecycle.unregister(self)
-            self._evicted()
+            self._forget()
 
     def _close_foreign(self, pool: AsyncConnectionPool[Any], timeout: float, *, wait: bool) -> None:
         _lifecycle.close_async_from_sync(

@@ -113,8 +113,7 @@ class PGNormalConnection(BaseConnection):
             if conn is not None:
                 conn.close()
         finally:
-            _lifecycle.unregister(self)
-            self._evicted()
+            self._forget()
 
     def _close_now(self, timeout: float) -> None:
         conn, self.connection = self.connection, None

@@ -12,13 +12,7 @@ from psycopg_pool import ConnectionPool
 
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
-from pgmonkey.connections._base import (
-    DEFAULT_PROBE_TIMEOUT,
-    BaseConnection,
-    BorrowStack,
-    connect_timeout_of,
-    pool_arguments,
-)
+from pgmonkey.connections._base import BaseConnection, BorrowStack
 from pgmonkey.connections.postgres.normal_connection import apply_settings
 
 __all__ = ["PGPoolConnection"]
@@ -80,13 +74,7 @@ class PGPoolConnection(BaseConnection):
         """
         if self.pool is not None and not self.pool.closed:
             return
-        args, check = pool_arguments(self.pool_settings)
-        kwargs = self.connect_kwargs(with_conninfo=False)
-        probe_kwargs = dict(kwargs)
-        if connect_timeout_of(self._conninfo) is None:
-            probe_kwargs["connect_timeout"] = max(
-                1, round(float(args.get("timeout", DEFAULT_PROBE_TIMEOUT)))
-            )
+        args, check, kwargs, probe_kwargs = self._pool_plan(self.pool_settings)
         with psycopg.connect(self._conninfo, **probe_kwargs) as probe:
             self._configure(probe)
         pool: ConnectionPool[Any] = ConnectionPool(
@@ -180,8 +168,7 @@ class PGPoolConnection(BaseConnection):
             if pool is not None:
                 pool.close()
         finally:
-            _lifecycle.unregister(self)
-            self._evicted()
+            self._forget()
 
     def _close_now(self, timeout: float) -> None:
         pool, self.pool = self.pool, None
