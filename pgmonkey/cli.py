@@ -584,6 +584,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     import fire
 
     args = list(sys.argv[1:] if argv is None else argv)
+    # fire's help asks IPython's inspector for docstrings when IPython is installed: 0.7 s
+    # at every --help, against S8's promise. Its own fallback gives the same help text, and
+    # no command needs IPython (tqdm then draws a terminal progress bar, as it should).
+    hide_ipython = "IPython" not in sys.modules
+    if hide_ipython:
+        sys.modules["IPython"] = None  # type: ignore[assignment]  # import -> ImportError
     try:
         component = PgMonkey()
         _preflight(component, args)
@@ -604,6 +610,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise  # a bug: keep the traceback
         sys.stderr.write(f"{PROG}: error: {_one_line(e)}\n")
         return EXIT_FAILURE
+    finally:
+        if hide_ipython and sys.modules.get("IPython", False) is None:
+            del sys.modules["IPython"]
     return 0
 
 
