@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from pgmonkey._serveradvice_hba import first_match, hba_addresses, quote_hba_name
@@ -421,3 +422,28 @@ def test_audit_connection_error_is_psycopgs(password_config: Path) -> None:
     config["connection_settings"]["password"] = "wrong"
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         audit(config)
+
+
+def test_the_40_template_gets_sensible_advice() -> None:
+    from pgmonkey.config import config_template
+
+    config = yaml.safe_load(config_template())
+    advice = recommend(config)
+    # localhost: both loopbacks; sslmode 'prefer' requires nothing, so no ssl = on (4.0 did).
+    assert [(line.type, line.address) for line in advice.hba] == [
+        ("host", "127.0.0.1/32"),
+        ("host", "::1/128"),
+    ]
+    assert setting(advice, "ssl") is None
+    pools = config["pool_settings"]["max_size"] + config["async_pool_settings"]["max_size"]
+    assert int(setting(advice, "max_connections") or 0) > pools + 3
+
+
+def test_standby_and_attention_in_the_report() -> None:
+    advice = recommend(cfg(host="127.0.0.1"))
+    ok = AuditReport(advice, (), in_recovery=True, hba_rules=())
+    assert not ok.needs_attention
+    assert "standby (in recovery)" in ok.to_text()
+    denied = AuditReport(advice, (), hba_error="permission denied for view pg_hba_file_rules")
+    assert denied.needs_attention
+    assert "standby" not in denied.to_text()
