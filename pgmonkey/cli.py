@@ -61,9 +61,36 @@ class _Exit(Exception):
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+class _Shown:
+    """A type as fire's help shows it (it prints the repr of an annotation)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_SHOWN = {
+    "connconfig": "PATH",
+    "filepath": "PATH",
+    "import_file": "PATH",
+    "export_file": "PATH",
+    "dir": "PATH",
+    "connection_type": "str",
+    "library": "pgmonkey|psycopg",
+    "type": "pg",
+    "table": "SCHEMA.TABLE",
+    "query": "SQL",
+    "port": "int",
+    "standbys": "int",
+}
+
+
 def _command(fn: _F) -> _F:
-    """Hide the (static-only) annotations from fire, whose help would print "Type: 'Any'"."""
-    fn.__annotations__ = {}
+    """Show fire readable types: the static annotations (``Any``) mean nothing to a user."""
+    names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+    fn.__annotations__ = {n: _Shown(_SHOWN[n]) for n in names if n in _SHOWN}
     return fn
 
 
