@@ -212,10 +212,7 @@ class Plan:
             else:
                 series = pd.Series(values, dtype=object)
             out[name] = self._finish(series, col)
-        return self._frame(out)
-
-    def empty(self) -> pd.DataFrame:
-        return self.from_rows([])
+        return self._frame(out, len(rows))
 
     def _strings(self, series: pd.Series, col: Column, isnull: Any) -> pd.Series:
         import pandas as pd
@@ -251,10 +248,10 @@ class Plan:
             return series.astype(f"datetime64[{unit}]")
         return series
 
-    def _frame(self, out: dict[str, Any]) -> pd.DataFrame:
+    def _frame(self, out: dict[str, Any], rows: int = 0) -> pd.DataFrame:
         import pandas as pd
 
-        frame = pd.concat(out, axis=1) if out else pd.DataFrame()
+        frame = pd.concat(out, axis=1) if out else pd.DataFrame(index=pd.RangeIndex(rows))
         frame.columns = pd.Index([c.name for c in self.columns])
         return frame
 

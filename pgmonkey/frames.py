@@ -68,9 +68,10 @@ def read_sql(
                 with conn.transaction():
                     cur.execute(describe_statement(body))
                 description = _columns(cur)
-            if description is None:
-                # Not a plain query (DML ... RETURNING, SHOW, several statements, or an
-                # error): run it as written, so errors point at the user's own text.
+            if not description:
+                # Not a plain query (DML ... RETURNING, SHOW, several statements, no
+                # columns, or an error): run it as written, so errors point at the
+                # user's own text.
                 cur.execute(text)
                 plan = _plan_or_raise(cur, conn, text, decimal)
                 return plan.from_rows(cur.fetchall())
@@ -95,7 +96,7 @@ async def read_sql_async(
                 async with conn.transaction():
                     await cur.execute(describe_statement(body))
                 description = _columns(cur)
-            if description is None:
+            if not description:
                 await cur.execute(text)
                 plan = _plan_or_raise(cur, conn, text, decimal)
                 return plan.from_rows(await cur.fetchall())

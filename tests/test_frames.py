@@ -206,6 +206,17 @@ def test_statements_that_are_not_plain_queries(db_conn: Conn) -> None:
         read_sql("UPDATE dml SET a = 2", db_conn)
 
 
+def test_no_columns_and_empty_frames(db_conn: Conn) -> None:
+    no_columns = read_sql("SELECT FROM generate_series(1, 3)", db_conn)
+    assert no_columns.shape == (3, 0)
+    empty = pd.DataFrame({"a": pd.Series([], dtype="int64"), "s": pd.Series([], dtype="str")})
+    assert to_sql(empty, "frames_empty", db_conn, if_exists="replace") == 0
+    try:
+        assert_frame_equal(read_sql("SELECT * FROM frames_empty", db_conn), empty)
+    finally:
+        db_conn.execute("DROP TABLE frames_empty")
+
+
 def test_errors_are_the_servers_own(db_conn: Conn) -> None:
     with pytest.raises(psycopg.errors.UndefinedTable) as info:
         read_sql("SELECT * FROM no_such_table_here", db_conn)
