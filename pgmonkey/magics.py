@@ -19,7 +19,8 @@ import os
 import re
 import shlex
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections import ChainMap
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -162,7 +163,9 @@ class PgMonkeyMagics(Magics):
             %pgmonkey tables [schema] | columns schema.table
             %pgmonkey persist DF schema.table [--if-exists fail|append|replace]
         """
-        namespace = _Namespace(local_ns, self.shell.user_ns if self.shell is not None else {})
+        # Local variables first (a magic called inside a function), then the notebook's.
+        user_ns = self.shell.user_ns if self.shell is not None else {}
+        namespace = ChainMap(local_ns, user_ns) if local_ns is not None else ChainMap(user_ns)
         try:
             if cell is None:
                 return self._line(line, namespace)
@@ -665,33 +668,6 @@ def _connection_info(
         "user": info.user,
         "ssl": "on" if conn.pgconn.ssl_in_use else "off",
     }
-
-
-class _Namespace(Mapping[str, Any]):
-    """Local variables first (a magic called inside a function), then the notebook's."""
-
-    def __init__(self, local_ns: Mapping[str, Any] | None, user_ns: Mapping[str, Any]) -> None:
-        self._maps = [m for m in (local_ns, user_ns) if m is not None]
-
-    def __getitem__(self, key: str) -> Any:
-        for m in self._maps:
-            if key in m:
-                return m[key]
-        raise KeyError(key)
-
-    def __contains__(self, key: object) -> bool:
-        return any(key in m for m in self._maps)
-
-    def __iter__(self) -> Iterator[str]:
-        seen: set[str] = set()
-        for m in self._maps:
-            for k in m:
-                if k not in seen:
-                    seen.add(k)
-                    yield k
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 def _query_parser(prog: str) -> _ArgumentParser:
