@@ -524,6 +524,14 @@ _COMMANDS: dict[str, Callable[[PgMonkeyMagics, list[str], Mapping[str, Any]], An
     "persist": PgMonkeyMagics._persist,
 }
 
+# Statements PostgreSQL refuses inside a transaction block: alone in a cell, they run in
+# autocommit mode, as in psql.
+_NO_TRANSACTION = re.compile(
+    r"(vacuum|alter\s+system|(create|drop)\s+(database|tablespace)"
+    r"|(create|drop)\s+(unique\s+)?index\s+concurrently|reindex\s.*\sconcurrently)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
 _TRANSACTION_CONTROL = frozenset(
     {"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"}
 )
@@ -564,6 +572,10 @@ class _Run:
         self.params = params
         self.decimal = decimal
 
+    def _outside_transaction(self) -> bool:
+        """A cell of one statement that cannot run in a transaction block (VACUUM, ...)."""
+        return len(self.statements) == 1 and bool(_NO_TRANSACTION.match(self.statements[0].text))
+
     def _one_transaction(self) -> bool:
         """Whether to wrap the statements in ``conn.transaction()``.
 
@@ -579,6 +591,13 @@ class _Run:
         from pgmonkey.frames import read_sql
 
         result: Any = None
+        if self._outside_transaction() and not conn.autocommit:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                conn.autocommit = True
+                try:
+                    return self.sync(conn)
+                finally:
+                    conn.autocommit = False
         tx = conn.transaction() if self._one_transaction() else contextlib.nullcontext()
         with tx:
             for st, params in zip(self.statements, self.params, strict=True):
@@ -603,6 +622,13 @@ class _Run:
         from pgmonkey.frames import read_sql_async
 
         result: Any = None
+        if self._outside_transaction() and not conn.autocommit:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                await conn.set_autocommit(True)
+                try:
+                    return await self.async_(conn)
+                finally:
+                    await conn.set_autocommit(False)
         atx = conn.transaction() if self._one_transaction() else contextlib.nullcontext()
         async with atx:
             for st, params in zip(self.statements, self.params, strict=True):

@@ -530,3 +530,21 @@ def test_parameters_in_utility_statements(
     column = sql.index("nope") + 1
     assert f'column "nope" does not exist (line 1, column {column})' in out
     assert out.splitlines()[-1] == " " * (column + 1) + "^"
+
+
+@pytest.mark.parametrize("ctype", ["normal", "async_pool"])
+def test_statements_outside_transactions(
+    ip: InteractiveShell,
+    password_config: Path,
+    ctype: str,
+    scratch: Callable[..., None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    connect(ip, password_config, ctype)
+    scratch("magics_vacuum")
+    assert ok(ip, "%pgmonkey VACUUM ANALYZE magics_vacuum") is None
+    ok(ip, "%pgmonkey CREATE INDEX CONCURRENTLY magics_vacuum_a ON magics_vacuum (a)")
+    # later cells behave as before: one transaction per cell, rolled back on error
+    ok(ip, "%pgmonkey INSERT INTO magics_vacuum VALUES (1)")
+    fails(ip, "%%pgmonkey\nINSERT INTO magics_vacuum VALUES (2);\nSELECT 1/0", capsys)
+    assert ok(ip, "%pgmonkey SELECT count(*) AS n FROM magics_vacuum")["n"].tolist() == [1]
