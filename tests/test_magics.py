@@ -118,6 +118,10 @@ def test_connect_banner_and_connections_show_no_secret(
     assert (row["host"], row["dbname"], row["user"]) == (cfg["host"], cfg["dbname"], cfg["user"])
     assert row["ssl"] == ("off" if cfg.get("sslmode") == "disable" else "on")
     assert f"{cfg['user']}@{cfg['host']}" in out
+    who = ok(
+        ip, "%pgmonkey SELECT current_user AS u, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    )
+    assert who.iloc[0].tolist() == [cfg["user"], row["ssl"] == "on"]
     shown = out + df.to_string() + df.to_html()
     for secret in secrets_of(auth_config):
         assert secret not in shown
