@@ -300,7 +300,7 @@ class PgMonkeyMagics(Magics):
             if self.feedback:
                 print(f"disconnected {entry.name!r}")
 
-    def _disconnect_entry(self, entry: _Entry) -> None:
+    def _disconnect_entry(self, entry: _Entry, timeout: float | None = None) -> None:
         self._connections.pop(entry.name, None)
         if self._current == entry.name:
             self._current = next(iter(self._connections), None)
@@ -311,15 +311,15 @@ class PgMonkeyMagics(Magics):
             async def close() -> None:
                 await entry.obj.disconnect()
 
-            self._loop.run(close())
+            self._loop.run(close(), timeout)
         else:
             entry.obj.disconnect()
 
     def close_all(self) -> None:
-        """Disconnect every connection and stop the private event loop."""
+        """Disconnect every connection and stop the private event loop (bounded in time)."""
         for entry in list(self._connections.values()):
             with contextlib.suppress(Exception):
-                self._disconnect_entry(entry)
+                self._disconnect_entry(entry, timeout=5.0)
         self._loop.stop()
 
     def _using(
