@@ -36,7 +36,15 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import psycopg
 from psycopg import sql
 
-from ._frames_read import CopyReader, Plan, QueueChunks, describe_statement, strip_query
+from ._frames_read import (
+    CopyReader,
+    Plan,
+    QueueChunks,
+    copy_block,
+    copy_chunks,
+    describe_statement,
+    strip_query,
+)
 from ._frames_write import WritePlan
 
 if TYPE_CHECKING:
@@ -47,7 +55,7 @@ __all__ = ["read_sql", "read_sql_async", "to_sql", "to_sql_async"]
 Query: TypeAlias = "str | sql.Composable"
 Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
 
-_BLOCK = 1 << 20  # bytes handed from the event loop to the parsing thread at a time
+_BLOCK = 1 << 18  # bytes handed from the event loop to the parsing thread at a time
 
 
 def read_sql(
@@ -76,8 +84,8 @@ def read_sql(
                 plan = _plan_or_raise(cur, conn, text, decimal)
                 return plan.from_rows(cur.fetchall())
             plan = Plan.build(description, conn, decimal=decimal)
-            with cur.copy(plan.copy_statement(body)) as copy:
-                return plan.parse(CopyReader(iter(copy)))
+            with cur.copy(plan.copy_statement(body)):
+                return plan.parse(CopyReader(copy_chunks(conn)))
 
 
 async def read_sql_async(
@@ -104,14 +112,12 @@ async def read_sql_async(
             chunks = QueueChunks()
             parsed = asyncio.ensure_future(asyncio.to_thread(plan.parse, CopyReader(iter(chunks))))
             try:
-                async with cur.copy(plan.copy_statement(body)) as copy:
-                    block = bytearray()
-                    async for data in copy:
-                        block += data
-                        if len(block) >= _BLOCK:
-                            chunks.put(bytes(block))
-                            block.clear()
-                    chunks.put(bytes(block))
+                async with cur.copy(plan.copy_statement(body)):
+                    encoding = conn.info.encoding
+                    end = False
+                    while not end:
+                        block, end = await conn.wait(copy_block(conn.pgconn, _BLOCK, encoding))
+                        chunks.put(block)
             except BaseException as error:
                 chunks.close(error)
                 with suppress(BaseException):

@@ -224,6 +224,21 @@ def test_errors_are_the_servers_own(db_conn: Conn) -> None:
     assert info.value.diag.statement_position == "15"
 
 
+MID_COPY_ERROR = "SELECT i, 1 / (i - 20000) AS x FROM generate_series(1, 30000) AS i"
+
+
+def test_error_in_the_middle_of_the_copy(db_conn: Conn) -> None:
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        read_sql(MID_COPY_ERROR, db_conn)
+    assert read_sql("SELECT 1 AS a", db_conn)["a"].tolist() == [1]  # still usable
+
+
+async def test_async_error_in_the_middle_of_the_copy(aconn: psycopg.AsyncConnection[Any]) -> None:
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        await read_sql_async(MID_COPY_ERROR, aconn)
+    assert (await read_sql_async("SELECT 1 AS a", aconn))["a"].tolist() == [1]
+
+
 def test_inside_a_transaction_a_failed_describe_does_not_abort_it(superuser_dsn: str) -> None:
     with psycopg.connect(superuser_dsn) as conn:  # not autocommit
         conn.execute("CREATE TEMP TABLE tx (a int)")
