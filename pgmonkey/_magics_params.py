@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pgmonkey.errors import MagicError
 
@@ -36,8 +36,7 @@ _MAIN_KEYWORDS: Final = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """One lexical token: its kind and its span in the scanned text."""
 
     # word, number, param, cast, string, ident, dollar, comment, space, semi, lparen, rparen, other
