@@ -760,8 +760,12 @@ def _close_at_exit(ref: weakref.ReferenceType[PgMonkeyMagics]) -> None:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics with *ipython*; ``%config PgMonkeyMagics`` shows the settings."""
-    magics = PgMonkeyMagics(shell=ipython)
-    ipython.register_magics(magics)
-    if magics not in ipython.configurables:
+    """Register the magics with *ipython*; ``%config PgMonkeyMagics`` shows the settings.
+
+    Loading again (``%reload_ext pgmonkey``) keeps the notebook's named connections.
+    """
+    magics = next((c for c in ipython.configurables if isinstance(c, PgMonkeyMagics)), None)
+    if magics is None:
+        magics = PgMonkeyMagics(shell=ipython)
         ipython.configurables.append(magics)
+    ipython.register_magics(magics)

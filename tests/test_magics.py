@@ -15,7 +15,7 @@ import pytest
 import yaml
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
-from pgmonkey.magics import MagicCellError, PgMonkeyMagics
+from pgmonkey.magics import MagicCellError, PgMonkeyMagics, load_ipython_extension
 
 TYPES = ("normal", "pool", "async", "async_pool")
 
@@ -30,13 +30,15 @@ def shell() -> InteractiveShell:
 @pytest.fixture
 def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
     """The shell with fresh magics (no connections), closed after the test."""
+    before = list(shell.configurables)
+    shell.configurables[:] = [c for c in before if not isinstance(c, PgMonkeyMagics)]
     magics = PgMonkeyMagics(shell=shell)
     shell.register_magics(magics)
     shell.configurables.append(magics)
     try:
         yield shell
     finally:
-        shell.configurables.remove(magics)
+        shell.configurables[:] = before
         magics.close_all()
 
 
@@ -552,3 +554,10 @@ def test_statements_outside_transactions(
     ok(ip, "%pgmonkey INSERT INTO magics_vacuum VALUES (1)")
     fails(ip, "%%pgmonkey\nINSERT INTO magics_vacuum VALUES (2);\nSELECT 1/0", capsys)
     assert ok(ip, "%pgmonkey SELECT count(*) AS n FROM magics_vacuum")["n"].tolist() == [1]
+
+
+def test_loading_again_keeps_connections(ip: InteractiveShell, password_config: Path) -> None:
+    connect(ip, password_config, "--name", "kept")
+    load_ipython_extension(ip)  # what %reload_ext pgmonkey ends with
+    assert list(ok(ip, "%pgmonkey connections")["name"]) == ["kept"]
+    assert ok(ip, "%pgmonkey SELECT 1 AS x")["x"].tolist() == [1]
