@@ -10,6 +10,9 @@ identifiers, ``--`` and nested ``/* */`` comments, ``$$...$$`` / ``$tag$...$tag$
 psycopg, never pasted as raw text. When a statement has placeholders every literal
 ``%`` is doubled, because psycopg scans the whole query for ``%`` (it does not know SQL
 quoting). A statement without placeholders is sent as written, with no parameters.
+
+A known ambiguity (shared with SQLAlchemy's ``text()``): in an array slice ``arr[lo:hi]``
+the ``:hi`` reads as a parameter; write ``arr[lo : hi]``.
 """
 
 from __future__ import annotations
@@ -299,17 +302,3 @@ def _returns_rows(keyword: str, words: list[str]) -> bool:
     elif keyword not in ("insert", "update", "delete", "merge"):
         return False
     return "returning" in words
-
-
-def bind(sql: str, namespace: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """Rewrite the ``:name`` placeholders of one statement; return (query, params).
-
-    The whole text is one statement here (semicolons are not split on).
-    """
-    tokens = list(tokenize(sql))
-    out: list[Statement] = []
-    _flush(sql, tokens, [], out)
-    if not out:
-        return sql, None
-    stmt = out[0]
-    return stmt.query, stmt.params(namespace)

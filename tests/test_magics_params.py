@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pgmonkey._magics_params import bind, parse, tokenize
+from pgmonkey._magics_params import parse, tokenize
 from pgmonkey.errors import MagicError
 
 
@@ -41,6 +41,7 @@ def queries(sql: str) -> list[str]:
         "SELECT a$b FROM t",
         "SELECT 100 % 7",
         "SELECT arr[1:2] FROM t",
+        "SELECT arr[lo : hi] FROM t",
         "SELECT f(a := 1)",
     ],
 )
@@ -73,11 +74,6 @@ def test_missing_variable_is_named() -> None:
     [stmt] = parse("SELECT :present, :absent, :gone")
     with pytest.raises(MagicError, match=r":absent, :gone"):
         stmt.params({"present": 1})
-
-
-def test_bind_one_statement() -> None:
-    assert bind("SELECT :x; SELECT 2", {"x": 1}) == ("SELECT %(x)s; SELECT 2", {"x": 1})
-    assert bind("SELECT 1", {}) == ("SELECT 1", None)
 
 
 # -- splitting ----------------------------------------------------------------------------
