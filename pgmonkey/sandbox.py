@@ -18,6 +18,19 @@ temporary folders): then the server side goes to a temporary folder of its own, 
 ``status()`` reports a running sandbox, ``restart()`` restarts it in place (for fault
 tests), ``stop()`` stops it and removes everything it wrote. A sandbox is throwaway:
 ``fsync`` is off, and a new ``start()`` after ``stop()`` (or after a crash) begins afresh.
+
+Scale-out (SPEC S9): ``start(standbys=N)`` adds N streaming-replication standbys
+(``pg_basebackup -R`` from the primary, each on a free port of its own) and
+``start(pgbouncer=True)`` a PgBouncer in transaction pool mode in front of the primary.
+They get configs of their own::
+
+    DIR/standby1.yaml   the first standby alone (read-only)
+    DIR/multihost.yaml  every node, target_session_attrs read-write: follows a failover
+    DIR/readonly.yaml   every node, target_session_attrs prefer-standby: reads on a standby
+    DIR/pgbouncer.yaml  through PgBouncer, prepare_threshold null (needed before 1.21)
+
+``promote()`` and ``stop_node()`` turn a standby into the primary and stop one node, so
+failover can be tried (and tested) on one machine.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,13 +63,17 @@ from pgmonkey.errors import SandboxError
 
 __all__ = [
     "DEFAULT_DIR",
+    "Node",
     "Sandbox",
     "default_dir",
     "find_bindir",
+    "find_pgbouncer",
+    "promote",
     "restart",
     "start",
     "status",
     "stop",
+    "stop_node",
 ]
 
 DEFAULT_DIR: Final = Path("~/.pgmonkey/sandbox")
@@ -68,6 +86,15 @@ SERVER_USER: Final = "postgres"  # the OS user the server runs as when we are ro
 #: Environment variable naming the one directory to take PostgreSQL binaries from.
 BINDIR_ENV: Final = "PGMONKEY_PG_BINDIR"
 DIR_ENV: Final = "PGMONKEY_SANDBOX_DIR"
+
+#: Environment variable naming the pgbouncer binary to use.
+PGBOUNCER_ENV: Final = "PGMONKEY_PGBOUNCER"
+PGBOUNCER_HINT: Final = (
+    "pgbouncer not found: install it (e.g. `apt-get install pgbouncer` on Debian/Ubuntu, "
+    "`dnf install pgbouncer` on Fedora, `brew install pgbouncer` on macOS) or set "
+    + PGBOUNCER_ENV
+    + " to the binary"
+)
 
 INSTALL_HINT: Final = (
     "postgresql server binaries (initdb, pg_ctl, postgres) not found: install them "
@@ -98,8 +125,22 @@ _POOL_SETTINGS: Final = {
     "max_lifetime": 3600,
     "check_on_checkout": False,
 }
+# Few server connections for many clients: PgBouncer's multiplexing, visible in a sandbox.
+_PGBOUNCER_POOL_SIZE: Final = 4
+_EXTRA_CONFIGS: Final = ("multihost.yaml", "readonly.yaml", "pgbouncer.yaml")
+_CONFIG_HEADER: Final = "# pgmonkey sandbox: "
 # sun_path is 108 bytes on Linux (104 on macOS); leave room for "/.s.PGSQL.65535".
 _MAX_SOCKET_DIR: Final = 85
+
+
+@dataclass(frozen=True)
+class Node:
+    """A process of the sandbox besides the primary: a standby or PgBouncer."""
+
+    name: str  # 'standby1', 'standby2', ... or 'pgbouncer'
+    port: int
+    pid: int
+    host: str = HOST
 
 
 @dataclass(frozen=True)
@@ -116,6 +157,19 @@ class Sandbox:
     dbname: str = DBNAME
     user: str = SUPERUSER
     cert_user: str = CERT_USER
+    standbys: tuple[Node, ...] = ()
+    pgbouncer: Node | None = None
+
+    def node_conninfo(self, node: str) -> str:
+        """Superuser conninfo for one node: 'primary', 'standby1', ... or 'pgbouncer'."""
+        from psycopg.conninfo import make_conninfo
+
+        if node == "primary":
+            return self.superuser_conninfo
+        for n in (*self.standbys, *([self.pgbouncer] if self.pgbouncer else [])):
+            if n.name == node:
+                return make_conninfo(self.superuser_conninfo, port=n.port)
+        raise SandboxError(f"the sandbox has no node {node!r}")
 
     @property
     def superuser_conninfo(self) -> str:
@@ -140,6 +194,16 @@ class Sandbox:
             f"{self.cert_user}",
             f"  directory: {self.dir}",
         ]
+        lines += [
+            f"  {n.name}: streaming replica on {n.host}:{n.port} (pid {n.pid})"
+            for n in self.standbys
+        ]
+        if self.pgbouncer is not None:
+            b = self.pgbouncer
+            lines.append(
+                f"  pgbouncer: transaction pool mode on {b.host}:{b.port} (pid {b.pid}), "
+                "in front of the primary"
+            )
         lines += [f"  {name} config: {path}" for name, path in self.configs.items()]
         lines.append(f"  try: pgmonkey pgconfig test --connconfig {self.configs['password']}")
         return "\n".join(lines)
@@ -391,22 +455,26 @@ def _make_certificates(client_dir: Path, server_dir: Path) -> None:
 # --- configs and state ---------------------------------------------------------------------
 
 
+def _config(port: int | str, settings: dict[str, Any], host: str = HOST) -> dict[str, Any]:
+    return {
+        "connection_type": "normal",
+        "connection_settings": {
+            "host": host,
+            "port": str(port),
+            "dbname": DBNAME,
+            **settings,
+            "connect_timeout": "5",
+            "application_name": "pgmonkey-sandbox",
+        },
+        "pool_settings": dict(_POOL_SETTINGS),
+        "async_settings": {"statement_timeout": "30000", "lock_timeout": "10000"},
+        "async_pool_settings": dict(_POOL_SETTINGS),
+    }
+
+
 def _configs(dir: Path, port: int, password: str) -> dict[str, dict[str, Any]]:
     def config(settings: dict[str, str]) -> dict[str, Any]:
-        return {
-            "connection_type": "normal",
-            "connection_settings": {
-                "host": HOST,
-                "port": str(port),
-                "dbname": DBNAME,
-                **settings,
-                "connect_timeout": "5",
-                "application_name": "pgmonkey-sandbox",
-            },
-            "pool_settings": dict(_POOL_SETTINGS),
-            "async_settings": {"statement_timeout": "30000", "lock_timeout": "10000"},
-            "async_pool_settings": dict(_POOL_SETTINGS),
-        }
+        return _config(port, settings)
 
     ca = str(dir / "ca.crt")
     return {
@@ -431,23 +499,74 @@ def _configs(dir: Path, port: int, password: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def _write_configs(dir: Path, port: int, password: str) -> dict[str, Path]:
+_SCALE_OUT_NOTES: Final = {
+    "multihost": "every node; libpq picks the one that accepts writes, so a pool follows a "
+    "failover (check_on_checkout drops connections to a node that went away)",
+    "readonly": "every node; reads go to a standby when one is up (prefer-standby)",
+    "pgbouncer": "through PgBouncer in transaction pool mode. prepare_threshold: null, as "
+    "PgBouncer before 1.21 cannot keep server-side prepared statements; no session settings, "
+    "as a SET would leak to other clients sharing the server connection",
+}
+
+
+def _scale_out_configs(port: int, password: str, state: dict[str, Any]) -> dict[str, Any]:
+    """Configs for the standbys, multi-host use and PgBouncer recorded in *state*."""
+    login = {"user": SUPERUSER, "password": password, "sslmode": "disable"}
+    configs: dict[str, Any] = {}
+    standbys = [int(s["port"]) for s in state.get("standbys") or ()]
+    for i, standby_port in enumerate(standbys, 1):
+        configs[f"standby{i}"] = _config(standby_port, dict(login))
+    if standbys:
+        ports = [port, *standbys]
+        hosts = ",".join([HOST] * len(ports))
+        joined = ",".join(str(p) for p in ports)
+        multi = _config(joined, {**login, "target_session_attrs": "read-write"}, host=hosts)
+        for section in ("pool_settings", "async_pool_settings"):
+            multi[section]["check_on_checkout"] = True
+        configs["multihost"] = multi
+        configs["readonly"] = _config(
+            joined, {**login, "target_session_attrs": "prefer-standby"}, host=hosts
+        )
+    bouncer = state.get("pgbouncer")
+    if bouncer:
+        cfg = _config(int(bouncer["port"]), {**login, "prepare_threshold": None})
+        del cfg["async_settings"]
+        configs["pgbouncer"] = cfg
+    return configs
+
+
+def _write_configs(
+    dir: Path, port: int, password: str, state: dict[str, Any] | None = None
+) -> dict[str, Path]:
     import yaml
 
     paths: dict[str, Path] = {}
-    for kind, cfg in _configs(dir, port, password).items():
+    configs = {**_configs(dir, port, password), **_scale_out_configs(port, password, state or {})}
+    for kind, cfg in configs.items():
         path = dir / f"{kind}.yaml"
-        header = (
-            f"# pgmonkey sandbox: {kind} authentication. Written by `pgmonkey sandbox start`.\n"
+        what = (
+            f"{kind} authentication"
+            if kind in ("password", "ssl", "cert")
+            else _SCALE_OUT_NOTES.get(kind, f"the {kind} node alone, read-only")
         )
+        lines = textwrap.wrap(f"{what}.", 88 - len(_CONFIG_HEADER))
+        header = _CONFIG_HEADER + "\n# ".join(lines) + "\n# Written by `pgmonkey sandbox start`.\n"
         text = header + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
         _write_private(path, text.encode())
         paths[kind] = path
     return paths
 
 
-def _config_paths(dir: Path) -> dict[str, Path]:
-    return {kind: dir / f"{kind}.yaml" for kind in ("password", "ssl", "cert")}
+def _config_paths(dir: Path, state: dict[str, Any] | None = None) -> dict[str, Path]:
+    kinds = ["password", "ssl", "cert"]
+    state = state or {}
+    standbys = len(state.get("standbys") or ())
+    kinds += [f"standby{i}" for i in range(1, standbys + 1)]
+    if standbys:
+        kinds += ["multihost", "readonly"]
+    if state.get("pgbouncer"):
+        kinds.append("pgbouncer")
+    return {kind: dir / f"{kind}.yaml" for kind in kinds}
 
 
 def _read_state(dir: Path) -> dict[str, Any] | None:
@@ -466,13 +585,20 @@ def _write_state(dir: Path, state: dict[str, Any]) -> None:
 
 
 def _sandbox_from_state(dir: Path, state: dict[str, Any]) -> Sandbox:
+    standbys = tuple(
+        Node(str(s["name"]), int(s["port"]), int(s["pid"] or 0))
+        for s in state.get("standbys") or ()
+    )
+    b = state.get("pgbouncer")
     return Sandbox(
         dir=dir,
         port=int(state["port"]),
         pid=int(state["pid"]),
         server_dir=Path(state["server_dir"]),
-        configs=_config_paths(dir),
+        configs=_config_paths(dir, state),
         password=str(state["password"]),
+        standbys=standbys,
+        pgbouncer=Node("pgbouncer", int(b["port"]), int(b["pid"] or 0)) if b else None,
     )
 
 
@@ -551,40 +677,51 @@ def start(
     port: int | None = None,
     *,
     bindir: str | os.PathLike[str] | None = None,
+    standbys: int = 0,
+    pgbouncer: bool = False,
 ) -> Sandbox:
     """Start a sandbox in *dir*, or return the one already running there.
 
     *port* defaults to a free port on 127.0.0.1. *bindir* overrides where the PostgreSQL
     binaries are taken from (see :func:`find_bindir`).
+
+    *standbys*: at least this many streaming-replication standbys run next to the primary
+    (a running sandbox with fewer gets more). *pgbouncer*: a PgBouncer in transaction pool
+    mode runs in front of the primary (:func:`find_pgbouncer` must find the binary).
     """
     path = _resolve_dir(dir)
     if port is not None and not 0 < port < 65536:
         raise SandboxError(f"invalid port {port!r}: expected 1..65535")
+    if isinstance(standbys, bool) or not isinstance(standbys, int) or not 0 <= standbys <= 9:
+        raise SandboxError(f"invalid number of standbys {standbys!r}: expected 0..9")
     binaries = find_bindir([bindir] if bindir is not None else None)
+    bouncer = find_pgbouncer() if pgbouncer else None
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _locked(path):
         state = _read_state(path)
         if state is not None and _running(state):
-            running = _sandbox_from_state(path, state)
-            if not all(p.exists() for p in running.configs.values()):
-                _write_configs(path, running.port, running.password)
-            if port is not None and port != running.port:
+            if port is not None and port != state["port"]:
                 raise SandboxError(
-                    f"the sandbox in {str(path)!r} already runs on port {running.port}: "
+                    f"the sandbox in {str(path)!r} already runs on port {state['port']}: "
                     "stop it first to use another port"
                 )
-            return running
+            running = _sandbox_from_state(path, state)
+            if len(running.standbys) < standbys or (bouncer and running.pgbouncer is None):
+                _scale_out(path, state, standbys, bouncer)
+            elif not all(p.exists() for p in running.configs.values()):
+                _write_configs(path, running.port, running.password, state)
+            return _sandbox_from_state(path, state)
         if state is not None:
             _cleanup(path, state)  # stale: the machine rebooted or the server died
         if port is not None:
             if not _port_in_use(port):
                 with contextlib.suppress(_PortTaken):
-                    return _create(path, binaries, port)
+                    return _create(path, binaries, port, standbys=standbys, pgbouncer=bouncer)
             raise SandboxError(f"port {port} on {HOST} is already in use")
         # Another process may take the port picked here before the server binds it: retry.
         for _ in range(3):
             with contextlib.suppress(_PortTaken):
-                return _create(path, binaries, _free_port())
+                return _create(path, binaries, _free_port(), standbys=standbys, pgbouncer=bouncer)
         raise SandboxError(f"could not find a free port on {HOST}")
 
 
@@ -632,7 +769,9 @@ def _make_server_dir(dir: Path) -> Path:
     )
 
 
-def _create(dir: Path, bindir: Path, port: int) -> Sandbox:
+def _create(
+    dir: Path, bindir: Path, port: int, *, standbys: int = 0, pgbouncer: Path | None = None
+) -> Sandbox:
     server_dir = _make_server_dir(dir)
     password = secrets.token_urlsafe(24)
     state: dict[str, Any] = {
@@ -681,6 +820,9 @@ def _create(dir: Path, bindir: Path, port: int) -> Sandbox:
             password=password,
         )
         _bootstrap(sandbox)
+        if standbys or pgbouncer:
+            _scale_out(dir, state, standbys, pgbouncer)
+            return _sandbox_from_state(dir, state)
         return sandbox
     except BaseException:
         _cleanup(dir, state)
@@ -855,12 +997,25 @@ def _remove_client_files(dir: Path) -> None:
     for name in _CLIENT_FILES:
         with contextlib.suppress(FileNotFoundError):
             (dir / name).unlink()
+    # Scale-out configs: only the ones the sandbox wrote (they start with its header).
+    for path in [*dir.glob("standby*.yaml"), *(dir / n for n in _EXTRA_CONFIGS)]:
+        with contextlib.suppress(OSError):
+            with open(path, "rb") as f:
+                ours = f.read(len(_CONFIG_HEADER)) == _CONFIG_HEADER.encode()
+            if ours:
+                path.unlink()
 
 
 def _cleanup(dir: Path, state: dict[str, Any]) -> None:
-    """Stop the server recorded in *state* (if it runs) and remove its server directory."""
+    """Stop the servers recorded in *state* (if they run) and remove the server directory."""
     server_dir = Path(state["server_dir"]) if state.get("server_dir") else None
     if server_dir is not None:
+        _stop_pgbouncer(server_dir)
+        for standby in state.get("standbys") or ():
+            node_dir = server_dir / str(standby["name"])
+            pid = _postmaster_pid(node_dir / "data")
+            if pid is not None and _alive(pid):
+                _shutdown(state, node_dir / "data", pid)
         data_dir = server_dir / "data"
         pid = _postmaster_pid(data_dir)
         if pid is not None and _alive(pid):
@@ -893,7 +1048,259 @@ def _shutdown(state: dict[str, Any], data_dir: Path, pid: int) -> None:
             )
     # pg_ctl missing or failed: signal the postmaster ourselves (SIGINT = fast shutdown,
     # then SIGQUIT = immediate), never leaving a process behind.
-    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+    steps = ((signal.SIGINT, 10.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0))
+    _terminate(pid, steps, "the sandbox server")
+
+
+# --- scale-out: standbys and PgBouncer (SPEC S9) ----------------------------------------------
+
+
+def find_pgbouncer(candidates: Sequence[str | os.PathLike[str]] | None = None) -> Path:
+    """The pgbouncer binary.
+
+    Looks at *candidates* if given, else at ``$PGMONKEY_PGBOUNCER`` if set, else on PATH and
+    in the usual sbin folders (Debian installs it as ``/usr/sbin/pgbouncer``). Raises
+    :class:`SandboxError` with an install hint when there is none.
+    """
+    if candidates is not None:
+        search = [Path(c) for c in candidates]
+    elif os.environ.get(PGBOUNCER_ENV):
+        search = [Path(os.environ[PGBOUNCER_ENV])]
+    else:
+        found = shutil.which("pgbouncer")
+        search = [Path(found)] if found else []
+        search += [
+            Path(d) / "pgbouncer"
+            for d in ("/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/opt/homebrew/bin")
+        ]
+    for path in search:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise SandboxError(PGBOUNCER_HINT)
+
+
+def _state_conninfo(state: dict[str, Any], port: int | None = None) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(
+        host=HOST,
+        port=int(port if port is not None else state["port"]),
+        dbname=DBNAME,
+        user=SUPERUSER,
+        password=str(state["password"]),
+        sslmode="disable",
+        connect_timeout=5,
+    )
+
+
+def _scale_out(dir: Path, state: dict[str, Any], standbys: int, pgbouncer: Path | None) -> None:
+    """Add standbys until there are *standbys*, and PgBouncer if asked and missing."""
+    server_dir = Path(state["server_dir"])
+    bindir = find_bindir([state["bindir"]])
+    have: list[dict[str, Any]] = state.setdefault("standbys", [])
+    try:
+        while len(have) < standbys:
+            _add_standby(dir, state, bindir, server_dir, len(have) + 1)
+        if pgbouncer is not None and not state.get("pgbouncer"):
+            _add_pgbouncer(dir, state, pgbouncer, server_dir)
+    finally:
+        _write_configs(dir, int(state["port"]), str(state["password"]), state)
+
+
+def _write_passfile(server_dir: Path, password: str) -> Path:
+    """A libpq password file for the standbys' replication connections (never argv)."""
+
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    path = server_dir / "pgpass"
+    _write_private(path, f"*:*:*:{esc(SUPERUSER)}:{esc(password)}\n".encode(), server=True)
+    return path
+
+
+def _add_standby(
+    dir: Path, state: dict[str, Any], bindir: Path, server_dir: Path, index: int
+) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    basebackup = bindir / "pg_basebackup"
+    if not os.access(basebackup, os.X_OK):
+        raise SandboxError(
+            f"pg_basebackup not found in {str(bindir)!r}: it comes with the PostgreSQL server"
+        )
+    name = f"standby{index}"
+    node_dir = server_dir / name
+    entry: dict[str, Any] = {"name": name, "port": None, "pid": None}
+    state["standbys"].append(entry)
+    _write_state(dir, state)  # recorded first: stop() cleans up whatever happens next
+    if node_dir.exists():
+        shutil.rmtree(node_dir)
+    node_dir.mkdir(mode=0o700)
+    _give_to_server(node_dir)
+    passfile = _write_passfile(server_dir, str(state["password"]))
+    # -R writes standby.signal and primary_conninfo (with this application_name and
+    # passfile) into the copy: the standby streams from the primary as soon as it starts.
+    source = make_conninfo(
+        host=HOST,
+        port=int(state["port"]),
+        user=SUPERUSER,
+        passfile=str(passfile),
+        sslmode="disable",
+        application_name=name,
+    )
+    _run(
+        [
+            basebackup,
+            *("-D", node_dir / "data", "-R", "-X", "stream", "-c", "fast", "--no-sync"),
+            *("-d", source),
+        ],
+        cwd=node_dir,
+        timeout=120,
+    )
+    conf = node_dir / "data" / "postgresql.conf"
+    for _ in range(3):
+        port = _free_port()
+        with open(conf, "a") as f:
+            f.write(f"\n# pgmonkey sandbox: {name}\nport = {port}\ncluster_name = '{name}'\n")
+        entry["port"] = port
+        _write_state(dir, state)
+        with contextlib.suppress(_PortTaken):
+            entry["pid"] = _pg_ctl_start(bindir, node_dir)
+            break
+    else:
+        raise SandboxError(f"could not find a free port on {HOST} for {name}")
+    _write_state(dir, state)
+    _wait_streaming(state, name, node_dir / "server.log")
+
+
+def _wait_streaming(state: dict[str, Any], name: str, log: Path) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + _READY_TIMEOUT
+    with psycopg.connect(_state_conninfo(state), autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT state FROM pg_stat_replication WHERE application_name = %s", (name,)
+            ).fetchone()
+            if row is not None and row[0] == "streaming":
+                return
+            if time.monotonic() > deadline:
+                raise SandboxError(
+                    f"{name} did not start streaming in {_READY_TIMEOUT:g} s; "
+                    f"its log: {_log_tail(log)}"
+                )
+            time.sleep(0.1)
+
+
+def _add_pgbouncer(dir: Path, state: dict[str, Any], binary: Path, server_dir: Path) -> None:
+    import psycopg
+
+    bdir = server_dir / "pgbouncer"
+    bdir.mkdir(mode=0o700, exist_ok=True)
+    _give_to_server(bdir)
+    # The SCRAM verifier, not the password: PgBouncer checks the client with it and, as the
+    # client proved it knows the password, logs in to the server with the same proof.
+    with psycopg.connect(_state_conninfo(state), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (SUPERUSER,)
+        ).fetchone()
+    if row is None or not str(row[0] or "").startswith("SCRAM-SHA-256$"):
+        raise SandboxError(f"the role {SUPERUSER!r} has no SCRAM secret for PgBouncer")
+    _write_private(bdir / "userlist.txt", f'"{SUPERUSER}" "{row[0]}"\n'.encode(), server=True)
+    entry: dict[str, Any] = {"port": None, "pid": None, "binary": str(binary)}
+    state["pgbouncer"] = entry
+    for _ in range(3):
+        entry["port"] = port = _free_port()
+        _write_state(dir, state)
+        with contextlib.suppress(_PortTaken):
+            entry["pid"] = _pgbouncer_start(binary, bdir, port, int(state["port"]))
+            break
+    else:
+        raise SandboxError(f"could not find a free port on {HOST} for pgbouncer")
+    _write_state(dir, state)
+
+
+def _pgbouncer_start(binary: Path, bdir: Path, port: int, primary_port: int) -> int:
+    settings = {
+        "listen_addr": HOST,
+        "listen_port": str(port),
+        "unix_socket_dir": "",  # TCP only
+        "auth_type": "scram-sha-256",
+        "auth_file": str(bdir / "userlist.txt"),
+        "pool_mode": "transaction",
+        "default_pool_size": str(_PGBOUNCER_POOL_SIZE),
+        "max_client_conn": "500",
+        "admin_users": SUPERUSER,
+        "ignore_startup_parameters": "extra_float_digits",
+        "logfile": str(bdir / "pgbouncer.log"),
+        "pidfile": str(bdir / "pgbouncer.pid"),
+    }
+    ini = (
+        "; pgmonkey sandbox: PgBouncer in front of the primary\n"
+        f"[databases]\n* = host={HOST} port={primary_port}\n\n[pgbouncer]\n"
+        + "".join(f"{k} = {v}\n" for k, v in settings.items())
+    )
+    (bdir / "pgbouncer.ini").write_text(ini)
+    _give_to_server(bdir / "pgbouncer.ini")
+    log, pidfile = bdir / "pgbouncer.log", bdir / "pgbouncer.pid"
+    for stale in (log, pidfile):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    _run([binary, "-d", bdir / "pgbouncer.ini"], cwd=bdir, timeout=30)
+    deadline = time.monotonic() + 15.0
+    while True:
+        pid = _pgbouncer_pid(bdir)
+        if pid is not None and _accepts(port):
+            return pid
+        text = ""
+        with contextlib.suppress(OSError):
+            text = log.read_text(errors="replace")
+        if "Address already in use" in text:
+            _stop_pgbouncer(bdir.parent)
+            raise _PortTaken
+        if time.monotonic() > deadline or (pid is None and "FATAL" in text):
+            _stop_pgbouncer(bdir.parent)
+            raise SandboxError(f"pgbouncer did not start; its log: {_log_tail(log)}")
+        time.sleep(0.05)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pgbouncer_pid(bdir: Path) -> int | None:
+    """The running pgbouncer's pid from its pid file (None if it is not running)."""
+    try:
+        pid = int((bdir / "pgbouncer.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _alive(pid):
+        return None
+    with contextlib.suppress(OSError):
+        # A pid file left behind by a crash may name a reused pid: check what runs there.
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "pgbouncer":
+            return None
+    return pid
+
+
+def _stop_pgbouncer(server_dir: Path) -> bool:
+    pid = _pgbouncer_pid(server_dir / "pgbouncer")
+    if pid is None:
+        return False
+    # SIGTERM: immediate shutdown (SIGINT would wait for clients to finish).
+    _terminate(pid, ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)), "pgbouncer")
+    return True
+
+
+def _terminate(pid: int, steps: Sequence[tuple[signal.Signals, float]], what: str) -> None:
+    """Send each signal in turn until *pid* is gone; an error if it survives them all."""
+    for sig, wait in steps:
         if not _alive(pid):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -902,4 +1309,72 @@ def _shutdown(state: dict[str, Any], data_dir: Path, pid: int) -> None:
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     if _alive(pid):
-        raise SandboxError(f"the sandbox server (pid {pid}) did not stop")
+        raise SandboxError(f"{what} (pid {pid}) did not stop")
+
+
+def _node_data_dir(state: dict[str, Any], node: str) -> Path:
+    server_dir = Path(state["server_dir"])
+    if node == "primary":
+        return server_dir / "data"
+    names = [str(s["name"]) for s in state.get("standbys") or ()]
+    if node not in names:
+        known = ", ".join(["primary", *names, *(["pgbouncer"] if state.get("pgbouncer") else [])])
+        raise SandboxError(f"the sandbox has no node {node!r}: expected one of {known}")
+    return server_dir / node / "data"
+
+
+def _state_of(path: Path) -> dict[str, Any]:
+    state = _read_state(path) if path.is_dir() else None
+    if state is None:
+        raise SandboxError(f"no sandbox in {str(path)!r}")
+    return state
+
+
+def promote(dir: str | os.PathLike[str] | None = None, standby: int | str = 1) -> Node:
+    """Promote a standby (its number, or a name such as 'standby1') to a primary.
+
+    For failover tests: stop the primary with :func:`stop_node`, then promote. Waits until
+    the standby accepts writes; the other standbys keep following the old primary.
+    """
+    path = _resolve_dir(dir)
+    name = f"standby{standby}" if isinstance(standby, int) else standby
+    with _locked(path):
+        state = _state_of(path)
+        data_dir = _node_data_dir(state, name)
+        if name == "primary":
+            raise SandboxError("the primary is a primary already: promote a standby")
+        pid = _postmaster_pid(data_dir)
+        if pid is None or not _alive(pid):
+            raise SandboxError(f"{name} is not running")
+        bindir = find_bindir([state["bindir"]])
+        _run(
+            [bindir / "pg_ctl", "-D", data_dir, "-w", "-t", str(int(_READY_TIMEOUT)), "promote"],
+            cwd=data_dir.parent,
+            timeout=_READY_TIMEOUT + 10,
+        )
+        entry = next(s for s in state["standbys"] if s["name"] == name)
+        entry["promoted"] = True
+        _write_state(path, state)
+        return Node(name, int(entry["port"]), pid)
+
+
+def stop_node(dir: str | os.PathLike[str] | None = None, node: str = "primary") -> bool:
+    """Stop one process of the sandbox: 'primary', 'standby1', ... or 'pgbouncer'.
+
+    The rest keeps running (a stopped primary is how failover starts). True if it was
+    running. ``stop()`` still stops and removes everything; ``status()`` reports a sandbox
+    only while its primary runs.
+    """
+    path = _resolve_dir(dir)
+    with _locked(path):
+        state = _state_of(path)
+        if node == "pgbouncer":
+            if not state.get("pgbouncer"):
+                raise SandboxError("the sandbox has no pgbouncer")
+            return _stop_pgbouncer(Path(state["server_dir"]))
+        data_dir = _node_data_dir(state, node)
+        pid = _postmaster_pid(data_dir)
+        if pid is None or not _alive(pid):
+            return False
+        _shutdown(state, data_dir, pid)
+        return True

@@ -322,6 +322,8 @@ class AuditReport:
     hba_error: str | None = None
     settings_error: str | None = None
     notes: tuple[str, ...] = field(default=())
+    # Streaming replication as this server sees it: its lag (standby) or its standbys (primary).
+    replication: tuple[str, ...] = field(default=())
 
     @property
     def needs_attention(self) -> bool:
@@ -351,6 +353,8 @@ class AuditReport:
                 "primary too",
                 "",
             ]
+        if self.replication:
+            parts += ["Replication:", *(f"  {line}" for line in self.replication), ""]
         parts.append("postgresql.conf:")
         conf = [r for r in self.rows if r.section == "postgresql.conf"]
         if self.settings_error:
@@ -530,6 +534,59 @@ def _fetch_settings(
 _RESERVED_SETTINGS: Final = ("superuser_reserved_connections", "reserved_connections")
 
 
+def _fetch_replication(conn: psycopg.Connection[Any], standby: bool) -> tuple[str, ...]:
+    """Lines on streaming replication: a standby's lag, or a primary's standbys and theirs."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            if standby:
+                cur.execute(
+                    "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
+                    " AS replay_age,"
+                    " pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
+                    " AS unreplayed,"
+                    " (SELECT status FROM pg_stat_wal_receiver) AS receiver"
+                )
+                row = cur.fetchone()
+                return _standby_lines(row) if row else ()
+            cur.execute(
+                "SELECT application_name AS name, host(client_addr) AS addr, state, sync_state,"
+                " extract(epoch FROM replay_lag) AS replay_lag,"
+                " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) AS behind"
+                " FROM pg_stat_replication ORDER BY application_name"
+            )
+            return tuple(_standby_row(r) for r in cur.fetchall())
+    except psycopg.Error as e:
+        reason = e.diag.message_primary or str(e).strip().splitlines()[0]
+        return (f"replication status not readable: {reason}",)
+
+
+def _standby_lines(row: Mapping[str, Any]) -> tuple[str, ...]:
+    receiver = row["receiver"] or "not running"
+    lines = [f"WAL receiver: {receiver}"]
+    if row["unreplayed"] is not None:
+        lines.append(f"received but not yet replayed: {int(row['unreplayed'])} bytes of WAL")
+    if row["replay_age"] is None:
+        lines.append("replication lag: unknown (no transaction replayed since the start)")
+    else:
+        lines.append(
+            f"replication lag: {float(row['replay_age']):.1f} s since the last replayed "
+            "transaction (grows while the primary is idle, too)"
+        )
+    return tuple(lines)
+
+
+def _standby_row(row: Mapping[str, Any]) -> str:
+    lag = "n/a" if row["replay_lag"] is None else f"{float(row['replay_lag']):.3f} s"
+    behind = "n/a" if row["behind"] is None else f"{int(row['behind'])} bytes"
+    return (
+        f"standby {row['name'] or '?'} from {row['addr'] or 'local'}: {row['state']} "
+        f"({row['sync_state']}), replay lag {lag}, {behind} of WAL behind"
+    )
+
+
 def audit(config: Mapping[str, Any], conn: psycopg.Connection[Any] | None = None) -> AuditReport:
     """Compare :func:`recommend`'s advice with the live server, read-only.
 
@@ -606,6 +663,7 @@ def _audit(config: Mapping[str, Any], conn: psycopg.Connection[Any]) -> AuditRep
     uncovered = _uncovered(advice, client)
     if uncovered:
         notes.append(uncovered)
+    replication = _fetch_replication(conn, bool(info["standby"]))
     return AuditReport(
         advice=advice,
         rows=tuple(rows),
@@ -616,6 +674,7 @@ def _audit(config: Mapping[str, Any], conn: psycopg.Connection[Any]) -> AuditRep
         hba_error=hba_error,
         settings_error=settings_error,
         notes=tuple(notes),
+        replication=replication,
     )
 
 
