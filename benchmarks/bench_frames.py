@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -206,7 +207,10 @@ def main() -> None:
         _report("DataFrame -> table", write, WRITE_BASELINE)
     finally:
         if tmp is not None:
-            sandbox.stop(tmp)
+            try:
+                sandbox.stop(tmp)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _read_variants_names() -> list[str]:

@@ -49,6 +49,7 @@ class WritePlan:
     """Target table, column types and the COPY that fills it."""
 
     table: sql.Identifier
+    name: str  # as given (not SQL-quoted), for messages
     columns: list[tuple[str, str]]  # (name, PostgreSQL type)
     if_exists: str
     null: str
@@ -76,7 +77,8 @@ class WritePlan:
             pg in BINARY_TYPES and (pg == "text" or df[name].dtype != object)
             for (_, pg), name in zip(columns, df.columns, strict=True)
         )
-        return cls(ident, columns, if_exists, f"\\N{uuid.uuid4().hex}", binary)
+        name = f"{schema}.{table}" if schema else table
+        return cls(ident, name, columns, if_exists, f"\\N{uuid.uuid4().hex}", binary)
 
     def exists_query(self) -> sql.Composed:
         return sql.SQL("SELECT pg_catalog.to_regclass({})").format(
@@ -95,8 +97,7 @@ class WritePlan:
             return [sql.SQL("DROP TABLE IF EXISTS {}").format(self.table), create]
         if exists:
             if self.if_exists == "fail":
-                shown = self.table.as_string()
-                raise TransferError(f"table {shown!r} already exists (if_exists='fail')")
+                raise TransferError(f"table {self.name!r} already exists (if_exists='fail')")
             return []
         return [create]
 

@@ -373,7 +373,7 @@ def test_to_sql_if_exists_modes(db_conn: Conn) -> None:
     db_conn.execute("DROP TABLE IF EXISTS frames_modes")
     try:
         assert to_sql(df, "frames_modes", db_conn) == 2
-        with pytest.raises(TransferError, match=r"frames_modes.*already exists"):
+        with pytest.raises(TransferError, match=r"^table 'frames_modes' already exists"):
             to_sql(df, "frames_modes", db_conn)
         assert to_sql(df, "frames_modes", db_conn, if_exists="append") == 2
         assert db_conn.execute("SELECT count(*) FROM frames_modes").fetchone() == (4,)
@@ -467,6 +467,20 @@ async def test_async_large_enough_to_stream(aconn: psycopg.AsyncConnection[Any])
         "SELECT i, repeat('x', 100) AS s FROM generate_series(1, 30000) AS i", aconn
     )
     assert len(df) == 30000 and df["i"].sum() == 30000 * 30001 // 2
+
+
+async def test_async_con_as_pgmonkey_object(password_config: Path) -> None:
+    try:
+        from pgmonkey.manager import PGConnectionManager
+    except ImportError:
+        pytest.skip("pgmonkey.manager is not written yet")
+    manager = PGConnectionManager()
+    for ctype in ("async", "async_pool"):
+        con = await manager.get_database_connection(str(password_config), ctype)
+        df = await read_sql_async("SELECT %s::int AS a", con, (6,))
+        assert df["a"].tolist() == [6]
+        with pytest.raises(TypeError, match="asynchronous"):
+            read_sql("SELECT 1", con)
 
 
 async def test_async_con_as_config_path(password_config: Path) -> None:
