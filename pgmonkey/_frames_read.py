@@ -124,8 +124,9 @@ class Plan:
             exprs.append(ref)
         strings = self.string_columns
         for start in range(0, len(strings), _MASK_BITS):
+            # num_nulls(), not IS NULL: ROW(NULL, NULL) IS NULL, yet the row is a value.
             bits = [
-                sql.SQL(f"((_q.c{i} IS NULL)::int4::int8 << {b})")
+                sql.SQL(f"(pg_catalog.num_nulls(_q.c{i})::int8 << {b})")
                 for b, i in enumerate(strings[start : start + _MASK_BITS])
             ]
             exprs.append(sql.SQL(" | ").join(bits))

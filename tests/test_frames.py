@@ -103,6 +103,15 @@ def test_dtype_fidelity(
         assert str(df["v"].dt.tz) == "UTC"
 
 
+def test_rows_of_nulls_are_not_null(db_conn: Conn) -> None:
+    query = "SELECT ROW(NULL::int, NULL::text) AS r, NULL::record AS n"
+    expected = db_conn.execute(query).fetchone()
+    df = read_sql(query, db_conn)
+    assert expected == ((None, None), None)
+    assert df["r"].tolist() == [(None, None)]
+    assert df["n"].tolist() == [None]
+
+
 def test_numeric_as_decimal(db_conn: Conn) -> None:
     df = read_sql(
         "SELECT v FROM (VALUES (1.10::numeric), (NULL), (1e-30), ('NaN')) AS t(v)",
