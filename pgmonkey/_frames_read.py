@@ -345,7 +345,9 @@ class QueueChunks:
             yield item
 
 
-def copy_block(pgconn: PGconn, size: int, encoding: str) -> PQGen[tuple[bytes, bool]]:
+def copy_block(
+    pgconn: PGconn, size: int, encoding: str, least: int = 1
+) -> PQGen[tuple[bytes, bool]]:
     """Read COPY rows until ``size`` bytes (or what has arrived); True at the end.
 
     psycopg's ``Copy`` iteration runs a generator and a wait per row; reading many rows
@@ -359,7 +361,7 @@ def copy_block(pgconn: PGconn, size: int, encoding: str) -> PQGen[tuple[bytes, b
         if nbytes > 0:
             block += data
         elif nbytes == 0:  # nothing buffered: hand over what we have, or wait for more
-            if block:
+            if len(block) >= least:
                 break
             while not (yield Wait.R):
                 continue

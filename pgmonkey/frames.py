@@ -56,6 +56,7 @@ Query: TypeAlias = "str | sql.Composable"
 Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
 
 _BLOCK = 1 << 18  # bytes handed from the event loop to the parsing thread at a time
+_LEAST = 1 << 16  # ... and at least this much, so the thread is not woken for every row
 
 
 def read_sql(
@@ -116,7 +117,9 @@ async def read_sql_async(
                     encoding = conn.info.encoding
                     end = False
                     while not end:
-                        block, end = await conn.wait(copy_block(conn.pgconn, _BLOCK, encoding))
+                        block, end = await conn.wait(
+                            copy_block(conn.pgconn, _BLOCK, encoding, _LEAST)
+                        )
                         chunks.put(block)
             except BaseException as error:
                 chunks.close(error)
