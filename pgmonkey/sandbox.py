@@ -973,7 +973,7 @@ def restart(dir: str | os.PathLike[str] | None = None) -> Sandbox:
 
 
 def stop(dir: str | os.PathLike[str] | None = None) -> bool:
-    """Stop the sandbox in *dir* and remove its data; True if one was running.
+    """Stop the sandbox in *dir* and remove its data; True if any of its processes ran.
 
     The configs and certificates in *dir* are removed too (they point at a server that is
     gone); *dir* itself is removed when nothing else is left in it.
@@ -983,7 +983,7 @@ def stop(dir: str | os.PathLike[str] | None = None) -> bool:
         return False
     with _locked(path):
         state = _read_state(path)
-        was_running = state is not None and _running(state)
+        was_running = state is not None and (_running(state) or _any_node_alive(state))
         if state is not None:
             _cleanup(path, state)
         _remove_client_files(path)
@@ -991,6 +991,18 @@ def stop(dir: str | os.PathLike[str] | None = None) -> bool:
         (path / _LOCK_FILE).unlink()
         path.rmdir()
     return was_running
+
+
+def _any_node_alive(state: dict[str, Any]) -> bool:
+    """Whether a standby or PgBouncer of *state* still runs (e.g. after its primary stopped)."""
+    if not isinstance(state.get("server_dir"), str):
+        return False
+    server_dir = Path(state["server_dir"])
+    pids = [
+        _postmaster_pid(server_dir / str(s["name"]) / "data") for s in state.get("standbys") or ()
+    ]
+    pids.append(_pgbouncer_pid(server_dir / "pgbouncer"))
+    return any(pid is not None and _alive(pid) for pid in pids)
 
 
 def _remove_client_files(dir: Path) -> None:

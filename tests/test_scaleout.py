@@ -196,6 +196,32 @@ def test_start_again_returns_the_same_scaled_out_sandbox(scaled: sb.Sandbox) -> 
         scaled.node_conninfo("standby9")
 
 
+def test_scale_out_a_running_sandbox(tmp_path: Path) -> None:
+    path = tmp_path / "grow"
+    plain = sb.start(path)
+    try:
+        assert plain.standbys == () and plain.pgbouncer is None
+        assert set(plain.configs) == {"password", "ssl", "cert"}
+        with pytest.raises(SandboxError, match="no node 'standby1': expected one of primary"):
+            sb.promote(path, 1)
+        grown = sb.start(path, standbys=1)
+        assert (grown.port, grown.pid) == (plain.port, plain.pid)
+        assert [n.name for n in grown.standbys] == ["standby1"]
+        assert grown.configs["readonly"].exists()
+        with pytest.raises(SandboxError, match="promote a standby"):
+            sb.promote(path, "primary")
+        with pytest.raises(SandboxError, match="has no pgbouncer"):
+            sb.stop_node(path, "pgbouncer")
+        (standby,) = grown.standbys
+        assert sb.stop_node(path, "standby1") is True
+        assert _gone(standby.pid)
+        assert sb.stop_node(path, "standby1") is False
+        assert sb.status(path) == grown  # the primary still runs
+    finally:
+        assert sb.stop(path) is True
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("bad", [-1, 10, True, "1"])
 def test_invalid_standbys(bad: Any, tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="invalid number of standbys"):
@@ -367,6 +393,7 @@ async def test_failover_pools_follow_the_new_primary(tmp_path: Path) -> None:
         pids += _pids_under(box.server_dir)
         stopped = _cli("stop", "--dir", str(path))
     assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == "sandbox stopped"
     assert all(_gone(pid) for pid in pids)
     assert _pids_under(box.server_dir) == []
     assert not path.exists() and not box.server_dir.exists()
