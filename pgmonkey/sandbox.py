@@ -1112,11 +1112,33 @@ def _scale_out(dir: Path, state: dict[str, Any], standbys: int, pgbouncer: Path 
     have: list[dict[str, Any]] = state.setdefault("standbys", [])
     try:
         while len(have) < standbys:
-            _add_standby(dir, state, bindir, server_dir, len(have) + 1)
+            try:
+                _add_standby(dir, state, bindir, server_dir, len(have) + 1)
+            except BaseException:
+                _drop_last_standby(dir, state, server_dir)
+                raise
         if pgbouncer is not None and not state.get("pgbouncer"):
-            _add_pgbouncer(dir, state, pgbouncer, server_dir)
+            try:
+                _add_pgbouncer(dir, state, pgbouncer, server_dir)
+            except BaseException:
+                _stop_pgbouncer(server_dir)
+                state.pop("pgbouncer", None)
+                _write_state(dir, state)
+                raise
     finally:
         _write_configs(dir, int(state["port"]), str(state["password"]), state)
+
+
+def _drop_last_standby(dir: Path, state: dict[str, Any], server_dir: Path) -> None:
+    """Undo a standby that failed half-way: a running sandbox stays as it was."""
+    entry = state["standbys"].pop()
+    node_dir = server_dir / str(entry["name"])
+    pid = _postmaster_pid(node_dir / "data")
+    if pid is not None and _alive(pid):
+        with contextlib.suppress(SandboxError):
+            _shutdown(state, node_dir / "data", pid)
+    shutil.rmtree(node_dir, ignore_errors=True)
+    _write_state(dir, state)
 
 
 def _write_passfile(server_dir: Path, password: str) -> Path:

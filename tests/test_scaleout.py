@@ -149,10 +149,8 @@ def test_standby_streams_and_configs_load_cleanly(
     assert sb.status(scaled.dir) == scaled
     (standby,) = scaled.standbys
     assert standby.name == "standby1"
-    assert (
-        len({scaled.port, standby.port, *([scaled.pgbouncer.port] if scaled.pgbouncer else [])})
-        >= 2
-    )
+    ports = [scaled.port, standby.port, *([scaled.pgbouncer.port] if scaled.pgbouncer else [])]
+    assert len(set(ports)) == len(ports)
     expected = {"password", "ssl", "cert", "standby1", "multihost", "readonly"}
     if scaled.pgbouncer is not None:
         expected.add("pgbouncer")
@@ -220,6 +218,33 @@ def test_scale_out_a_running_sandbox(tmp_path: Path) -> None:
     finally:
         assert sb.stop(path) is True
     assert not path.exists()
+
+
+def test_a_failed_standby_leaves_the_running_sandbox_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "half"
+    plain = sb.start(path)
+    try:
+        real_run = sb._run
+
+        def failing_basebackup(cmd: Any, **kwargs: Any) -> None:
+            if Path(str(cmd[0])).name == "pg_basebackup":
+                raise SandboxError("pg_basebackup failed with exit code 1: simulated")
+            real_run(cmd, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(sb, "_run", failing_basebackup)
+            with pytest.raises(SandboxError, match="simulated"):
+                sb.start(path, standbys=1)
+        assert sb.status(path) == plain
+        assert json.loads((path / "sandbox.json").read_text())["standbys"] == []
+        assert not (plain.server_dir / "standby1").exists()
+        assert not (path / "standby1.yaml").exists() and not (path / "multihost.yaml").exists()
+        grown = sb.start(path, standbys=1)
+        assert [n.name for n in grown.standbys] == ["standby1"]
+    finally:
+        sb.stop(path)
 
 
 @pytest.mark.parametrize("bad", [-1, 10, True, "1"])
