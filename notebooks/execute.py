@@ -44,8 +44,11 @@ def _run_cell(kernel: RunningKernel, source: str, timeout: float) -> list[Any]:
             return outputs
         if kind == "clear_output":
             outputs.clear()
-        elif kind == "stream" and outputs and outputs[-1].get("output_type") == "stream" and (
-            outputs[-1]["name"] == msg["content"]["name"]
+        elif (
+            kind == "stream"
+            and outputs
+            and outputs[-1].get("output_type") == "stream"
+            and (outputs[-1]["name"] == msg["content"]["name"])
         ):
             outputs[-1]["text"] += msg["content"]["text"]
         elif kind in ("stream", "display_data", "execute_result", "error"):
