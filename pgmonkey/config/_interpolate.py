@@ -176,7 +176,8 @@ class _Interpolator:
         filename = os.path.expanduser(target)
         self.deps.files.add(filename)
         try:
-            with open(filename, encoding="utf-8") as f:
+            # newline="": the secret as stored (no universal-newline translation of a CR).
+            with open(filename, encoding="utf-8", newline="") as f:
                 content = f.read()
         except FileNotFoundError:
             raise self._error(refpath, target, "secret file not found", reference=True) from None
