@@ -24,6 +24,7 @@ from ._connect import sync_connection
 from ._detect import detect_csv
 from ._progress import Progress
 from ._settings import (
+    _TYPE_RE,
     IF_EXISTS,
     ImportSettings,
     find_legacy_settings,
@@ -264,9 +265,12 @@ def _prepare_table(conn: psycopg.Connection[Any], target: TableName, s: ImportSe
         raise TransferError(
             f"table {str(target)!r} does not exist and auto_create_table is false{_from(s)}"
         )
+    for c in s.columns:
+        # Types are SQL text: settings files are checked on load, settings built in Python here.
+        if not _TYPE_RE.fullmatch(c.type):
+            raise TransferError(f"column {c.name!r} has an invalid type {c.type!r}{_from(s)}")
     definition = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type))  # type checked on load
-        for c in s.columns
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in s.columns
     )
     conn.execute(sql.SQL("CREATE TABLE {} ({})").format(target.ident, definition))
     return True
