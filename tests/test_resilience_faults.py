@@ -1,7 +1,8 @@
-"""A server restart under load: 200 asyncio tasks (async_pool) and 16 threads (pool).
+"""Server faults under load: 200 asyncio tasks (async_pool) and 16 threads (pool).
 
-A private sandbox (its own directory, stopped at the end of the module) is restarted while
-the load runs, so the session's sandbox that other tests share is never disturbed. Every
+Faults: a server restart, a 2 s outage (stop, wait, start) and every backend of both pools
+killed at once. A private sandbox (its own directory, stopped at the end of the module)
+takes them, so the session's sandbox that other tests share is never disturbed. Every
 query must either succeed or raise a clear error (the psycopg.OperationalError family, which
 includes psycopg_pool's PoolTimeout), both pools must serve again within 5 s of the server's
 return, and nothing may leak: pool statistics and the server's pg_stat_activity are checked.
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,13 @@ import pytest
 
 from pgmonkey import PGConnectionManager
 from pgmonkey import sandbox as sb
-from tests._conn_support import app_name, close_leftovers, derive_config, server_connections
+from tests._conn_support import (
+    app_name,
+    close_leftovers,
+    derive_config,
+    server_connections,
+    terminate,
+)
 
 __all__ = ["close_leftovers"]  # autouse fixture: closes whatever a test left open
 
@@ -33,6 +42,7 @@ THREADS = 16
 SYNC_POOL = {"min_size": 2, "max_size": 8, "timeout": 5, "check_on_checkout": True}
 ASYNC_POOL = {"min_size": 2, "max_size": 10, "timeout": 5, "check_on_checkout": True}
 SERVE_AGAIN_WITHIN = 5.0
+OUTAGE = 2.0
 QUERY = "SELECT %s::int, pg_sleep(0.002)"
 
 
@@ -74,11 +84,15 @@ class Outcomes:
         return min(later) if later else None
 
 
-@pytest.mark.slow
-def test_restart_under_load_every_query_accounted_no_leak(
-    own_sandbox: sb.Sandbox, tmp_path: Path
+def run_fault_under_load(
+    box: sb.Sandbox, tmp_path: Path, fault: Callable[[sb.Sandbox, list[str]], None], what: str
 ) -> None:
-    base = own_sandbox.configs["password"]
+    """Run the load on both pools, inject *fault*, check every outcome, recovery and leaks.
+
+    *fault* gets the sandbox and the application names of the two pools; it returns once
+    the server is back (serving again is timed from then).
+    """
+    base = box.configs["password"]
     extra = {"connect_timeout": 3}
     sync_cfg = derive_config(base, tmp_path, pool_settings=SYNC_POOL, connection_settings=extra)
     async_cfg = derive_config(
@@ -153,7 +167,7 @@ def test_restart_under_load_every_query_accounted_no_leak(
         time.sleep(1.0)  # load running on both pools
         assert sync_out.ok > 0 and async_out.ok > 0
         restart_started = time.monotonic()
-        sb.restart(own_sandbox.dir)
+        fault(box, [app_name(sync_cfg), app_name(async_cfg)])
         back = time.monotonic()
         # Serving again: successes on both pools, polled (never longer than the bound).
         deadline = back + SERVE_AGAIN_WITHIN + 1
@@ -187,9 +201,13 @@ def test_restart_under_load_every_query_accounted_no_leak(
     astats = async_state["stats"]
     assert astats["pool_size"] <= ASYNC_POOL["max_size"], astats
     assert astats.get("requests_waiting", 0) == 0, astats
-    with psycopg.connect(own_sandbox.superuser_conninfo, autocommit=True) as admin:
+    with psycopg.connect(box.superuser_conninfo, autocommit=True) as admin:
         sync_name, async_name = app_name(sync_cfg), app_name(async_cfg)
-        assert server_connections(admin, async_name) == 0  # closed with its loop
+        # Closed: the server may take a moment to see the backends go.
+        deadline = time.monotonic() + 5
+        while server_connections(admin, async_name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server_connections(admin, async_name) == 0
         assert server_connections(admin, sync_name) <= stats["pool_size"] <= 8
         with pool as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -201,9 +219,64 @@ def test_restart_under_load_every_query_accounted_no_leak(
 
     # For the report (pytest -s shows it): what was survived.
     print(
-        f"\nrestart under load: pool ok={sync_out.ok} errors={dict(sync_out.errors)} "
+        f"\n{what} under load: pool ok={sync_out.ok} errors={dict(sync_out.errors)} "
         f"first success {sync_out.first_success_after(back) - back:.2f}s after return; "  # type: ignore[operator]
         f"async_pool ok={async_out.ok} errors={dict(async_out.errors)} "
         f"first success {async_out.first_success_after(back) - back:.2f}s after return; "  # type: ignore[operator]
-        f"restart took {back - restart_started:.2f}s"
+        f"fault took {back - restart_started:.2f}s"
     )
+
+
+def _restart(box: sb.Sandbox, _names: list[str]) -> None:
+    sb.restart(box.dir)
+
+
+def _pg_ctl(box: sb.Sandbox, *args: str) -> None:
+    """pg_ctl on the sandbox's data directory (as the server's user when we are root)."""
+    cmd = [str(sb.find_bindir() / "pg_ctl"), "-D", str(box.server_dir / "data"), *args]
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        assert runuser is not None
+        cmd = [runuser, "-u", "postgres", "--", *cmd]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    subprocess.run(cmd, check=True, env=env, timeout=60, capture_output=True, cwd=box.server_dir)
+
+
+def _outage(box: sb.Sandbox, _names: list[str]) -> None:
+    """The server stops (fast shutdown), stays away OUTAGE seconds, then starts again."""
+    _pg_ctl(box, "-m", "fast", "-w", "-t", "30", "-s", "stop")
+    time.sleep(OUTAGE)
+    log = str(box.server_dir / "server.log")
+    _pg_ctl(box, "-l", log, "-w", "-t", "30", "-s", "start")
+
+
+def _kill_backends(box: sb.Sandbox, names: list[str]) -> None:
+    """Every backend of both pools killed at once (pg_terminate_backend), twice."""
+    with psycopg.connect(box.superuser_conninfo, autocommit=True) as admin:
+        for _ in range(2):
+            for name in names:
+                assert terminate(admin, name) > 0
+            time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_restart_under_load(own_sandbox: sb.Sandbox, tmp_path: Path) -> None:
+    run_fault_under_load(own_sandbox, tmp_path, _restart, "restart")
+
+
+@pytest.mark.slow
+def test_killed_backends_under_load(own_sandbox: sb.Sandbox, tmp_path: Path) -> None:
+    run_fault_under_load(own_sandbox, tmp_path, _kill_backends, "killed backends")
+
+
+@pytest.mark.slow
+def test_outage_under_load(tmp_path: Path) -> None:
+    # A sandbox of its own: stopping the server behind the sandbox's back leaves its state
+    # file with an old pid, so nothing else may use this one afterwards.
+    path = Path(tempfile.mkdtemp(prefix="pgm-outage-"))
+    try:
+        box = sb.start(path / "sb")
+        run_fault_under_load(box, tmp_path, _outage, f"{OUTAGE:g} s outage")
+    finally:
+        sb.stop(path / "sb")
+        shutil.rmtree(path, ignore_errors=True)
