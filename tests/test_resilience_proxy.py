@@ -260,3 +260,43 @@ def test_cut_mid_query_raises_operational_error_then_recovers(
     assert not isinstance(exc, PoolTimeout)
     assert "closed" in str(exc).lower() or "lost" in str(exc).lower(), str(exc)
     assert row == (1,)
+
+
+# -- a cut while idle: the next block gets a working connection -----------------------------
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_cut_while_idle_is_replaced_at_the_next_block(
+    sandbox: sb.Sandbox, proxy: TcpProxy, tmp_path: Path, ctype: str
+) -> None:
+    # SMALL_POOL has check_on_checkout: pools check; normal/async check their idle connection.
+    config = proxied_config(sandbox.configs["password"], proxy, tmp_path)
+    manager = PGConnectionManager()
+
+    def sync() -> list[Any]:
+        obj = manager.get_database_connection(config, ctype)
+        rows = []
+        for _ in range(3):
+            with obj as conn:
+                rows.append(conn.execute("SELECT 1").fetchone())
+            assert proxy.cut() > 0
+            time.sleep(0.1)  # the client's socket sees the close
+        manager.clear_cache()
+        return rows
+
+    async def asynchronous() -> list[Any]:
+        obj = await manager.get_database_connection(config, ctype)
+        rows = []
+        for _ in range(3):
+            async with obj as conn:
+                cur = await asyncio.wait_for(conn.execute("SELECT 1"), timeout=20)
+                rows.append(await cur.fetchone())
+            assert proxy.cut() > 0
+            await asyncio.sleep(0.1)
+        await manager.clear_cache_async()
+        return rows
+
+    started = time.monotonic()
+    rows = run_sync_or_async(ctype, asynchronous if ctype.startswith("async") else sync)
+    assert rows == [(1,)] * 3
+    assert time.monotonic() - started < 10
