@@ -54,6 +54,7 @@ WRONG_PW = "Zq9-WRONG-pw-3321"
 TYPES = ("normal", "pool", "async", "async_pool")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SMALL_POOL = {"min_size": 1, "max_size": 2, "timeout": 5}
+RUN = uuid.uuid4().hex[:8]  # in the names of the tables the CLI imports
 
 
 class Surfaces:
@@ -114,6 +115,12 @@ def roles(db_conn: psycopg.Connection[Any]) -> Iterator[dict[str, str]]:
     try:
         yield {kind: name for kind, (name, _pw) in made.items()}
     finally:
+        # Tables imported through the sandbox's own configs (superuser, cert role).
+        for (table,) in db_conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE %s",
+            [f"secret_{RUN}_%"],
+        ).fetchall():
+            db_conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("public", table)))
         for name, _pw in made.values():
             ident = sql.Identifier(name)
             db_conn.execute(
@@ -291,7 +298,7 @@ def test_no_secret_on_any_surface(
         codes.append(
             _cli(surfaces, capsys, "pgserverconfig", "--filepath", path, "--audit", *flag(name))
         )
-        table = f"public.secret_{name}_{uuid.uuid4().hex[:6]}"
+        table = f"public.secret_{RUN}_{name}"
         for _review_then_import in range(2):
             codes.append(
                 _cli(
