@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,9 @@ def test_random_statements_bind_values_and_keep_literals(
 # -- through the magic ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ip(password_config: Path) -> Iterator[InteractiveShell]:
+@contextmanager
+def fresh_magics() -> Iterator[tuple[InteractiveShell, PgMonkeyMagics]]:
+    """The IPython shell with magics of its own (no connections), put back and closed after."""
     shell = InteractiveShell.instance()
     shell.run_cell("%load_ext pgmonkey", store_history=False)
     before = list(shell.configurables)
@@ -155,13 +157,20 @@ def ip(password_config: Path) -> Iterator[InteractiveShell]:
     magics = PgMonkeyMagics(shell=shell)
     shell.register_magics(magics)
     shell.configurables.append(magics)
-    result = shell.run_cell(f"%pgmonkey connect {password_config} --name fuzz", store_history=False)
-    assert result.error_in_exec is None, result.error_in_exec
     try:
-        yield shell
+        yield shell, magics
     finally:
         shell.configurables[:] = before
         magics.close_all()
+
+
+@pytest.fixture(scope="module")
+def ip(password_config: Path) -> Iterator[InteractiveShell]:
+    with fresh_magics() as (shell, _magics):
+        cell = f"%pgmonkey connect {password_config} --name fuzz"
+        result = shell.run_cell(cell, store_history=False)
+        assert result.error_in_exec is None, result.error_in_exec
+        yield shell
 
 
 _CELL = (

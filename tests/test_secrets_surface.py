@@ -34,16 +34,15 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from IPython.core.interactiveshell import InteractiveShell
 from psycopg import sql
 
 from pgmonkey import PGConnectionManager, load_config, redact_config
 from pgmonkey import sandbox as sb
 from pgmonkey.cli import run
 from pgmonkey.config import connect_params
-from pgmonkey.magics import PgMonkeyMagics
 from pgmonkey.transfer import export_csv, import_csv
 from tests._conn_support import close_leftovers
+from tests.test_fuzz_magics import fresh_magics
 
 __all__ = ["close_leftovers"]  # autouse fixture: closes whatever a test left open
 
@@ -421,14 +420,7 @@ def test_no_secret_on_any_surface(
     )
 
     # -- magics: banner, connections, config, queries, errors ------------------------------
-    shell = InteractiveShell.instance()
-    shell.run_cell("%load_ext pgmonkey", store_history=False)
-    before = list(shell.configurables)
-    shell.configurables[:] = [c for c in before if not isinstance(c, PgMonkeyMagics)]
-    magics = PgMonkeyMagics(shell=shell)
-    shell.register_magics(magics)
-    shell.configurables.append(magics)
-    try:
+    with fresh_magics() as (shell, magics):
         cells = []
         for i, ctype in enumerate(TYPES):
             cells.append(f"%pgmonkey connect {configs['literal']} {ctype} --name lit{i}")
@@ -475,9 +467,6 @@ def test_no_secret_on_any_surface(
                     if hasattr(value, display):
                         surfaces.add(f"{label}: {display}", getattr(value, display)())
         surfaces.add("magics repr", repr(magics))
-    finally:
-        shell.configurables[:] = before
-        magics.close_all()
 
     # -- logs ------------------------------------------------------------------------------
     for record in caplog.records:
