@@ -35,6 +35,8 @@ from pgmonkey.config import (
     session_settings,
 )
 from pgmonkey.errors import EnvInterpolationError
+from tests.test_config_fuzz import configs as config_structures
+from tests.test_config_fuzz import values as value_structures
 
 SECRET = "Zq9-FUZZ-pw-4417"
 _FAST = settings(
@@ -170,6 +172,24 @@ def test_broken_configs_never_show_the_password(
             assert SECRET not in str(exc) and SECRET not in repr(exc)
             assert exc.__cause__ is None or SECRET not in str(exc.__cause__)
     assert SECRET not in caplog.text
+
+
+@_FAST
+@given(data=st.one_of(config_structures, value_structures), resolve_env=st.booleans())
+def test_random_structures_as_files_only_config_errors(
+    scratch_dir: Path, data: Any, resolve_env: bool
+) -> None:
+    """test_config_fuzz's random dicts, this time as YAML files through load_config."""
+    path = scratch_dir / "structure.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.chmod(0o600)
+    with _env({"PGMONKEY_FUZZ": "7"}):
+        try:
+            _load_everything(path, resolve_env=resolve_env, strict=True)
+            event("loaded")
+        except ConfigError as exc:
+            assert str(path) in str(exc)
+            event(type(exc).__name__)
 
 
 # -- ${...} interpolation ------------------------------------------------------------------
