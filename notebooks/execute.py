@@ -8,8 +8,18 @@ the way nbval does (same kernel, working directory = the notebook's folder), sto
 first error unless the cell carries the ``raises-exception`` tag, and writes nothing for
 a notebook that failed.
 
-Without arguments it runs every ``notebooks/[0-9]*.ipynb``. Set PGMONKEY_SANDBOX_DIR to
-run against a sandbox of your choice (the notebooks call ``pgmonkey.sandbox.start()``).
+Without arguments it runs every ``notebooks/[0-9]*.ipynb``. The notebooks call
+``pgmonkey.sandbox.start()``: the sandbox is ``~/.pgmonkey/sandbox``, or PGMONKEY_SANDBOX_DIR
+when set. Outputs show the sandbox's folder, which ``notebooks/sanitize.cfg`` recognises in
+those two forms only (``~/.pgmonkey/sandbox`` and ``.../pgmonkey-test-NAME``, like the test
+session's), e.g.::
+
+    PGMONKEY_SANDBOX_DIR=/tmp/pgmonkey-test-docs python notebooks/execute.py
+    PGMONKEY_SANDBOX_DIR=/tmp/pgmonkey-test-docs pgmonkey sandbox stop   # when done
+
+Run twice in a row and ``git diff`` shows only real changes (and the one timing in 08, which
+nbval ignores): every notebook drops and recreates its own tables, so reruns on a used
+sandbox give the outputs of a fresh one.
 """
 
 from __future__ import annotations
