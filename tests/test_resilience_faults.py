@@ -280,3 +280,51 @@ def test_outage_under_load(tmp_path: Path) -> None:
     finally:
         sb.stop(path / "sb")
         shutil.rmtree(path, ignore_errors=True)
+
+
+# -- a loop that ends with the pool still open, while the pool reconnects ------------------
+
+
+def test_asyncio_run_returns_with_an_open_pool_reconnecting(
+    password_config: Path, tmp_path: Path, superuser_dsn: str
+) -> None:
+    """4.0-style code never closes its cached pool; asyncio.run must still return.
+
+    Killed backends make the pool reconnect (check_on_checkout sweeps it); the loop then
+    ends while its workers are connecting. psycopg_pool's workers swallow that cancellation
+    and asyncio.run used to wait for them forever.
+    """
+    config = derive_config(
+        password_config,
+        tmp_path,
+        async_pool_settings={
+            "min_size": 3,
+            "max_size": 5,
+            "timeout": 10,
+            "check_on_checkout": True,
+        },
+    )
+    manager = PGConnectionManager()
+    name = app_name(config)
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        pool = await manager.get_database_connection(config, "async_pool")
+        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+            assert terminate(admin, name) == 3
+        async with pool as conn:
+            await conn.execute("SELECT 1")
+        # Returns with the pool open and reconnecting.
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run, daemon=True, name="asyncio-run-open-pool")
+    t.start()
+    t.join(timeout=20)
+    assert not t.is_alive(), "asyncio.run hung on the open, reconnecting pool"
+    assert not errors, errors
+    manager.clear_cache()  # the loop is closed: sockets are closed directly
