@@ -231,7 +231,7 @@ async def test_killed_backend_is_replaced_at_next_block(
         with obj as conn:
             pid = conn.info.backend_pid
         assert terminate(db_conn, app_name(config)) == 1
-        time.sleep(0.1)
+        assert _wait_until(lambda: server_connections(db_conn, app_name(config)) == 0)
         with obj as conn:  # no error: replaced transparently
             assert conn.execute("SELECT 1").fetchone() == (1,)
             assert conn.info.backend_pid != pid
@@ -240,11 +240,10 @@ async def test_killed_backend_is_replaced_at_next_block(
         async with obj as conn:
             pid = conn.info.backend_pid
         assert terminate(db_conn, app_name(config)) == 1
-        await asyncio.sleep(0.1)
+        assert _wait_until(lambda: server_connections(db_conn, app_name(config)) == 0)
         async with obj as conn:
             await conn.execute("SELECT 1")
             assert conn.info.backend_pid != pid
-    assert manager.get_database_connection is not None
     assert server_connections(db_conn, app_name(config)) == 1
     manager.clear_cache()
 
@@ -261,17 +260,19 @@ def test_killed_pool_backends_next_borrow_works_no_leak(
     name = app_name(config)
     assert server_connections(db_conn, name) == 3
     assert terminate(db_conn, name) == 3
-    time.sleep(0.1)
+    assert _wait_until(lambda: server_connections(db_conn, name) == 0)
     for _ in range(5):
         with pool as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     stats = pool.pool.get_stats()
     assert stats.get("connections_lost", 0) >= 1
-    assert _wait_until(
-        lambda: server_connections(db_conn, name) == pool.pool.get_stats()["pool_size"]
-    )
+
+    def settled() -> bool:  # background refills done: every connection idle, none leaked
+        st = pool.pool.get_stats()
+        return bool(server_connections(db_conn, name) == st["pool_size"] == st["pool_available"])
+
+    assert _wait_until(settled)
     assert pool.pool.get_stats()["pool_size"] <= 5
-    assert pool.pool.get_stats()["pool_available"] == pool.pool.get_stats()["pool_size"]
     manager.clear_cache()
     assert _wait_until(lambda: server_connections(db_conn, name) == 0)
 
@@ -284,7 +285,7 @@ async def test_killed_async_pool_backends_next_borrow_works_no_leak(
     pool = await manager.get_database_connection(config, "async_pool")
     name = app_name(config)
     assert terminate(db_conn, name) == 3
-    await asyncio.sleep(0.1)
+    assert _wait_until(lambda: server_connections(db_conn, name) == 0)
     for _ in range(5):
         async with pool as conn:
             await conn.execute("SELECT 1")
