@@ -23,6 +23,7 @@ from typing import Any, Final, TypeAlias
 from pgmonkey.config import (
     connect_params,
     load_config,
+    load_config_cached,
     pool_settings,
     resolve_config,
     resolved_connection_type,
@@ -102,6 +103,7 @@ class PGConnectionManager:
         self._creating: dict[CacheKey, threading.Lock] = {}
         self._acreating: dict[CacheKey, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
         self._paths: dict[tuple[str, bool, bool], _PathEntry] = {}
+        self._env_paths: dict[tuple[str, bool, bool], _Resolved] = {}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -187,12 +189,19 @@ class PGConnectionManager:
     ) -> _Resolved:
         apath = os.path.abspath(path)
         if resolve_env:
-            # The result depends on the environment (and secret files): resolve every call.
-            return _resolved(
-                load_config(
-                    path, resolve_env=True, allow_sensitive_defaults=allow_sensitive_defaults
-                )
+            # The result depends on the environment and secret files: the config layer's cache
+            # re-resolves when a variable or secret file it read has changed, and returns the
+            # very same dict otherwise, so the digest is computed once per resolution.
+            config = load_config_cached(
+                path, resolve_env=True, allow_sensitive_defaults=allow_sensitive_defaults
             )
+            ekey = (apath, True, allow_sensitive_defaults)
+            env_entry = self._env_paths.get(ekey)
+            if env_entry is not None and env_entry.config is config:
+                return env_entry
+            resolved = _resolved(config)
+            self._env_paths[ekey] = resolved
+            return resolved
         try:
             st = os.stat(apath)
         except OSError:

@@ -131,6 +131,12 @@ def test_resolve_env(
     with obj as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert manager.get_database_connection(path, "normal", resolve_env=True) is obj
+    # A changed variable is a different config: a new object, which really uses the new value.
+    monkeypatch.setenv("PGM_TEST_PASSWORD", "not-the-password")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        manager.get_database_connection(path, "normal", resolve_env=True)
+    monkeypatch.setenv("PGM_TEST_PASSWORD", password)
+    assert manager.get_database_connection(path, "normal", resolve_env=True) is obj
     manager.clear_cache()
 
 
