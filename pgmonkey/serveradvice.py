@@ -660,6 +660,19 @@ def _audit(config: Mapping[str, Any], conn: psycopg.Connection[Any]) -> AuditRep
                 note,
             )
         )
+    else:
+        # Could not read the rules: say so as a row too, so tables (to_frame) show it.
+        rows.append(
+            AuditRow(
+                "pg_hba.conf",
+                f"this client ({client.describe()})",
+                "; ".join(str(line) for line in advice.hba),
+                None,
+                None,
+                "UNKNOWN",
+                f"cannot read pg_hba_file_rules: {hba_error}",
+            )
+        )
     uncovered = _uncovered(advice, client)
     if uncovered:
         notes.append(uncovered)

@@ -378,7 +378,7 @@ def test_audit_as_certificate_role(cert_config: Path) -> None:
     )
     got = statuses(report)
     assert got["ssl"] == got["ssl_ca_file"] == got["max_connections"] == "OK"
-    assert "this client" not in got
+    assert got["this client"] == "UNKNOWN"  # the rules could not be read: no guess
     assert report.client is not None and report.client.ssl
     assert report.hba_error is not None and "permission denied" in report.hba_error
 
@@ -403,6 +403,9 @@ def test_audit_without_privileges_gives_recommendations_with_the_reason(
     assert report.hba_error is not None and "permission denied" in report.hba_error
     assert statuses(report)["max_connections"] == "OK"  # pg_settings is readable by all
     assert report.needs_attention  # an audit that could not see pg_hba is not a clean bill
+    frame = report.to_frame()
+    hba = frame[frame["section"] == "pg_hba.conf"].iloc[0]
+    assert hba["status"] == "UNKNOWN" and "permission denied" in hba["note"]
     text = report.to_text()
     assert "cannot read pg_hba_file_rules: permission denied" in text
     assert f"host  pgmonkey  {role}" in text  # the recommendation is still shown
