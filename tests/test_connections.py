@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shutil
 import subprocess
 import time
@@ -232,6 +233,8 @@ async def test_killed_backend_is_replaced_at_next_block(
             pid = conn.info.backend_pid
         assert terminate(db_conn, app_name(config)) == 1
         assert _wait_until(lambda: server_connections(db_conn, app_name(config)) == 0)
+        # The server's goodbye reaches the client socket a moment after the backend is gone.
+        assert _wait_until(lambda: _readable(conn.pgconn.socket))
         with obj as conn:  # no error: replaced transparently
             assert conn.execute("SELECT 1").fetchone() == (1,)
             assert conn.info.backend_pid != pid
@@ -241,11 +244,16 @@ async def test_killed_backend_is_replaced_at_next_block(
             pid = conn.info.backend_pid
         assert terminate(db_conn, app_name(config)) == 1
         assert _wait_until(lambda: server_connections(db_conn, app_name(config)) == 0)
+        assert _wait_until(lambda: _readable(conn.pgconn.socket))
         async with obj as conn:
             await conn.execute("SELECT 1")
             assert conn.info.backend_pid != pid
     assert server_connections(db_conn, app_name(config)) == 1
     manager.clear_cache()
+
+
+def _readable(sock: int) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 POOL = {"min_size": 3, "max_size": 5, "timeout": 5, "check_on_checkout": True}
