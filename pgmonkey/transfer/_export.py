@@ -29,7 +29,7 @@ from ._settings import (
     logger,
     pg_encoding,
 )
-from ._sql import copy_options, default_csv_name, parse_table
+from ._sql import copy_options, default_csv_name, parse_table, rows_text
 
 _FLUSH: Final = 1 << 20
 
@@ -46,7 +46,7 @@ class ExportResult:
 
     @property
     def message(self) -> str:
-        return f"exported {self.rows} rows to {os.fspath(self.path)!r} ({self.bytes} bytes)"
+        return f"exported {rows_text(self.rows)} to {os.fspath(self.path)!r} ({self.bytes} bytes)"
 
     def report(self) -> str:
         """What the CLI prints (as :meth:`ImportResult.report`)."""

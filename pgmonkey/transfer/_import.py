@@ -34,7 +34,7 @@ from ._settings import (
     pg_encoding,
     write_import_settings,
 )
-from ._sql import TableName, copy_options, parse_table
+from ._sql import TableName, copy_options, parse_table, rows_text
 
 CHUNK: Final = 1 << 20
 _PREVIEW_WIDTH: Final = 24
@@ -61,7 +61,8 @@ class ImportResult:
                 "review them, then run the import again to load the data (nothing imported yet)"
             )
         made = "created and filled" if self.created else "filled"
-        return f"imported {self.rows} rows from {os.fspath(self.path)!r} ({made} {self.table})"
+        source = os.fspath(self.path)
+        return f"imported {rows_text(self.rows)} from {source!r} ({made} {self.table})"
 
     def preview_text(self) -> str:
         """The columns it will create (name and type) over the first data rows."""

@@ -101,3 +101,8 @@ def _split_dotted(text: str) -> list[str]:
         raise TransferError(f"invalid table name {text!r}: unterminated double quote")
     parts.append("".join(current))
     return parts
+
+
+def rows_text(n: int) -> str:
+    """``'1 row'``, ``'2 rows'``: for messages."""
+    return f"{n} row" if n == 1 else f"{n} rows"
