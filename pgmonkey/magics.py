@@ -33,6 +33,7 @@ from IPython.core.magic import (
     needs_local_scope,
     no_var_expand,
 )
+from IPython.utils.text import DollarFormatter
 from traitlets import Bool
 
 from pgmonkey._magics_loop import LoopThread
@@ -154,7 +155,8 @@ class PgMonkeyMagics(Magics):
             INSERT INTO t VALUES (:a);      -- all statements in one transaction,
             SELECT * FROM t                 -- the last one's rows returned
 
-        Commands::
+        Commands (their file and table arguments expand ``{expr}`` and ``$var`` as in
+        other magics; SQL, ``export --query`` included, is never expanded)::
 
             %pgmonkey config [config.yaml] [--resolve-env]
             %pgmonkey serverconfig [config.yaml] | audit [config.yaml]
@@ -190,7 +192,7 @@ class PgMonkeyMagics(Magics):
         first = stripped.split(None, 1)[0].lower()
         command = _COMMANDS.get(first)
         if command is not None:
-            return command(self, _split_args(stripped)[1:], ns)
+            return command(self, _split_words(stripped)[1:], ns)
         conn, out = None, None
         m = _LINE_OPTIONS.fullmatch(line)
         if m:
@@ -225,9 +227,14 @@ class PgMonkeyMagics(Magics):
 
     def _connect(self, args: list[str], ns: Mapping[str, Any]) -> None:
         p = _ArgumentParser(prog="%pgmonkey connect", add_help=True)
-        p.add_argument("config", help="pgmonkey YAML config")
-        p.add_argument("type", nargs="?", choices=CONNECTION_TYPES, help="connection type")
-        p.add_argument("--name", help="name of the connection (default: config stem[-type])")
+        expand = _expander(self.shell, ns)
+        p.add_argument("config", type=expand, help="pgmonkey YAML config")
+        p.add_argument(
+            "type", nargs="?", type=expand, choices=CONNECTION_TYPES, help="connection type"
+        )
+        p.add_argument(
+            "--name", type=expand, help="name of the connection (default: config stem[-type])"
+        )
         p.add_argument("--resolve-env", action="store_true", help="interpolate ${VAR} references")
         opts = p.parse_args(args)
         path = os.fspath(Path(opts.config).expanduser())
@@ -281,7 +288,7 @@ class PgMonkeyMagics(Magics):
 
     def _use(self, args: list[str], ns: Mapping[str, Any]) -> None:
         p = _ArgumentParser(prog="%pgmonkey use")
-        p.add_argument("name")
+        p.add_argument("name", type=_expander(self.shell, ns))
         opts = p.parse_args(args)
         self._current = self._entry(opts.name).name
         if self.feedback:
@@ -289,7 +296,7 @@ class PgMonkeyMagics(Magics):
 
     def _disconnect(self, args: list[str], ns: Mapping[str, Any]) -> None:
         p = _ArgumentParser(prog="%pgmonkey disconnect")
-        p.add_argument("name", nargs="?")
+        p.add_argument("name", nargs="?", type=_expander(self.shell, ns))
         p.add_argument("--all", action="store_true", help="disconnect every connection")
         opts = p.parse_args(args)
         if opts.all and opts.name:
@@ -377,10 +384,17 @@ class PgMonkeyMagics(Magics):
 
     # -- commands -------------------------------------------------------------------------
 
-    def _config_args(self, command: str, args: list[str]) -> tuple[str, bool]:
+    def _config_args(
+        self, command: str, args: list[str], ns: Mapping[str, Any]
+    ) -> tuple[str, bool]:
         """``[config.yaml] [--resolve-env]``; without a path, the current connection's."""
         p = _ArgumentParser(prog=f"%pgmonkey {command}")
-        p.add_argument("config", nargs="?", help="default: the current connection's config")
+        p.add_argument(
+            "config",
+            nargs="?",
+            type=_expander(self.shell, ns),
+            help="default: the current connection's config",
+        )
         p.add_argument("--resolve-env", action="store_true", help="interpolate ${VAR} references")
         opts = p.parse_args(args)
         if opts.config is not None:
@@ -389,7 +403,7 @@ class PgMonkeyMagics(Magics):
         return entry.path, opts.resolve_env or entry.resolve_env
 
     def _show_config(self, args: list[str], ns: Mapping[str, Any]) -> pd.DataFrame:
-        path, resolve_env = self._config_args("config", args)
+        path, resolve_env = self._config_args("config", args, ns)
         from pgmonkey.config import load_config, redact_config
 
         cfg = redact_config(load_config(path, resolve_env=resolve_env))
@@ -406,14 +420,14 @@ class PgMonkeyMagics(Magics):
         return pd.DataFrame(rows, columns=["section", "key", "value"])
 
     def _serverconfig(self, args: list[str], ns: Mapping[str, Any]) -> pd.DataFrame:
-        path, resolve_env = self._config_args("serverconfig", args)
+        path, resolve_env = self._config_args("serverconfig", args, ns)
         from pgmonkey import serveradvice
         from pgmonkey.config import load_config
 
         return serveradvice.recommend(load_config(path, resolve_env=resolve_env)).to_frame()
 
     def _audit(self, args: list[str], ns: Mapping[str, Any]) -> pd.DataFrame:
-        path, resolve_env = self._config_args("audit", args)
+        path, resolve_env = self._config_args("audit", args, ns)
         from pgmonkey import serveradvice
         from pgmonkey.config import load_config
 
@@ -422,8 +436,9 @@ class PgMonkeyMagics(Magics):
 
     def _import(self, args: list[str], ns: Mapping[str, Any]) -> None:
         p = _ArgumentParser(prog="%pgmonkey import")
-        p.add_argument("csv", help="CSV file to import")
-        p.add_argument("--table", required=True, help="target table, schema.table")
+        expand = _expander(self.shell, ns)
+        p.add_argument("csv", type=expand, help="CSV file to import")
+        p.add_argument("--table", type=expand, required=True, help="target table, schema.table")
         p.add_argument("--if-exists", choices=_IF_EXISTS, default=None)
         p.add_argument("--conn", help="connection name (default: the current one)")
         opts = p.parse_args(args)
@@ -438,7 +453,14 @@ class PgMonkeyMagics(Magics):
 
     def _export(self, args: list[str], ns: Mapping[str, Any]) -> None:
         p = _ArgumentParser(prog="%pgmonkey export")
-        p.add_argument("targets", nargs="+", metavar="[TABLE] OUT", help="schema.table out.csv")
+        p.add_argument(
+            "targets",
+            nargs="+",
+            type=_expander(self.shell, ns),
+            metavar="[TABLE] OUT",
+            help="schema.table out.csv",
+        )
+        # SQL stays as written: no {expr}/$var expansion (use :name parameters instead)
         p.add_argument("--query", help="export the rows of this query instead of a table")
         p.add_argument("--conn", help="connection name (default: the current one)")
         opts = p.parse_args(args)
@@ -482,7 +504,7 @@ class PgMonkeyMagics(Magics):
     def _persist(self, args: list[str], ns: Mapping[str, Any]) -> None:
         p = _ArgumentParser(prog="%pgmonkey persist")
         p.add_argument("dataframe", help="name of a DataFrame variable")
-        p.add_argument("table", help="schema.table")
+        p.add_argument("table", type=_expander(self.shell, ns), help="schema.table")
         p.add_argument("--if-exists", choices=_IF_EXISTS, default="fail")
         p.add_argument("--conn", help="connection name (default: the current one)")
         opts = p.parse_args(args)
@@ -701,6 +723,88 @@ def _query_parser(prog: str) -> _ArgumentParser:
     p.add_argument("--out", help="also store the result in this variable")
     p.add_argument("--conn", help="connection name (default: the current one)")
     return p
+
+
+_FORMATTER = DollarFormatter()
+
+
+def _expander(shell: Any, ns: Mapping[str, Any]) -> Callable[[str], str]:
+    """``{expr}`` / ``$var`` expansion of one argument, as IPython expands other magics' lines.
+
+    The same formatter and namespace as ``InteractiveShell.var_expand``: the notebook's
+    variables, the caller's local ones first. As there, a failure (an undefined name, a
+    path with literal braces) leaves the text unchanged; ``{{`` and ``$$`` escape.
+    """
+
+    def expand(text: str) -> str:
+        if shell is None or ("{" not in text and "$" not in text):
+            return text
+        try:
+            return _FORMATTER.vformat(text, args=[], kwargs=dict(ns))
+        except Exception:
+            return text
+
+    return expand
+
+
+def _split_words(text: str) -> list[str]:
+    """Shell-like words, an unquoted ``{expr}`` kept whole (spaces and quotes included)."""
+    if "{" not in text or "\ue000" in text:
+        return _split_args(text)
+    groups: list[str] = []
+    out: list[str] = []
+    i, quote = 0, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+            elif ch == "\\" and quote == '"':
+                out.append(text[i : i + 2])
+                i += 2
+                continue
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "\\":
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        elif ch == "{":
+            end = _closing_brace(text, i)
+            if end > 0:
+                out.append(f"\ue000{len(groups)}\ue001")
+                groups.append(text[i : end + 1])
+                i = end + 1
+                continue
+        out.append(ch)
+        i += 1
+    words = _split_args("".join(out))
+    return [_GROUP.sub(lambda m: groups[int(m.group(1))], w) for w in words]
+
+
+_GROUP = re.compile("\ue000(\\d+)\ue001")
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the ``}`` closing the ``{`` at *start* (Python strings skipped), or -1."""
+    depth, quote, i = 0, "", start
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
 
 
 def _split_args(text: str) -> list[str]:

@@ -561,3 +561,91 @@ def test_loading_again_keeps_connections(ip: InteractiveShell, password_config: 
     load_ipython_extension(ip)  # what %reload_ext pgmonkey ends with
     assert list(ok(ip, "%pgmonkey connections")["name"]) == ["kept"]
     assert ok(ip, "%pgmonkey SELECT 1 AS x")["x"].tolist() == [1]
+
+
+# -- {expr} / $var in command arguments, never in SQL ----------------------------------------
+
+
+def test_connect_expands_notebook_variables(
+    ip: InteractiveShell, password_config: Path, tmp_path: Path, capsys: Any
+) -> None:
+    ip.user_ns.update(config_path=str(password_config), conn_name="from_var")
+    ok(ip, "%pgmonkey connect {config_path} --name {conn_name}")
+    assert list(ok(ip, "%pgmonkey connections")["name"]) == ["from_var"]
+    # an expression with spaces and quotes, a directory with a space, and $var
+    spaced = tmp_path / "my configs"
+    spaced.mkdir()
+    copy = spaced / "copy.yaml"
+    copy.write_text(password_config.read_text())
+    copy.chmod(0o600)
+    ip.user_ns.update(cfg_dir=spaced, kind="pool")
+    ok(ip, "%pgmonkey connect {cfg_dir / 'copy.yaml'} $kind --name second")
+    df = ok(ip, "%pgmonkey connections")
+    assert df[["name", "type", "config"]].values.tolist()[1] == ["second", "pool", str(copy)]
+    ok(ip, "%pgmonkey use {conn_name}")
+    ok(ip, "%pgmonkey disconnect $conn_name")
+    assert list(ok(ip, "%pgmonkey connections")["name"]) == ["second"]
+    assert ok(ip, "%pgmonkey config {cfg_dir / 'copy.yaml'}")["key"].str.len().gt(0).all()
+    out = "".join(capsys.readouterr())
+    for secret in secrets_of(password_config):
+        assert secret not in out
+
+
+def test_literal_braces_in_a_path_still_work(
+    ip: InteractiveShell, password_config: Path, tmp_path: Path
+) -> None:
+    braces = tmp_path / "a{undefined_name_xyz}b"
+    braces.mkdir()
+    copy = braces / "c.yaml"
+    copy.write_text(password_config.read_text())
+    copy.chmod(0o600)
+    ip.user_ns.pop("undefined_name_xyz", None)
+    ok(ip, f"%pgmonkey connect {copy} --name braces")
+    assert ok(ip, "%pgmonkey connections")["config"].tolist() == [str(copy)]
+
+
+def test_expansion_uses_the_callers_local_scope(
+    ip: InteractiveShell, password_config: Path
+) -> None:
+    ip.user_ns["local_cfg"] = "/nonexistent/global.yaml"
+    ok(
+        ip,
+        "def f(local_cfg):\n"
+        "    get_ipython().run_line_magic('pgmonkey', 'connect {local_cfg} --name loc')\n"
+        f"f({str(password_config)!r})",
+    )
+    assert ok(ip, "%pgmonkey connections")["name"].tolist() == ["loc"]
+
+
+def test_import_export_expand_paths_but_not_sql(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    scratch: Callable[..., None],
+) -> None:
+    connect(ip, password_config)
+    scratch("magics_expand", None)
+    out = tmp_path / "q out.csv"
+    ip.user_ns.update(out_file=out, x="EXPANDED", target="public.magics_expand")
+    ok(ip, """%pgmonkey export --query "SELECT '{x}' AS v, '$x' AS w" {out_file}""")
+    assert out.read_text().splitlines() == ["v,w", "{x},$x"]
+    ok(ip, "%pgmonkey import {out_file} --table {target}")  # writes settings for review
+    ok(ip, "%pgmonkey import {out_file} --table {target}")
+    assert db_conn.execute("SELECT v, w FROM magics_expand").fetchall() == [("{x}", "$x")]
+    back = tmp_path / "back.csv"
+    ip.user_ns["back"] = str(back)
+    ok(ip, "%pgmonkey export {target} {back}")
+    assert back.read_text().splitlines() == ["v,w", "{x},$x"]
+    ip.user_ns["frame"] = pd.DataFrame({"v": ["{x}"], "w": ["$x"]})
+    ok(ip, "%pgmonkey persist frame {target} --if-exists append")
+    assert db_conn.execute("SELECT count(*) FROM magics_expand").fetchone() == (2,)
+
+
+def test_line_query_is_never_expanded(ip: InteractiveShell, password_config: Path) -> None:
+    connect(ip, password_config)
+    ip.user_ns.update(a="EXPANDED", conn_name="nope")
+    df = ok(ip, "%pgmonkey SELECT '{a}' AS a, '$a' AS b, '{a!r}' AS c")
+    assert df.iloc[0].tolist() == ["{a}", "$a", "{a!r}"]
+    df = ok(ip, "%%pgmonkey\nSELECT '{a}' AS a, '$a' AS b")
+    assert df.iloc[0].tolist() == ["{a}", "$a"]
