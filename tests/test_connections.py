@@ -297,9 +297,11 @@ async def test_killed_async_pool_backends_next_borrow_works_no_leak(
     for _ in range(5):
         async with pool as conn:
             await conn.execute("SELECT 1")
+    # Background refills settle: every connection idle and none leaked (as the sync twin).
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if server_connections(db_conn, name) == pool.pool.get_stats()["pool_size"]:
+        st = pool.pool.get_stats()
+        if server_connections(db_conn, name) == st["pool_size"] == st["pool_available"]:
             break
         await asyncio.sleep(0.05)
     stats = pool.pool.get_stats()
