@@ -22,7 +22,6 @@ from typing import Any, Final, TypeAlias
 
 from pgmonkey.config import (
     connect_params,
-    load_config,
     load_config_cached,
     pool_settings,
     resolve_config,
@@ -66,12 +65,6 @@ class _Resolved:
     default_type: str
 
 
-@dataclass(frozen=True)
-class _PathEntry:
-    signature: tuple[int, int, int, int]  # mtime_ns, size, inode, device
-    resolved: _Resolved
-
-
 def _resolved(config: dict[str, Any]) -> _Resolved:
     return _Resolved(config, config_digest(config), resolved_connection_type(config))
 
@@ -102,8 +95,7 @@ class PGConnectionManager:
         self._lock = threading.Lock()  # guards the dicts below; held only briefly
         self._creating: dict[CacheKey, threading.Lock] = {}
         self._acreating: dict[CacheKey, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
-        self._paths: dict[tuple[str, bool, bool], _PathEntry] = {}
-        self._env_paths: dict[tuple[str, bool, bool], _Resolved] = {}
+        self._paths: dict[tuple[str, bool, bool], _Resolved] = {}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -187,33 +179,18 @@ class PGConnectionManager:
     def _load_path(
         self, path: str | os.PathLike[str], resolve_env: bool, allow_sensitive_defaults: bool
     ) -> _Resolved:
-        apath = os.path.abspath(path)
-        if resolve_env:
-            # The result depends on the environment and secret files: the config layer's cache
-            # re-resolves when a variable or secret file it read has changed, and returns the
-            # very same dict otherwise, so the digest is computed once per resolution.
-            config = load_config_cached(
-                path, resolve_env=True, allow_sensitive_defaults=allow_sensitive_defaults
-            )
-            ekey = (apath, True, allow_sensitive_defaults)
-            env_entry = self._env_paths.get(ekey)
-            if env_entry is not None and env_entry.config is config:
-                return env_entry
-            resolved = _resolved(config)
-            self._env_paths[ekey] = resolved
-            return resolved
-        try:
-            st = os.stat(apath)
-        except OSError:
-            # Let load_config raise its own (ConfigError) message for a missing file.
-            return _resolved(load_config(path))
-        signature = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
-        pkey = (apath, resolve_env, allow_sensitive_defaults)
-        entry = self._paths.get(pkey)
-        if entry is not None and entry.signature == signature:
-            return entry.resolved
-        resolved = _resolved(load_config(path, allow_sensitive_defaults=allow_sensitive_defaults))
-        self._paths[pkey] = _PathEntry(signature, resolved)
+        # The config layer's cache re-reads only when the file (or, with resolve_env, a
+        # variable or secret file it read) has changed, and returns the very same dict
+        # otherwise: the digest is computed once per new dict, not once per call.
+        config = load_config_cached(
+            path, resolve_env=resolve_env, allow_sensitive_defaults=allow_sensitive_defaults
+        )
+        key = (os.path.abspath(path), resolve_env, allow_sensitive_defaults)
+        entry = self._paths.get(key)
+        if entry is not None and entry.config is config:
+            return entry
+        resolved = _resolved(config)
+        self._paths[key] = resolved
         return resolved
 
     # -- the cache ----------------------------------------------------------------------------
