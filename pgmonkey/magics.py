@@ -23,16 +23,11 @@ from collections import ChainMap
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import psycopg
-from IPython.core.magic import (
-    Magics,
-    line_cell_magic,
-    magics_class,
-    needs_local_scope,
-    no_var_expand,
-)
+from IPython.core import magic as _ipython_magic
+from IPython.core.magic import Magics
 from IPython.utils.text import DollarFormatter
 from traitlets import Bool
 
@@ -50,6 +45,33 @@ _ASYNC_TYPES = frozenset({"async", "async_pool"})
 _IF_EXISTS = ("fail", "append", "replace")
 # Leading options of a line query: %pgmonkey --conn NAME --out VAR SELECT ...
 _LINE_OPTIONS = re.compile(r"\s*((?:--(?:conn|out)(?:=|\s+)\S+\s*)+)(.*)", re.DOTALL)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _typed_decorator(decorator: object) -> Callable[[_F], _F]:
+    # IPython 8 ships its magic decorators untyped and IPython 9 typed: declaring their type
+    # here, once, keeps mypy's verdict the same whichever IPython is installed.
+    return cast("Callable[[_F], _F]", decorator)
+
+
+if TYPE_CHECKING:
+
+    class _MagicsBase:
+        """The part of IPython's ``Magics`` this module uses (IPython 8 ships no types)."""
+
+        shell: Any
+
+        def __init__(self, shell: Any = None, **kwargs: Any) -> None: ...
+
+else:
+    _MagicsBase = Magics
+
+magics_class = _typed_decorator(_ipython_magic.magics_class)
+line_cell_magic = _typed_decorator(_ipython_magic.line_cell_magic)
+needs_local_scope = _typed_decorator(_ipython_magic.needs_local_scope)
+no_var_expand = _typed_decorator(_ipython_magic.no_var_expand)
 
 
 class MagicCellError(MagicError):
@@ -110,7 +132,7 @@ class _Affected:
 
 
 @magics_class
-class PgMonkeyMagics(Magics):
+class PgMonkeyMagics(_MagicsBase):
     """``%pgmonkey`` and ``%%pgmonkey``: SQL and pgmonkey commands in IPython."""
 
     feedback = Bool(True, help="Print connection banners and 'N rows affected' messages.").tag(
@@ -124,7 +146,7 @@ class PgMonkeyMagics(Magics):
     ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        super().__init__(shell=shell, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(shell=shell, **kwargs)
         self._connections: dict[str, _Entry] = {}
         self._current: str | None = None
         self._manager: Any = None
@@ -134,9 +156,9 @@ class PgMonkeyMagics(Magics):
 
     # -- entry point ---------------------------------------------------------------------
 
-    @no_var_expand  # type: ignore[untyped-decorator]
-    @needs_local_scope  # type: ignore[untyped-decorator]
-    @line_cell_magic  # type: ignore[untyped-decorator]
+    @no_var_expand
+    @needs_local_scope
+    @line_cell_magic
     def pgmonkey(self, line: str, cell: str | None = None, local_ns: Any = None) -> Any:
         """Run SQL or a pgmonkey command.
 
@@ -740,7 +762,7 @@ def _expander(shell: Any, ns: Mapping[str, Any]) -> Callable[[str], str]:
         if shell is None or ("{" not in text and "$" not in text):
             return text
         try:
-            return _FORMATTER.vformat(text, args=[], kwargs=dict(ns))
+            return str(_FORMATTER.vformat(text, args=[], kwargs=dict(ns)))
         except Exception:
             return text
 
