@@ -355,7 +355,7 @@ def _make_certificates(client_dir: Path, server_dir: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_before, not_after = now - dt.timedelta(days=1), now + dt.timedelta(days=825)
 
     def name(cn: str) -> x509.Name:

@@ -78,7 +78,7 @@ def _expected(value: Any, sql_type: str) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
     if sql_type == "timestamptz" and value is not None:
-        return value.astimezone(dt.timezone.utc)
+        return value.astimezone(dt.UTC)
     return value
 
 
