@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,20 @@ def server_connections(db_conn: psycopg.Connection[Any], application_name: str) 
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def connections_after_close(
+    db_conn: psycopg.Connection[Any], application_name: str, timeout: float = 30.0
+) -> int:
+    """The backends of *application_name* once closed ones have gone (0 as soon as it is 0).
+
+    A backend leaves ``pg_stat_activity`` a moment after its client closed the socket; on a
+    loaded machine that moment can be long. The deadline only matters when something leaked.
+    """
+    deadline = time.monotonic() + timeout
+    while (count := server_connections(db_conn, application_name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count
 
 
 def terminate(db_conn: psycopg.Connection[Any], application_name: str) -> int:

@@ -53,7 +53,8 @@ def _count(db_conn: psycopg.Connection[Any], table: str) -> int:
     return int(row[0])
 
 
-def _wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+def _wait_until(predicate: Any, timeout: float = 30.0) -> bool:
+    # Generous: on a loaded machine the server can take seconds to see a socket close.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

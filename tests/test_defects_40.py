@@ -32,8 +32,8 @@ from pgmonkey import ConfigError, PGConnectionManager
 from tests._conn_support import (
     app_name,
     close_leftovers,  # noqa: F401 (autouse fixture)
+    connections_after_close,
     derive_config,
-    server_connections,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,10 +115,7 @@ def test_async_pool_example_exits_promptly(
     assert "PostgreSQL" in proc.stdout
     assert "Traceback" not in proc.stderr
     # The server saw every connection go away.
-    deadline = time.monotonic() + 3
-    while server_connections(db_conn, app_name(config)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server_connections(db_conn, app_name(config)) == 0
+    assert connections_after_close(db_conn, app_name(config)) == 0
 
 
 def test_everything_left_open_is_closed_at_exit(
@@ -130,10 +127,7 @@ def test_everything_left_open_is_closed_at_exit(
     # (The script's own unclosed event loop may be reported; nothing of ours may be.)
     for word in ("psycopg", "pgmonkey", "Task was destroyed", "deleted while still open"):
         assert word not in proc.stderr, proc.stderr
-    deadline = time.monotonic() + 3
-    while server_connections(db_conn, app_name(config)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server_connections(db_conn, app_name(config)) == 0
+    assert connections_after_close(db_conn, app_name(config)) == 0
 
 
 # --- session settings ---------------------------------------------------------------------
@@ -170,7 +164,7 @@ async def test_bad_session_setting_fails_the_connect_naming_it(
     assert repr(name) in message and section in message
     assert isinstance(info.value.__cause__, psycopg.Error)
     assert manager.cache_info["size"] == 0
-    assert server_connections(db_conn, app_name(config)) == 0
+    assert connections_after_close(db_conn, app_name(config)) == 0
 
 
 @pytest.mark.parametrize("ctype", ["normal", "pool", "async", "async_pool"])

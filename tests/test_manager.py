@@ -19,6 +19,7 @@ from pgmonkey.connections.postgres.pool_connection import PGPoolConnection
 from tests._conn_support import (
     app_name,
     close_leftovers,  # noqa: F401 (autouse fixture)
+    connections_after_close,
     derive_config,
     server_connections,
 )
@@ -81,7 +82,7 @@ def test_force_reload_replaces_and_disconnect_evicts(
     with again as conn:
         conn.execute("SELECT 1")
     manager.clear_cache()
-    assert server_connections(db_conn, app_name(config)) == 0
+    assert connections_after_close(db_conn, app_name(config)) == 0
 
 
 async def test_async_force_reload_and_disconnect(password_config: Path) -> None:

@@ -30,6 +30,7 @@ from pgmonkey import sandbox as sb
 from tests._conn_support import (
     app_name,
     close_leftovers,
+    connections_after_close,
     derive_config,
     server_connections,
     terminate,
@@ -204,18 +205,12 @@ def run_fault_under_load(
     with psycopg.connect(box.superuser_conninfo, autocommit=True) as admin:
         sync_name, async_name = app_name(sync_cfg), app_name(async_cfg)
         # Closed: the server may take a moment to see the backends go.
-        deadline = time.monotonic() + 5
-        while server_connections(admin, async_name) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server_connections(admin, async_name) == 0
+        assert connections_after_close(admin, async_name) == 0
         assert server_connections(admin, sync_name) <= stats["pool_size"] <= 8
         with pool as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         manager.clear_cache()
-        deadline = time.monotonic() + 5
-        while server_connections(admin, sync_name) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server_connections(admin, sync_name) == 0
+        assert connections_after_close(admin, sync_name) == 0
 
     # For the report (pytest -s shows it): what was survived.
     print(
