@@ -91,8 +91,17 @@ def _magic_notebook(config: Path, query: str) -> Any:
     )
 
 
+def _path_without_interpreter_bin() -> str:
+    """PATH without the folder of this interpreter (a venv's bin): notebooks may not need it."""
+    bin_dir = Path(sys.executable).parent
+    return os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != bin_dir
+    )
+
+
 def _run_nbval(path: Path, sandbox: sb.Sandbox) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, **{sb.DIR_ENV: str(sandbox.dir)})
+    env = dict(os.environ, PATH=_path_without_interpreter_bin())
+    env[sb.DIR_ENV] = str(sandbox.dir)
     return subprocess.run(
         [
             sys.executable,
@@ -136,6 +145,43 @@ def test_broken_query_fails_the_nbval_run(sandbox: sb.Sandbox, tmp_path: Path) -
     assert 'relation "no_such_table" does not exist' in out
     assert "Traceback (most recent call last)" not in out
     assert sandbox.password not in out
+
+
+SHELL_CHECK = 'assert _exit_code == 0, "the command above failed"'
+
+
+def test_shell_cells_need_no_path_and_fail_the_run(sandbox: sb.Sandbox, tmp_path: Path) -> None:
+    # A `!` command runs the kernel's own interpreter (PATH may lack the venv's bin), and the
+    # next line turns its exit status into a failing cell, which `!` alone never does.
+    config = sandbox.configs["password"]
+    test = f"!{{sys.executable}} -m pgmonkey pgconfig test --connconfig {{cfg}}\n{SHELL_CHECK}"
+    good = tmp_path / "shell_good.ipynb"
+    bad = tmp_path / "shell_bad.ipynb"
+    for path, cfg in ((good, config), (bad, tmp_path / "missing.yaml")):
+        cells = [new_code_cell(f"import sys\ncfg = {str(cfg)!r}"), new_code_cell(test)]
+        metadata = _magic_notebook(config, "").metadata
+        nbformat.write(new_notebook(cells=cells, metadata=metadata), path)
+    ok = _run_nbval(good, sandbox)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "2 passed" in ok.stdout
+    failed = _run_nbval(bad, sandbox)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "1 failed, 1 passed" in failed.stdout
+    assert "the command above failed" in failed.stdout
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=IDS)
+def test_shell_lines_use_the_kernels_python_and_are_checked(path: Path) -> None:
+    for cell in _read(path).cells:
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith("!"):
+                continue
+            assert not line.startswith("!pgmonkey"), f"{path.name}: {line!r} depends on PATH"
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            assert following == SHELL_CHECK, f"{path.name}: {line!r} can fail unnoticed"
 
 
 # --- no secrets in stored outputs ---------------------------------------------------------
