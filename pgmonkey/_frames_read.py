@@ -22,13 +22,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from psycopg import InterfaceError, sql
-from psycopg.abc import Loader, PQGen
-from psycopg.errors import error_from_result
-from psycopg.pq import ExecStatus, Format
-from psycopg.pq.abc import PGconn, PGresult
+from psycopg import sql
+from psycopg.abc import Loader
+from psycopg.pq import Format
 from psycopg.types.string import TextLoader
-from psycopg.waiting import Wait
+
+from pgmonkey import _psycopg
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -287,7 +286,7 @@ def copy_chunks(conn: Connection[Any], size: int = 1 << 18) -> Iterator[bytes]:
     """Blocks of a running ``COPY ... TO STDOUT`` on ``conn`` (see :func:`copy_block`)."""
     encoding = conn.info.encoding
     while True:
-        block, end = conn.wait(copy_block(conn.pgconn, size, encoding))
+        block, end = _psycopg.wait(conn, _psycopg.copy_block(conn.pgconn, size, encoding))
         if block:
             yield block
         if end:
@@ -343,51 +342,6 @@ class QueueChunks:
             if isinstance(item, BaseException):
                 raise item
             yield item
-
-
-def copy_block(
-    pgconn: PGconn, size: int, encoding: str, least: int = 1
-) -> PQGen[tuple[bytes, bool]]:
-    """Read COPY rows until ``size`` bytes (or what has arrived); True at the end.
-
-    psycopg's ``Copy`` iteration runs a generator and a wait per row; reading many rows
-    per wait here takes under half the CPU. Run it with ``connection.wait()`` inside
-    ``cursor.copy()``; at the end it consumes the final result as psycopg would, so the
-    ``Copy`` block exits cleanly.
-    """
-    block = bytearray()
-    while len(block) < size:
-        nbytes, data = pgconn.get_copy_data(1)
-        if nbytes > 0:
-            block += data
-        elif nbytes == 0:  # nothing buffered: hand over what we have, or wait for more
-            if len(block) >= least:
-                break
-            while not (yield Wait.R):
-                continue
-            pgconn.consume_input()
-        else:
-            result = yield from _copy_result(pgconn)
-            if result.status != ExecStatus.COMMAND_OK:
-                raise error_from_result(result, encoding=encoding)
-            return bytes(block), True
-    return bytes(block), False
-
-
-def _copy_result(pgconn: PGconn) -> PQGen[PGresult]:
-    first: PGresult | None = None
-    while True:
-        while pgconn.is_busy():
-            while not (yield Wait.R):
-                continue
-            pgconn.consume_input()
-        result = pgconn.get_result()
-        if result is None:
-            break
-        first = first or result
-    if first is None:  # pragma: no cover - libpq always sends the COPY's result
-        raise InterfaceError("no result at the end of COPY")
-    return first
 
 
 def no_rows_error(query: str) -> Exception:

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import psycopg
 from psycopg import sql
 
+from . import _psycopg
 from ._frames_read import (
     CopyReader,
     Plan,
     QueueChunks,
-    copy_block,
     copy_chunks,
     describe_statement,
     strip_query,
@@ -117,8 +117,8 @@ async def read_sql_async(
                     encoding = conn.info.encoding
                     end = False
                     while not end:
-                        block, end = await conn.wait(
-                            copy_block(conn.pgconn, _BLOCK, encoding, _LEAST)
+                        block, end = await _psycopg.wait_async(
+                            conn, _psycopg.copy_block(conn.pgconn, _BLOCK, encoding, _LEAST)
                         )
                         chunks.put(block)
             except BaseException as error:

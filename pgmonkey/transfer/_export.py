@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 
+from pgmonkey import _psycopg
 from pgmonkey.errors import TransferError
 
 from ._connect import sync_connection
@@ -199,16 +200,4 @@ def _copy_out(cur: psycopg.Cursor[Any], stmt: sql.Composed, out: _Output) -> int
                 buf += chunk
                 continue
             # -1: the data is over; fetch the final result as psycopg does after a COPY.
-            return _copy_result(pgconn, cur.connection.info.encoding)
-
-
-def _copy_result(pgconn: Any, encoding: str) -> int:
-    results = []
-    while (res := pgconn.get_result()) is not None:
-        results.append(res)
-    if not results:
-        raise psycopg.OperationalError("copy ended without a result")
-    res = results[0]
-    if res.status != pq.ExecStatus.COMMAND_OK:
-        raise psycopg.errors.error_from_result(res, encoding=encoding)
-    return int(res.command_tuples or 0)
+            return _psycopg.copy_out_result(pgconn, cur.connection.info.encoding)

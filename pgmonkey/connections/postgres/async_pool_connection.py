@@ -6,46 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from pgmonkey import _psycopg
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import BaseConnection, BorrowStack, check_loop_ownership
 from pgmonkey.connections.postgres.async_connection import apply_settings_async, hard_close
 
 __all__ = ["PGAsyncPoolConnection"]
-
-
-class _StopOnCancel:
-    """A worker's queue that raises once the worker's task has been asked to cancel."""
-
-    __slots__ = ("_queue",)
-
-    def __init__(self, queue: Any) -> None:
-        self._queue = queue
-
-    async def get(self) -> Any:
-        task = asyncio.current_task()
-        if task is not None and getattr(task, "cancelling", lambda: 0)():
-            raise asyncio.CancelledError
-        return await self._queue.get()
-
-
-class _Pool(AsyncConnectionPool[Any]):
-    """psycopg_pool's async pool, whose maintenance workers honour a cancellation.
-
-    psycopg_pool's workers catch ``CancelledError`` around each job, so a worker cancelled
-    while it reconnects (``asyncio.run`` ending with the pool open after a restart or killed
-    backends) goes back to waiting on its queue, and the loop waits for it forever. Once its
-    task is being cancelled (Python 3.11+), the worker's next wait raises instead.
-    """
-
-    @classmethod
-    async def worker(cls, q: Any) -> None:
-        await super().worker(cast(Any, _StopOnCancel(q)))
 
 
 def hard_close_pool(pool: AsyncConnectionPool[Any] | None) -> None:
@@ -56,7 +28,7 @@ def hard_close_pool(pool: AsyncConnectionPool[Any] | None) -> None:
     """
     if pool is None:
         return
-    for conn in list(getattr(pool, "_pool", ())):
+    for conn in _psycopg.idle_pool_connections(pool):
         try:
             hard_close(conn)
         except Exception:
@@ -131,7 +103,7 @@ class PGAsyncPoolConnection(BaseConnection):
         args, check, kwargs, probe_kwargs = self._pool_plan(self.async_pool_settings)
         async with await psycopg.AsyncConnection.connect(self._conninfo, **probe_kwargs) as probe:
             await self._configure(probe)
-        pool: AsyncConnectionPool[Any] = _Pool(
+        pool: AsyncConnectionPool[Any] = _psycopg.cancellable_async_pool_class()(
             self._conninfo,
             kwargs=kwargs,
             open=False,
