@@ -69,7 +69,7 @@ class WritePlan:
         names = [str(c) for c in df.columns]
         if len(set(names)) != len(names):
             raise TransferError(f"duplicate column names: {names!r}")
-        from ._frames_binary import BINARY_TYPES
+        from ._binary import BINARY_TYPES
 
         columns = [(str(name), pg_type(df[name])) for name in df.columns]
         # Object columns (but strings) go through CSV: the server checks their values.
@@ -112,7 +112,7 @@ class WritePlan:
     def chunks(self, df: pd.DataFrame) -> Iterator[bytes]:
         """The frame as COPY data (binary or CSV), ``CHUNK_ROWS`` rows at a time."""
         if self.binary:
-            from ._frames_binary import chunks
+            from ._binary import chunks
 
             yield from chunks(df, [t for _, t in self.columns], CHUNK_ROWS)
             return

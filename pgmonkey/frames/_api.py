@@ -1,25 +1,9 @@
-"""Query results to DataFrames and DataFrames to tables, through ``COPY``.
+"""The entry points: query results to DataFrames and DataFrames to tables, through ``COPY``.
 
 :func:`read_sql` streams ``COPY (query) TO STDOUT`` into pandas' C CSV reader with one
-dtype per column, chosen from the query's result description (see ``_frames_read``);
+dtype per column, chosen from the query's result description (see ``_read``);
 :func:`to_sql` writes a frame through ``COPY ... FROM STDIN`` in one transaction (see
-``_frames_write``). The async twins share that code: only the I/O differs.
-
-Dtypes of :func:`read_sql`:
-
-==========================  =============================================================
-PostgreSQL                  pandas
-==========================  =============================================================
-int2, int4, int8, oid       ``int64`` (``Int64`` when a NULL occurs)
-float4, float8              ``float64`` (NULL and NaN are both NaN)
-numeric                     ``float64``; ``decimal=True``: ``object`` of ``Decimal``
-bool                        ``bool`` (``boolean`` when a NULL occurs)
-text, varchar, char, name   pandas' default string dtype (``str`` on pandas 3); NULL is NA
-timestamptz                 ``datetime64[us, UTC]``
-timestamp                   ``datetime64[us]``
-date                        ``datetime64[s]``
-anything else               ``object`` of the values psycopg loads (json, arrays, bytea, ...)
-==========================  =============================================================
+``_write``). The async twins share that code: only the I/O differs.
 
 ``con`` is a pgmonkey connection object (``with con as conn`` gives the connection, so a
 pool lends one), a psycopg connection, or the path of a pgmonkey YAML config.
@@ -36,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import psycopg
 from psycopg import sql
 
-from . import _psycopg
-from ._frames_read import (
+from .. import _psycopg
+from ._read import (
     CopyReader,
     Plan,
     QueueChunks,
@@ -45,7 +29,7 @@ from ._frames_read import (
     describe_statement,
     strip_query,
 )
-from ._frames_write import WritePlan
+from ._write import WritePlan
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -201,7 +185,7 @@ def _plan_or_raise(
     text: str,
     decimal: bool,
 ) -> Plan:
-    from ._frames_read import no_rows_error
+    from ._read import no_rows_error
 
     description = _columns(cur)
     if description is None:
@@ -252,7 +236,7 @@ async def _async_connection(con: Any) -> AsyncIterator[psycopg.AsyncConnection[A
 
 @contextmanager
 def _open_config(path: str) -> Iterator[psycopg.Connection[Any]]:
-    from .config import connect_params, load_config, session_settings
+    from ..config import connect_params, load_config, session_settings
 
     config = load_config(path)
     with psycopg.connect(**connect_params(config).connect_kwargs()) as conn:
@@ -262,7 +246,7 @@ def _open_config(path: str) -> Iterator[psycopg.Connection[Any]]:
 
 @asynccontextmanager
 async def _open_config_async(path: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    from .config import connect_params, load_config, session_settings
+    from ..config import connect_params, load_config, session_settings
 
     config = load_config(path)
     conn = await psycopg.AsyncConnection.connect(**connect_params(config).connect_kwargs())

@@ -1,0 +1,33 @@
+"""DataFrames in and out of PostgreSQL through ``COPY``: the idea of the frames package.
+
+- :func:`read_sql` / :func:`read_sql_async`: a query's result as a DataFrame, streamed from
+  ``COPY (query) TO STDOUT`` with one dtype per column chosen from the result description
+  (``_read``: the plan and the parse).
+- :func:`to_sql` / :func:`to_sql_async`: a DataFrame into a table through ``COPY ... FROM
+  STDIN`` in one transaction (``_write``: column types and the text path; ``_binary``: the
+  binary COPY encoder for fixed-width columns).
+
+``_api`` holds the four entry points and how they reach a connection.
+
+Dtypes of :func:`read_sql`:
+
+==========================  =============================================================
+PostgreSQL                  pandas
+==========================  =============================================================
+int2, int4, int8, oid       ``int64`` (``Int64`` when a NULL occurs)
+float4, float8              ``float64`` (NULL and NaN are both NaN)
+numeric                     ``float64``; ``decimal=True``: ``object`` of ``Decimal``
+bool                        ``bool`` (``boolean`` when a NULL occurs)
+text, varchar, char, name   pandas' default string dtype (``str`` on pandas 3); NULL is NA
+timestamptz                 ``datetime64[us, UTC]``
+timestamp                   ``datetime64[us]``
+date                        ``datetime64[s]``
+anything else               ``object`` of the values psycopg loads (json, arrays, bytea, ...)
+==========================  =============================================================
+"""
+
+from __future__ import annotations
+
+from ._api import read_sql, read_sql_async, to_sql, to_sql_async
+
+__all__ = ["read_sql", "read_sql_async", "to_sql", "to_sql_async"]
