@@ -11,7 +11,6 @@ import pytest
 import yaml
 from psycopg import sql
 
-from pgmonkey._serveradvice_hba import first_match, hba_addresses, quote_hba_name
 from pgmonkey.config import load_config
 from pgmonkey.serveradvice import (
     Advice,
@@ -22,6 +21,7 @@ from pgmonkey.serveradvice import (
     audit,
     recommend,
 )
+from pgmonkey.serveradvice._hba import first_match, hba_addresses, quote_hba_name
 
 
 def cfg(**settings: Any) -> dict[str, Any]:
