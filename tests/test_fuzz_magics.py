@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.interactiveshell import InteractiveShell
 
-from pgmonkey._magics_params import parse
 from pgmonkey.magics import PgMonkeyMagics
+from pgmonkey.magics._params import parse
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

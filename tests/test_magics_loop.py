@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pgmonkey._magics_loop import LoopThread
+from pgmonkey.magics._loop import LoopThread
 
 
 async def _where() -> tuple[str, asyncio.AbstractEventLoop]:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pgmonkey._magics_params import parse, tokenize
 from pgmonkey.errors import MagicError
+from pgmonkey.magics._params import parse, tokenize
 
 
 def queries(sql: str) -> list[str]:

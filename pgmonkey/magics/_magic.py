@@ -31,10 +31,10 @@ from IPython.core.magic import Magics
 from IPython.utils.text import DollarFormatter
 from traitlets import Bool
 
-from pgmonkey._magics_loop import LoopThread
-from pgmonkey._magics_params import Statement, parse
 from pgmonkey.config import CONNECTION_TYPES
 from pgmonkey.errors import MagicError, PgMonkeyError
+from pgmonkey.magics._loop import LoopThread
+from pgmonkey.magics._params import Statement, parse
 
 if TYPE_CHECKING:
     import pandas as pd
