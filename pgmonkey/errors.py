@@ -8,6 +8,7 @@ One base class, so one ``except`` catches everything pgmonkey raises on purpose:
      ├── SandboxError
      ├── TransferError (also a ValueError)
      └── MagicError
+          └── MagicCellError
 
 Database errors from the server are psycopg's own (``psycopg.Error`` and subclasses)
 and are never wrapped, so code written for psycopg keeps catching them.
@@ -38,3 +39,11 @@ class TransferError(PgMonkeyError, ValueError):
 
 class MagicError(PgMonkeyError):
     """A ``%pgmonkey`` magic was called with bad arguments."""
+
+
+class MagicCellError(MagicError):
+    """A ``%pgmonkey`` magic failed; IPython shows its message only, no traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython (and ipykernel) use this instead of a formatted traceback.
+        return str(self).splitlines()

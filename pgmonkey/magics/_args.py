@@ -1,0 +1,132 @@
+"""Arguments of the magics: words split like a shell, ``{expr}``/``$var`` expanded, parsed.
+
+Command arguments (paths, names, tables) expand ``{expr}`` and ``$var`` as IPython expands
+other magics' lines; SQL never does (it binds ``:name`` parameters instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+from IPython.utils.text import DollarFormatter
+
+from pgmonkey.errors import MagicError
+
+# Leading options of a line query: %pgmonkey --conn NAME --out VAR SELECT ...
+LINE_OPTIONS = re.compile(r"\s*((?:--(?:conn|out)(?:=|\s+)\S+\s*)+)(.*)", re.DOTALL)
+
+
+class HelpShown(Exception):
+    """argparse printed the help of a subcommand: nothing else to do."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting the kernel."""
+
+    def error(self, message: str) -> NoReturn:
+        raise MagicError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message)
+        raise HelpShown
+
+
+def query_parser(prog: str) -> ArgumentParser:
+    p = ArgumentParser(prog=prog)
+    p.add_argument("--out", help="also store the result in this variable")
+    p.add_argument("--conn", help="connection name (default: the current one)")
+    return p
+
+
+_FORMATTER = DollarFormatter()
+
+
+def expander(shell: Any, ns: Mapping[str, Any]) -> Callable[[str], str]:
+    """``{expr}`` / ``$var`` expansion of one argument, as IPython expands other magics' lines.
+
+    The same formatter and namespace as ``InteractiveShell.var_expand``: the notebook's
+    variables, the caller's local ones first. As there, a failure (an undefined name, a
+    path with literal braces) leaves the text unchanged; ``{{`` and ``$$`` escape.
+    """
+
+    def expand(text: str) -> str:
+        if shell is None or ("{" not in text and "$" not in text):
+            return text
+        try:
+            return str(_FORMATTER.vformat(text, args=[], kwargs=dict(ns)))
+        except Exception:
+            return text
+
+    return expand
+
+
+def split_words(text: str) -> list[str]:
+    """Shell-like words, an unquoted ``{expr}`` kept whole (spaces and quotes included)."""
+    if "{" not in text or "\ue000" in text:
+        return split_args(text)
+    groups: list[str] = []
+    out: list[str] = []
+    i, quote = 0, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+            elif ch == "\\" and quote == '"':
+                out.append(text[i : i + 2])
+                i += 2
+                continue
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "\\":
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        elif ch == "{":
+            end = _closing_brace(text, i)
+            if end > 0:
+                out.append(f"\ue000{len(groups)}\ue001")
+                groups.append(text[i : end + 1])
+                i = end + 1
+                continue
+        out.append(ch)
+        i += 1
+    words = split_args("".join(out))
+    return [_GROUP.sub(lambda m: groups[int(m.group(1))], w) for w in words]
+
+
+_GROUP = re.compile("\ue000(\\d+)\ue001")
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the ``}`` closing the ``{`` at *start* (Python strings skipped), or -1."""
+    depth, quote, i = 0, "", start
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def split_args(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise MagicError(f"cannot parse arguments: {exc}") from None
