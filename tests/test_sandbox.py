@@ -23,6 +23,8 @@ from psycopg.conninfo import conninfo_to_dict
 from pgmonkey import sandbox as sb
 from pgmonkey.config import connect_params, load_config
 from pgmonkey.errors import SandboxError
+from pgmonkey.sandbox import _lifecycle as sb_lifecycle
+from pgmonkey.sandbox import _process as sb_process
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -225,7 +227,7 @@ def test_stale_state_is_not_running(tmp_path: Path) -> None:
 def test_lifecycle_start_connect_three_ways_stop_leaves_nothing(tmp_path: Path) -> None:
     """The acceptance test of issue 2, in one piece, on a sandbox of its own."""
     path = tmp_path / "life"
-    port = sb._free_port()
+    port = sb_process._free_port()
     running = sb.start(path, port=port)
     assert running.port == port
     seen = {}
@@ -292,8 +294,8 @@ def test_failed_start_leaves_nothing(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(sb._PortTaken):
-            sb._create(tmp_path, sb.find_bindir(), taken.getsockname()[1])
+        with pytest.raises(sb_process._PortTaken):
+            sb_lifecycle._create(tmp_path, sb.find_bindir(), taken.getsockname()[1])
     assert list(tmp_path.iterdir()) == []
 
 

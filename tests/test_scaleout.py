@@ -27,6 +27,8 @@ from psycopg_pool import PoolTimeout
 from pgmonkey import PGConnectionManager, load_config, serveradvice
 from pgmonkey import sandbox as sb
 from pgmonkey.errors import SandboxError
+from pgmonkey.sandbox import _model as sb_model
+from pgmonkey.sandbox import _scaleout as sb_scaleout
 
 pytestmark = pytest.mark.slow
 
@@ -226,7 +228,7 @@ def test_a_failed_standby_leaves_the_running_sandbox_as_it_was(
     path = tmp_path / "half"
     plain = sb.start(path)
     try:
-        real_run = sb._run
+        real_run = sb_scaleout._run
 
         def failing_basebackup(cmd: Any, **kwargs: Any) -> None:
             if Path(str(cmd[0])).name == "pg_basebackup":
@@ -234,7 +236,7 @@ def test_a_failed_standby_leaves_the_running_sandbox_as_it_was(
             real_run(cmd, **kwargs)
 
         with monkeypatch.context() as m:
-            m.setattr(sb, "_run", failing_basebackup)
+            m.setattr(sb_scaleout, "_run", failing_basebackup)
             with pytest.raises(SandboxError, match="simulated"):
                 sb.start(path, standbys=1)
         assert sb.status(path) == plain
@@ -341,7 +343,7 @@ def test_pgbouncer_threads_without_prepared_statements(
     backends, errors = _threads(bouncer)
     assert errors == Counter()
     # 8 client connections shared at most 4 server connections (default_pool_size).
-    assert 1 <= len(backends) <= sb._PGBOUNCER_POOL_SIZE
+    assert 1 <= len(backends) <= sb_model._PGBOUNCER_POOL_SIZE
 
 
 async def test_pgbouncer_tasks_without_prepared_statements(bouncer: dict[str, Any]) -> None:
