@@ -56,10 +56,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from pgmonkey.config import load_config, redact_config
-    from pgmonkey.connections.postgres.async_connection import PGAsyncConnection
-    from pgmonkey.connections.postgres.async_pool_connection import PGAsyncPoolConnection
-    from pgmonkey.connections.postgres.normal_connection import PGNormalConnection
-    from pgmonkey.connections.postgres.pool_connection import PGPoolConnection
+    from pgmonkey.connections.async_ import PGAsyncConnection
+    from pgmonkey.connections.async_pool import PGAsyncPoolConnection
+    from pgmonkey.connections.normal import PGNormalConnection
+    from pgmonkey.connections.pool import PGPoolConnection
     from pgmonkey.errors import (
         ConfigError,
         EnvInterpolationError,

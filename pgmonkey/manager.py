@@ -29,10 +29,10 @@ from pgmonkey.config import (
     session_settings,
 )
 from pgmonkey.connections import _lifecycle
-from pgmonkey.connections.postgres.async_connection import PGAsyncConnection
-from pgmonkey.connections.postgres.async_pool_connection import PGAsyncPoolConnection
-from pgmonkey.connections.postgres.normal_connection import PGNormalConnection
-from pgmonkey.connections.postgres.pool_connection import PGPoolConnection
+from pgmonkey.connections.async_ import PGAsyncConnection
+from pgmonkey.connections.async_pool import PGAsyncPoolConnection
+from pgmonkey.connections.normal import PGNormalConnection
+from pgmonkey.connections.pool import PGPoolConnection
 
 __all__ = ["PGConnectionManager"]
 

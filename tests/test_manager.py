@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from pgmonkey import ConfigError, PGConnectionManager, load_config
-from pgmonkey.connections.postgres.async_pool_connection import PGAsyncPoolConnection
-from pgmonkey.connections.postgres.pool_connection import PGPoolConnection
+from pgmonkey.connections.async_pool import PGAsyncPoolConnection
+from pgmonkey.connections.pool import PGPoolConnection
 from tests._conn_support import (
     app_name,
     close_leftovers,  # noqa: F401 (autouse fixture)

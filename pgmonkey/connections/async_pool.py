@@ -15,7 +15,7 @@ from pgmonkey import _psycopg
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import BaseConnection, BorrowStack, check_loop_ownership
-from pgmonkey.connections.postgres.async_connection import apply_settings_async, hard_close
+from pgmonkey.connections.async_ import apply_settings_async, hard_close
 
 __all__ = ["PGAsyncPoolConnection"]
 

@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import BaseConnection, BorrowStack
-from pgmonkey.connections.postgres.normal_connection import apply_settings
+from pgmonkey.connections.normal import apply_settings
 
 __all__ = ["PGPoolConnection"]
 
