@@ -10,35 +10,16 @@ from typing import Any
 
 import psycopg
 
+from pgmonkey._connect import apply_settings_async
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import (
-    SET_CONFIG_SQL,
     BaseConnection,
     check_loop_ownership,
     idle_connection_is_dead,
-    is_setting_rejection,
-    setting_error,
 )
 
 __all__ = ["PGAsyncConnection", "apply_settings_async"]
-
-
-async def apply_settings_async(
-    conn: psycopg.AsyncConnection[Any], settings: Mapping[str, str], label: str
-) -> None:
-    """SET each session setting on *conn* and commit: the connection ends idle, never aborted."""
-    for name, value in settings.items():
-        try:
-            await conn.execute(SET_CONFIG_SQL, (name, value))
-        except psycopg.Error as exc:
-            if not conn.closed:
-                await conn.rollback()
-            if is_setting_rejection(exc):
-                raise setting_error(label, name, value, exc) from exc
-            raise
-    if not conn.autocommit:
-        await conn.commit()
 
 
 def hard_close(conn: psycopg.AsyncConnection[Any] | None) -> None:

@@ -12,10 +12,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgmonkey import _psycopg
+from pgmonkey._connect import apply_settings_async
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import BaseConnection, BorrowStack, check_loop_ownership
-from pgmonkey.connections.async_ import apply_settings_async, hard_close
+from pgmonkey.connections.async_ import hard_close
 
 __all__ = ["PGAsyncPoolConnection"]
 

@@ -9,32 +9,12 @@ from typing import Any
 
 import psycopg
 
+from pgmonkey._connect import apply_settings
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
-from pgmonkey.connections._base import (
-    SET_CONFIG_SQL,
-    BaseConnection,
-    idle_connection_is_dead,
-    is_setting_rejection,
-    setting_error,
-)
+from pgmonkey.connections._base import BaseConnection, idle_connection_is_dead
 
 __all__ = ["PGNormalConnection", "apply_settings"]
-
-
-def apply_settings(conn: psycopg.Connection[Any], settings: Mapping[str, str], label: str) -> None:
-    """SET each session setting on *conn* and commit: the connection ends idle, never aborted."""
-    for name, value in settings.items():
-        try:
-            conn.execute(SET_CONFIG_SQL, (name, value))
-        except psycopg.Error as exc:
-            if not conn.closed:
-                conn.rollback()
-            if is_setting_rejection(exc):
-                raise setting_error(label, name, value, exc) from exc
-            raise
-    if not conn.autocommit:
-        conn.commit()
 
 
 class PGNormalConnection(BaseConnection):

@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from pgmonkey._connect import apply_settings
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import BaseConnection, BorrowStack
-from pgmonkey.connections.normal import apply_settings
 
 __all__ = ["PGPoolConnection"]
 

@@ -12,15 +12,14 @@ pool lends one), a psycopg connection, or the path of a pgmonkey YAML config.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
 from psycopg import sql
 
-from .. import _psycopg
+from .. import _connect, _psycopg
 from ._read import (
     CopyReader,
     Plan,
@@ -52,7 +51,7 @@ def read_sql(
     text. A statement that returns no rows raises :class:`~pgmonkey.errors.TransferError`
     (after it ran: as with ``pandas.read_sql``).
     """
-    with _connection(con) as conn:
+    with _connect.connection(con) as conn:
         text = _bind(conn, query, params)
         body = strip_query(text)
         with conn.cursor() as cur:
@@ -80,7 +79,7 @@ async def read_sql_async(
 
     Parsing runs in a worker thread while the event loop receives the data.
     """
-    async with _async_connection(con) as conn:
+    async with _connect.async_connection(con) as conn:
         text = _bind(conn, query, params)
         body = strip_query(text)
         async with conn.cursor() as cur:
@@ -130,7 +129,7 @@ def to_sql(
     types come from the dtypes; the index is not written (``df.reset_index()`` keeps it).
     """
     plan = WritePlan.build(df, table, schema, if_exists)
-    with _connection(con) as conn, conn.transaction(), conn.cursor() as cur:
+    with _connect.connection(con) as conn, conn.transaction(), conn.cursor() as cur:
         row = cur.execute(plan.exists_query()).fetchone()
         for statement in plan.ddl(exists=row is not None and row[0] is not None):
             cur.execute(statement)
@@ -150,7 +149,11 @@ async def to_sql_async(
 ) -> int:
     """:func:`to_sql` for a ``psycopg.AsyncConnection`` (or an async pgmonkey object/path)."""
     plan = WritePlan.build(df, table, schema, if_exists)
-    async with _async_connection(con) as conn, conn.transaction(), conn.cursor() as cur:
+    async with (
+        _connect.async_connection(con) as conn,
+        conn.transaction(),
+        conn.cursor() as cur,
+    ):
         row = await (await cur.execute(plan.exists_query())).fetchone()
         for statement in plan.ddl(exists=row is not None and row[0] is not None):
             await cur.execute(statement)
@@ -191,71 +194,3 @@ def _plan_or_raise(
     if description is None:
         raise no_rows_error(text)
     return Plan.build(description, conn, decimal=decimal)
-
-
-@contextmanager
-def _connection(con: Any) -> Iterator[psycopg.Connection[Any]]:
-    """A psycopg connection from whatever ``con`` is (see the module docstring)."""
-    if isinstance(con, psycopg.Connection):
-        yield con
-    elif isinstance(con, (str, os.PathLike)):
-        with _open_config(os.fspath(con)) as conn:
-            yield conn
-    elif isinstance(con, psycopg.AsyncConnection) or hasattr(con, "__aenter__"):
-        raise TypeError(f"{type(con).__name__} is asynchronous: use the *_async function")
-    elif hasattr(con, "__enter__"):
-        with con as conn:
-            if not isinstance(conn, psycopg.Connection):
-                raise TypeError(f"{type(con).__name__} did not give a psycopg connection")
-            yield conn
-    else:
-        raise TypeError(
-            f"con must be a pgmonkey connection, a psycopg connection or a config path, "
-            f"not {type(con).__name__}"
-        )
-
-
-@asynccontextmanager
-async def _async_connection(con: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    if isinstance(con, psycopg.AsyncConnection):
-        yield con
-    elif isinstance(con, (str, os.PathLike)):
-        async with _open_config_async(os.fspath(con)) as conn:
-            yield conn
-    elif hasattr(con, "__aenter__"):
-        async with con as conn:
-            if not isinstance(conn, psycopg.AsyncConnection):
-                raise TypeError(f"{type(con).__name__} did not give a psycopg async connection")
-            yield conn
-    else:
-        raise TypeError(
-            f"con must be an async pgmonkey connection, a psycopg AsyncConnection or a "
-            f"config path, not {type(con).__name__}"
-        )
-
-
-@contextmanager
-def _open_config(path: str) -> Iterator[psycopg.Connection[Any]]:
-    from ..config import connect_params, load_config, session_settings
-
-    config = load_config(path)
-    with psycopg.connect(**connect_params(config).connect_kwargs()) as conn:
-        _apply_settings(conn, session_settings(config, "normal"))
-        yield conn
-
-
-@asynccontextmanager
-async def _open_config_async(path: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    from ..config import connect_params, load_config, session_settings
-
-    config = load_config(path)
-    conn = await psycopg.AsyncConnection.connect(**connect_params(config).connect_kwargs())
-    async with conn:
-        for name, value in session_settings(config, "async").items():
-            await conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
-        yield conn
-
-
-def _apply_settings(conn: psycopg.Connection[Any], settings: Mapping[str, str]) -> None:
-    for name, value in settings.items():
-        conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))

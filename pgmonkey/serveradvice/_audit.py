@@ -355,12 +355,9 @@ def audit(config: Mapping[str, Any], conn: psycopg.Connection[Any] | None = None
     error. Connection errors are psycopg's own.
     """
     if conn is None:
-        import psycopg
+        from pgmonkey._connect import open_config
 
-        from pgmonkey.config import connect_params
-
-        params = connect_params(config)
-        with psycopg.connect(params.conninfo, autocommit=True) as own:
+        with open_config(config, autocommit=True) as own:
             return audit(config, own)
     return _audit(config, conn)
 

@@ -17,10 +17,9 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from pgmonkey import _psycopg
+from pgmonkey import _connect, _psycopg
 from pgmonkey.errors import TransferError
 
-from ._connect import sync_connection
 from ._progress import Progress
 from ._settings import (
     ExportSettings,
@@ -102,7 +101,7 @@ def export_csv(
     )
     partial = out.with_name(out.name + ".part")
     try:
-        with sync_connection(con, resolve_env=resolve_env) as conn, open(partial, "wb") as f:
+        with _connect.connection(con, resolve_env=resolve_env) as conn, open(partial, "wb") as f:
             rows, size = _write(conn, stmt, f, s, server_encoding, out.name, progress)
         os.replace(partial, out)
     except BaseException as exc:

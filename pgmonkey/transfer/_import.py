@@ -18,9 +18,9 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from pgmonkey import _connect
 from pgmonkey.errors import TransferError
 
-from ._connect import sync_connection
 from ._detect import detect_csv
 from ._progress import Progress
 from ._settings import (
@@ -143,7 +143,7 @@ def import_csv(
         resolved = replace(resolved, if_exists=if_exists)
     _check_header(p, resolved)
 
-    with sync_connection(con, resolve_env=resolve_env) as conn:
+    with _connect.connection(con, resolve_env=resolve_env) as conn:
         rows, created = _load(conn, p, target, resolved, progress)
     return ImportResult(
         p, str(target), resolved, settings_path, review_needed=False, rows=rows, created=created
