@@ -18,14 +18,15 @@ _EXPORTS: dict[str, str] = {
     "redact_config": "pgmonkey.config",
     "PgMonkeyError": "pgmonkey.errors",
     "ConfigError": "pgmonkey.errors",
+    "ConnectionStateError": "pgmonkey.errors",
     "EnvInterpolationError": "pgmonkey.errors",
     "SandboxError": "pgmonkey.errors",
     "TransferError": "pgmonkey.errors",
     "MagicError": "pgmonkey.errors",
-    "PGNormalConnection": "pgmonkey.connections.postgres.normal_connection",
-    "PGPoolConnection": "pgmonkey.connections.postgres.pool_connection",
-    "PGAsyncConnection": "pgmonkey.connections.postgres.async_connection",
-    "PGAsyncPoolConnection": "pgmonkey.connections.postgres.async_pool_connection",
+    "PGNormalConnection": "pgmonkey.connections.normal",
+    "PGPoolConnection": "pgmonkey.connections.pool",
+    "PGAsyncConnection": "pgmonkey.connections.async_",
+    "PGAsyncPoolConnection": "pgmonkey.connections.async_pool",
     "read_sql": "pgmonkey.frames",
     "to_sql": "pgmonkey.frames",
     "import_csv": "pgmonkey.transfer",
@@ -34,6 +35,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "ConfigError",
+    "ConnectionStateError",
     "EnvInterpolationError",
     "MagicError",
     "PGAsyncConnection",
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from pgmonkey.connections.pool import PGPoolConnection
     from pgmonkey.errors import (
         ConfigError,
+        ConnectionStateError,
         EnvInterpolationError,
         MagicError,
         PgMonkeyError,

@@ -5,6 +5,7 @@ One base class, so one ``except`` catches everything pgmonkey raises on purpose:
     PgMonkeyError
      ├── ConfigError (also a ValueError)
      │    └── EnvInterpolationError
+     ├── ConnectionStateError
      ├── SandboxError
      ├── TransferError (also a ValueError)
      └── MagicError
@@ -27,6 +28,13 @@ class ConfigError(PgMonkeyError, ValueError):
 
 class EnvInterpolationError(ConfigError):
     """An environment or secret reference in a config cannot be resolved."""
+
+
+class ConnectionStateError(PgMonkeyError):
+    """A connection object was used in a state that does not allow it.
+
+    Not connected yet, opened on another running event loop, or no connection borrowed.
+    """
 
 
 class SandboxError(PgMonkeyError):

@@ -18,9 +18,11 @@ import secrets
 import threading
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, overload
 
 from pgmonkey.config import (
+    ASYNC_CONNECTION_TYPES,
+    CONNECTION_TYPES,
     connect_params,
     load_config_cached,
     pool_settings,
@@ -29,6 +31,7 @@ from pgmonkey.config import (
     session_settings,
 )
 from pgmonkey.connections import _lifecycle
+from pgmonkey.connections._base import BaseConnection
 from pgmonkey.connections.async_ import PGAsyncConnection
 from pgmonkey.connections.async_pool import PGAsyncPoolConnection
 from pgmonkey.connections.normal import PGNormalConnection
@@ -40,8 +43,6 @@ SyncConnection: TypeAlias = PGNormalConnection | PGPoolConnection
 AsyncConnection: TypeAlias = PGAsyncConnection | PGAsyncPoolConnection
 AnyConnection: TypeAlias = SyncConnection | AsyncConnection
 
-_ASYNC_TYPES: Final = frozenset({"async", "async_pool"})
-_VALID_TYPES: Final = frozenset({"normal", "pool", "async", "async_pool"})
 
 # Cache keys are keyed hashes: a key shown by cache_info reveals nothing about the config.
 _KEY_SECRET: Final = secrets.token_bytes(16)
@@ -99,6 +100,61 @@ class PGConnectionManager:
 
     # -- public API ---------------------------------------------------------------------------
 
+    @overload
+    def get_database_connection(
+        self,
+        config_file_path: str | os.PathLike[str],
+        connection_type: Literal["normal"],
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> PGNormalConnection: ...
+
+    @overload
+    def get_database_connection(
+        self,
+        config_file_path: str | os.PathLike[str],
+        connection_type: Literal["pool"],
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> PGPoolConnection: ...
+
+    @overload
+    def get_database_connection(
+        self,
+        config_file_path: str | os.PathLike[str],
+        connection_type: Literal["async"],
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> Awaitable[PGAsyncConnection]: ...
+
+    @overload
+    def get_database_connection(
+        self,
+        config_file_path: str | os.PathLike[str],
+        connection_type: Literal["async_pool"],
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> Awaitable[PGAsyncPoolConnection]: ...
+
+    @overload
+    def get_database_connection(
+        self,
+        config_file_path: str | os.PathLike[str],
+        connection_type: str | None = ...,
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> Any: ...
+
     def get_database_connection(
         self,
         config_file_path: str | os.PathLike[str],
@@ -111,10 +167,67 @@ class PGConnectionManager:
         """The cached connection object for a config file (an awaitable for async types).
 
         The type comes from *connection_type*, else the file's ``connection_type``, else
-        ``normal``. ``force_reload=True`` closes the cached object and creates a new one.
+        ``normal``. With the type given as a literal, type checkers know the precise class
+        (``get_database_connection(path, "pool")`` is a :class:`PGPoolConnection`).
+        ``force_reload=True`` closes the cached object and creates a new one.
         """
         resolved = self._load_path(config_file_path, resolve_env, allow_sensitive_defaults)
         return self._get(resolved, connection_type, force_reload)
+
+    @overload
+    def get_database_connection_from_dict(
+        self,
+        config_data_dictionary: Mapping[str, Any],
+        connection_type: Literal["normal"],
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> PGNormalConnection: ...
+
+    @overload
+    def get_database_connection_from_dict(
+        self,
+        config_data_dictionary: Mapping[str, Any],
+        connection_type: Literal["pool"],
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> PGPoolConnection: ...
+
+    @overload
+    def get_database_connection_from_dict(
+        self,
+        config_data_dictionary: Mapping[str, Any],
+        connection_type: Literal["async"],
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> Awaitable[PGAsyncConnection]: ...
+
+    @overload
+    def get_database_connection_from_dict(
+        self,
+        config_data_dictionary: Mapping[str, Any],
+        connection_type: Literal["async_pool"],
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> Awaitable[PGAsyncPoolConnection]: ...
+
+    @overload
+    def get_database_connection_from_dict(
+        self,
+        config_data_dictionary: Mapping[str, Any],
+        connection_type: str | None = ...,
+        *,
+        resolve_env: bool = ...,
+        allow_sensitive_defaults: bool = ...,
+        force_reload: bool = ...,
+    ) -> Any: ...
 
     def get_database_connection_from_dict(
         self,
@@ -151,7 +264,7 @@ class PGConnectionManager:
         """
         for obj in self._take_all():
             if isinstance(obj, (PGAsyncConnection, PGAsyncPoolConnection)):
-                obj._close_now(_lifecycle.PER_OBJECT_TIMEOUT)
+                obj.close_now(_lifecycle.PER_OBJECT_TIMEOUT)
             else:
                 obj.disconnect()
 
@@ -164,10 +277,10 @@ class PGConnectionManager:
         loop = asyncio.get_running_loop()
         for obj in self._take_all():
             if isinstance(obj, (PGAsyncConnection, PGAsyncPoolConnection)):
-                if obj._loop is loop:
+                if obj.event_loop is loop:
                     await obj.disconnect()
                 else:
-                    await asyncio.to_thread(obj._close_now, _lifecycle.PER_OBJECT_TIMEOUT)
+                    await asyncio.to_thread(obj.close_now, _lifecycle.PER_OBJECT_TIMEOUT)
             else:
                 await asyncio.to_thread(obj.disconnect)
 
@@ -197,9 +310,9 @@ class PGConnectionManager:
 
     def _get(self, resolved: _Resolved, connection_type: str | None, force_reload: bool) -> Any:
         ctype = connection_type or resolved.default_type
-        if ctype not in _VALID_TYPES:
+        if ctype not in CONNECTION_TYPES:
             ctype = resolved_connection_type(resolved.config, ctype)  # raises ConfigError
-        if ctype in _ASYNC_TYPES:
+        if ctype in ASYNC_CONNECTION_TYPES:
             return self._get_async(resolved, ctype, force_reload)
         key: CacheKey = (resolved.digest, ctype)
         if not force_reload:
@@ -227,7 +340,7 @@ class PGConnectionManager:
             key: CacheKey = (resolved.digest, ctype, id(loop))
             if not force_reload:
                 obj = self._cache.get(key)
-                if isinstance(obj, (PGAsyncConnection, PGAsyncPoolConnection)) and obj._usable_in(
+                if isinstance(obj, (PGAsyncConnection, PGAsyncPoolConnection)) and obj.usable_in(
                     loop
                 ):
                     return obj
@@ -240,7 +353,7 @@ class PGConnectionManager:
             async with held[1]:
                 old = self._cache.get(key)
                 if isinstance(old, (PGAsyncConnection, PGAsyncPoolConnection)):
-                    if not force_reload and old._usable_in(loop):
+                    if not force_reload and old.usable_in(loop):
                         return old
                     self._evict(key, old)
                     await old.disconnect()
@@ -255,13 +368,13 @@ class PGConnectionManager:
     def _store(self, key: CacheKey, obj: AnyConnection) -> None:
         with self._lock:
             self._cache[key] = obj
-        obj._on_disconnect = _Evictor(self, key)
+        obj.on_disconnect = _Evictor(self, key)
 
-    def _evict(self, key: CacheKey, obj: AnyConnection) -> None:
+    def _evict(self, key: CacheKey, obj: BaseConnection) -> None:
         with self._lock:
             if self._cache.get(key) is obj:
                 del self._cache[key]
-        obj._on_disconnect = None
+        obj.on_disconnect = None
 
     def _take_all(self) -> list[AnyConnection]:
         with self._lock:
@@ -269,7 +382,7 @@ class PGConnectionManager:
             self._cache.clear()
             self._acreating.clear()
         for obj in objs:
-            obj._on_disconnect = None
+            obj.on_disconnect = None
         return objs
 
     def _sweep_dead_loops(self) -> None:
@@ -279,15 +392,15 @@ class PGConnectionManager:
                 (k, o)
                 for k, o in self._cache.items()
                 if isinstance(o, (PGAsyncConnection, PGAsyncPoolConnection))
-                and not _lifecycle.loop_alive(o._loop)
+                and not _lifecycle.loop_alive(o.event_loop)
             ]
             for k, _o in dead:
                 del self._cache[k]
             for k in [k for k, (lp, _l) in self._acreating.items() if lp.is_closed()]:
                 del self._acreating[k]
         for _k, obj in dead:
-            obj._on_disconnect = None
-            obj._close_now(0.0)
+            obj.on_disconnect = None
+            obj.close_now(0.0)
 
 
 class _Evictor:
@@ -301,7 +414,7 @@ class _Evictor:
         self._manager = weakref.ref(manager)
         self._key = key
 
-    def __call__(self, obj: AnyConnection) -> None:
+    def __call__(self, obj: BaseConnection) -> None:
         manager = self._manager()
         if manager is not None:
             manager._evict(self._key, obj)

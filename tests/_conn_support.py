@@ -75,4 +75,4 @@ def close_leftovers() -> Iterator[None]:
     """Whatever a test left open (examples drop their managers) is closed after it."""
     yield
     for obj in _lifecycle.live_objects():
-        obj._close_now(2.0)
+        obj.close_now(2.0)

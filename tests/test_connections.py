@@ -18,10 +18,10 @@ import pytest
 from psycopg_pool import PoolTimeout
 
 from pgmonkey import (
+    ConnectionStateError,
     PGAsyncConnection,
     PGAsyncPoolConnection,
     PGConnectionManager,
-    PgMonkeyError,
     PGNormalConnection,
     PGPoolConnection,
     load_config,
@@ -125,13 +125,13 @@ def test_never_connected_objects_raise_clear_errors(password_config: Path) -> No
         PGPoolConnection(kwargs),
         PGAsyncConnection(kwargs),
     ):
-        with pytest.raises(PgMonkeyError, match="not connected: call connect"):
+        with pytest.raises(ConnectionStateError, match="not connected: call connect"):
             obj.cursor()
 
 
 async def test_never_connected_async_pool_cursor_raises(password_config: Path) -> None:
     obj = PGAsyncPoolConnection(_kwargs(password_config))
-    with pytest.raises(PgMonkeyError, match="not connected"):
+    with pytest.raises(ConnectionStateError, match="not connected"):
         async with obj.cursor():
             pass
 
@@ -155,7 +155,7 @@ def test_sync_objects_built_directly_with_40_arguments(password_config: Path) ->
     with pool as conn:  # a with block connects it
         assert pool.cursor().execute("SHOW work_mem").fetchone() == ("8MB",)
         pool.commit()
-    with pytest.raises(PgMonkeyError, match="outside a with block"):
+    with pytest.raises(ConnectionStateError, match="outside a with block"):
         pool.cursor()
     with pool.connection() as conn:
         assert conn.execute("SELECT 2").fetchone() == (2,)
@@ -468,4 +468,4 @@ def test_direct_async_pool_survives_a_second_asyncio_run(password_config: Path) 
 
     assert asyncio.run(use()) == 7
     assert asyncio.run(use()) == 7
-    pool._close_now(1.0)
+    pool.close_now(1.0)

@@ -9,6 +9,7 @@ import pgmonkey
 
 INTENDED = {
     "ConfigError",
+    "ConnectionStateError",
     "EnvInterpolationError",
     "MagicError",
     "PGAsyncConnection",
@@ -55,7 +56,13 @@ def test_4_0_import_paths() -> None:
 
 
 def test_errors_share_one_base() -> None:
-    for name in ("ConfigError", "EnvInterpolationError", "SandboxError", "TransferError"):
+    for name in (
+        "ConfigError",
+        "ConnectionStateError",
+        "EnvInterpolationError",
+        "SandboxError",
+        "TransferError",
+    ):
         assert issubclass(getattr(pgmonkey, name), pgmonkey.PgMonkeyError)
     assert issubclass(pgmonkey.ConfigError, ValueError)
     assert issubclass(pgmonkey.EnvInterpolationError, pgmonkey.ConfigError)

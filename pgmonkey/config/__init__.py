@@ -34,9 +34,15 @@ from ._params import (
 )
 from ._redact import REDACTED, is_sensitive_key, redact_config
 from ._template import config_template
-from ._validate import CONNECTION_TYPES, PSYCOPG_OPTIONS, libpq_parameters
+from ._validate import (
+    ASYNC_CONNECTION_TYPES,
+    CONNECTION_TYPES,
+    PSYCOPG_OPTIONS,
+    libpq_parameters,
+)
 
 __all__ = [
+    "ASYNC_CONNECTION_TYPES",
     "CONNECTION_TYPES",
     "PSYCOPG_OPTIONS",
     "REDACTED",

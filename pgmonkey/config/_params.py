@@ -77,7 +77,7 @@ def connect_params(config: Mapping[str, Any]) -> ConnectParams:
         _check_resolved(value, ("connection_settings", key), always=key in PSYCOPG_OPTIONS)
         if key in PSYCOPG_OPTIONS:
             if key == "autocommit":
-                options["autocommit"] = _as_bool(value)
+                options["autocommit"] = as_bool(value)
             else:
                 # prepare_threshold: None disables server-side prepared statements (PgBouncer).
                 options[key] = None if value in (None, "", "null", "None") else int(value)
@@ -107,7 +107,8 @@ def session_settings(config: Mapping[str, Any], connection_type: str) -> dict[st
     return {str(k): str(v) for k, v in (config.get(section) or {}).items()}
 
 
-def _as_bool(value: Any) -> bool:
+def as_bool(value: Any) -> bool:
+    """A YAML/CLI truth value: bools as they are, and "1", "true", "yes", "on" in any case."""
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)

@@ -32,6 +32,7 @@ from ._common import (
 logger = logging.getLogger("pgmonkey.config")
 
 CONNECTION_TYPES: Final = ("normal", "pool", "async", "async_pool")
+ASYNC_CONNECTION_TYPES: Final = frozenset({"async", "async_pool"})
 # Keys of ``connection_settings`` that are psycopg connect() options, not libpq parameters.
 PSYCOPG_OPTIONS: Final = frozenset({"autocommit", "prepare_threshold"})
 POOL_SECTIONS: Final = ("pool_settings", "async_pool_settings")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import select
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
@@ -19,8 +19,9 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgmonkey.config import ConnectParams
+from pgmonkey.config._params import as_bool
 from pgmonkey.connections import _lifecycle
-from pgmonkey.errors import ConfigError, PgMonkeyError
+from pgmonkey.errors import ConfigError, ConnectionStateError
 
 T = TypeVar("T")
 
@@ -107,10 +108,7 @@ def is_setting_rejection(exc: psycopg.Error) -> bool:
 def pool_arguments(settings: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """psycopg_pool constructor arguments from a pool section, and its ``check_on_checkout``."""
     args = {k: v for k, v in settings.items() if k in _POOL_ARGS and v is not None}
-    check = settings.get("check_on_checkout", False)
-    if isinstance(check, str):
-        check = check.strip().lower() in ("1", "true", "yes", "on")
-    return args, bool(check)
+    return args, as_bool(settings.get("check_on_checkout", False))
 
 
 def idle_connection_is_dead(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
@@ -145,7 +143,7 @@ def check_loop_ownership(
     if owner is None or owner is loop:
         return owner is None
     if not owner.is_closed() and owner.is_running():
-        raise PgMonkeyError(
+        raise ConnectionStateError(
             f"{name} is in use by another running event loop: create one object per event loop"
         )
     return True
@@ -169,7 +167,7 @@ class BorrowStack(Generic[T]):
     def pop(self) -> T:
         items = self._var.get()
         if not items:
-            raise PgMonkeyError("no connection borrowed in this thread or task")
+            raise ConnectionStateError("no connection borrowed in this thread or task")
         self._var.set(items[:-1])
         return items[-1]
 
@@ -193,12 +191,12 @@ class BaseConnection:
         self._conninfo, options = split_config(config)
         autocommit = options.pop("autocommit", None)
         # 4.0 exposed (and its factory set) a plain ``autocommit`` attribute: keep it.
-        self.autocommit: bool | None = None if autocommit is None else _as_bool(autocommit)
+        self.autocommit: bool | None = None if autocommit is None else as_bool(autocommit)
         self._options: dict[str, Any] = options
         self._settings: dict[str, str] = {str(k): str(v) for k, v in (settings or {}).items()}
         self._shown = describe_conninfo(self._conninfo)
         # Set by the manager that caches this object: called once when it is disconnected.
-        self._on_disconnect: Any = None
+        self.on_disconnect: Callable[[BaseConnection], None] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -234,12 +232,12 @@ class BaseConnection:
         self._evicted()
 
     def _evicted(self) -> None:
-        callback, self._on_disconnect = self._on_disconnect, None
+        callback, self.on_disconnect = self.on_disconnect, None
         if callback is not None:
             callback(self)
 
-    def _not_open(self, what: str) -> PgMonkeyError:
-        return PgMonkeyError(
+    def _not_open(self, what: str) -> ConnectionStateError:
+        return ConnectionStateError(
             f"{type(self).__name__} is not connected: call connect() or use it in "
             f"{'an async with' if 'async' in self.connection_type else 'a with'} block "
             f"before {what}"
@@ -253,12 +251,23 @@ class BaseConnection:
     def _is_open(self) -> bool:
         raise NotImplementedError
 
-    def _close_now(self, timeout: float) -> None:
+    # -- the manager's interface -----------------------------------------------------------
+    # PGConnectionManager caches these objects through four names and nothing else:
+    # ``on_disconnect`` (set by the manager, called once when the object is disconnected),
+    # ``close_now`` (close from any thread, bounded in time), ``event_loop`` (the loop an
+    # async object belongs to) and ``usable_in`` (may this loop use the cached object?).
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def event_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop an async object was opened on; None for sync objects and before."""
+        return self._loop
+
+    def usable_in(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether a cached object may be handed out on *loop* (open, and opened there)."""
+        return self._loop is loop and self._is_open()
+
+    def close_now(self, timeout: float) -> None:
         """Close synchronously within *timeout* seconds, from any thread (exit, clean-up)."""
         raise NotImplementedError
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

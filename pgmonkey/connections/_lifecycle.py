@@ -24,7 +24,7 @@ PER_OBJECT_TIMEOUT: Final = 2.0
 
 
 class Closable(Protocol):
-    def _close_now(self, timeout: float) -> None: ...
+    def close_now(self, timeout: float) -> None: ...
 
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -109,7 +109,7 @@ def _close_all_at_exit() -> None:
     for obj in live_objects():
         remaining = deadline - time.monotonic()
         try:
-            obj._close_now(max(0.0, min(PER_OBJECT_TIMEOUT, remaining)))
+            obj.close_now(max(0.0, min(PER_OBJECT_TIMEOUT, remaining)))
         except Exception as exc:  # never let one object stop the others, or the exit
             logger.debug("closing %r at exit failed: %s", obj, exc)
 

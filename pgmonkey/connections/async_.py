@@ -55,9 +55,6 @@ class PGAsyncConnection(BaseConnection):
     def _is_open(self) -> bool:
         return self.connection is not None and not self.connection.closed
 
-    def _usable_in(self, loop: asyncio.AbstractEventLoop) -> bool:
-        return self._loop is loop and self._is_open()
-
     async def connect(self) -> None:
         """Open the connection (and apply ``async_settings``) unless open, alive, on this loop."""
         loop = asyncio.get_running_loop()
@@ -117,7 +114,7 @@ class PGAsyncConnection(BaseConnection):
         finally:
             self._forget()
 
-    def _close_now(self, timeout: float) -> None:
+    def close_now(self, timeout: float) -> None:
         conn, self.connection = self.connection, None
         # Closing an idle libpq connection needs no loop: finish() sends Terminate and closes.
         hard_close(conn)

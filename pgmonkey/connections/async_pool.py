@@ -68,9 +68,6 @@ class PGAsyncPoolConnection(BaseConnection):
     def _is_open(self) -> bool:
         return self.pool is not None and not self.pool.closed
 
-    def _usable_in(self, loop: asyncio.AbstractEventLoop) -> bool:
-        return self._loop is loop and self._is_open()
-
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await apply_settings_async(conn, self._settings, self._settings_label)
 
@@ -96,7 +93,7 @@ class PGAsyncPoolConnection(BaseConnection):
         """
         loop = asyncio.get_running_loop()
         if self.pool is not None:
-            if self._usable_in(loop):
+            if self.usable_in(loop):
                 return
             check_loop_ownership(self._loop, loop, type(self).__name__)
             hard_close_pool(self.pool)
@@ -124,7 +121,7 @@ class PGAsyncPoolConnection(BaseConnection):
         return pool
 
     async def _ensure_open(self) -> AsyncConnectionPool[Any]:
-        if not self._usable_in(asyncio.get_running_loop()):
+        if not self.usable_in(asyncio.get_running_loop()):
             await self.connect()
         return self._require("borrowing")
 
@@ -218,7 +215,7 @@ class PGAsyncPoolConnection(BaseConnection):
             wait=wait,
         )
 
-    def _close_now(self, timeout: float) -> None:
+    def close_now(self, timeout: float) -> None:
         pool, self.pool = self.pool, None
         if pool is not None:
             self._close_foreign(pool, timeout, wait=True)

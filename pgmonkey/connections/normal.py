@@ -95,7 +95,7 @@ class PGNormalConnection(BaseConnection):
         finally:
             self._forget()
 
-    def _close_now(self, timeout: float) -> None:
+    def close_now(self, timeout: float) -> None:
         conn, self.connection = self.connection, None
         if conn is not None:
             conn.close()

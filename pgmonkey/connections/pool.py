@@ -170,7 +170,7 @@ class PGPoolConnection(BaseConnection):
         finally:
             self._forget()
 
-    def _close_now(self, timeout: float) -> None:
+    def close_now(self, timeout: float) -> None:
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.close(timeout=max(timeout, 0.05))

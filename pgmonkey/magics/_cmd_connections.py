@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pgmonkey.config import CONNECTION_TYPES
+from pgmonkey.config import ASYNC_CONNECTION_TYPES, CONNECTION_TYPES
 from pgmonkey.errors import MagicError
 
 from ._args import ArgumentParser, expander
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._magic import PgMonkeyMagics
-
-ASYNC_TYPES = frozenset({"async", "async_pool"})
 
 
 @dataclass
@@ -39,7 +37,7 @@ class Entry:
 
     @property
     def is_async(self) -> bool:
-        return self.ctype in ASYNC_TYPES
+        return self.ctype in ASYNC_CONNECTION_TYPES
 
 
 def config_type(path: str, resolve_env: bool) -> str:
@@ -62,7 +60,7 @@ def connect(magics: PgMonkeyMagics, args: list[str], ns: Mapping[str, Any]) -> N
     manager = magics.get_manager()
     kwargs = {"resolve_env": opts.resolve_env}
     ctype = opts.type or config_type(path, opts.resolve_env)
-    if ctype in ASYNC_TYPES:
+    if ctype in ASYNC_CONNECTION_TYPES:
 
         async def open_async() -> Any:
             return await manager.get_database_connection(path, ctype, **kwargs)
