@@ -148,7 +148,8 @@ def connection(
         yield con
         return
     if _is_config(con):
-        with open_config(config_of(con, resolve_env=resolve_env)) as conn:
+        conn = open_config(config_of(con, resolve_env=resolve_env))
+        with conn:
             yield conn
         return
     pools = _pool_module()
