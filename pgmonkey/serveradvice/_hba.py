@@ -1,4 +1,4 @@
-"""pg_hba.conf rules: building recommended lines and evaluating current ones (SPEC S6).
+"""pg_hba.conf rules: building recommended lines and evaluating current ones.
 
 The matching follows the server's own order: the first rule whose connection type,
 database, user and address all match the client decides; later rules are never looked at.
