@@ -28,6 +28,7 @@ from ._read import (
     describe_statement,
     strip_query,
 )
+from ._sqltext import check_placeholders, standard_strings
 from ._write import WritePlan
 
 if TYPE_CHECKING:
@@ -166,11 +167,16 @@ async def to_sql_async(
 def _bind(
     conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], query: Query, params: Params
 ) -> str:
-    """The query with ``params`` bound client-side by psycopg (COPY takes no parameters)."""
+    """The query with ``params`` bound client-side by psycopg (COPY takes no parameters).
+
+    Only where the server reads code: a placeholder inside a string, comment or quoted
+    identifier (as this session reads them) is refused before any value is pasted.
+    """
     if not isinstance(query, str):
         query = query.as_string(conn)
     if params is None:
         return query
+    check_placeholders(query, standard_strings=standard_strings(conn))
     if isinstance(conn, psycopg.AsyncConnection):
         return psycopg.AsyncClientCursor(conn).mogrify(query, params)
     return psycopg.ClientCursor(conn).mogrify(query, params)

@@ -214,7 +214,7 @@ class PgMonkeyMagics(MagicsBase):
         # Look every variable up before anything runs: a typo must not half-run a cell.
         params = [st.params(ns) for st in statements]
         entry = self.entry(conn_name)
-        run = Run(sql, statements, params, self.decimal, first_line)
+        run = Run(sql, statements, params, self.decimal, first_line, ns)
         result = self.using(entry, run.sync, run.async_)
         if isinstance(result, Affected):
             if self.feedback:

@@ -1,10 +1,8 @@
 """SQL text for the magics: split a cell into statements and bind ``:name`` parameters.
 
-A small lexer that knows just enough PostgreSQL syntax to find the characters that matter
-(``;`` between statements, ``:name`` placeholders) and to leave everything else alone:
-``'...'`` strings (``''`` escapes; ``E'...'`` strings also ``\\'``), ``"..."`` quoted
-identifiers, ``--`` and nested ``/* */`` comments, ``$$...$$`` / ``$tag$...$tag$`` bodies,
-``::`` casts, ``$1`` positional parameters and ``$`` inside identifiers.
+The lexer of :mod:`pgmonkey.frames._sqltext` finds the characters that matter (``;``
+between statements, ``:name`` placeholders) and leaves everything else alone: strings,
+quoted identifiers, comments, dollar-quoted bodies, ``::`` casts, ``$1`` parameters.
 
 ``:name`` becomes psycopg's ``%(name)s`` placeholder, so the value is adapted and quoted by
 psycopg, never pasted as raw text. When a statement has placeholders every literal
@@ -17,19 +15,12 @@ the ``:hi`` reads as a parameter; write ``arr[lo : hi]``.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from pgmonkey.errors import MagicError
-
-_IDENT_WORD: Final = re.compile(r"[^\W\d][\w$]*")
-_PARAM_NAME: Final = re.compile(r"[^\W\d]\w*")
-_NUMBER: Final = re.compile(r"[0-9][\w.]*")
-_DOLLAR_TAG: Final = re.compile(r"\$(?:[^\W\d]\w*)?\$")
-_POSITIONAL: Final = re.compile(r"\$[0-9]+")
-_SINGLE: Final = {";": "semi", "(": "lparen", ")": "rparen"}
+from pgmonkey.frames._sqltext import Token, tokenize
 
 # Statement keywords whose statements always return rows.
 _ROW_KEYWORDS: Final = frozenset({"select", "values", "table", "show", "explain", "fetch"})
@@ -37,108 +28,6 @@ _ROW_KEYWORDS: Final = frozenset({"select", "values", "table", "show", "explain"
 _MAIN_KEYWORDS: Final = frozenset(
     {"select", "values", "table", "insert", "update", "delete", "merge"}
 )
-
-
-class Token(NamedTuple):
-    """One lexical token: its kind and its span in the scanned text."""
-
-    # word, number, param, cast, string, ident, dollar, comment, space, semi, lparen, rparen, other
-    kind: str
-    start: int
-    end: int
-
-
-def tokenize(sql: str) -> Iterator[Token]:
-    """Yield the tokens of *sql*; unterminated quotes or comments run to the end."""
-    i = 0
-    while i < len(sql):
-        kind, end = _next_token(sql, i)
-        yield Token(kind, i, end)
-        i = end
-
-
-def _next_token(sql: str, i: int) -> tuple[str, int]:
-    n = len(sql)
-    c = sql[i]
-    if c.isspace():
-        j = i + 1
-        while j < n and sql[j].isspace():
-            j += 1
-        return "space", j
-    if sql.startswith("--", i):
-        j = sql.find("\n", i)
-        return "comment", n if j < 0 else j
-    if sql.startswith("/*", i):
-        return "comment", _block_comment_end(sql, i)
-    if c == "'":
-        return "string", _quoted_end(sql, i, "'", backslash=False)
-    if c == '"':
-        return "ident", _quoted_end(sql, i, '"', backslash=False)
-    if c == "$":
-        m = _DOLLAR_TAG.match(sql, i)
-        if m:
-            close = sql.find(m.group(), m.end())
-            return "dollar", n if close < 0 else close + len(m.group())
-        m = _POSITIONAL.match(sql, i)
-        return "other", m.end() if m else i + 1
-    if c == ":":
-        if sql.startswith("::", i):
-            return "cast", i + 2
-        m = _PARAM_NAME.match(sql, i + 1)
-        return ("param", m.end()) if m else ("other", i + 1)
-    if c in _SINGLE:
-        return _SINGLE[c], i + 1
-    if c.isdigit():
-        m = _NUMBER.match(sql, i)
-        return "number", m.end() if m else i + 1
-    m = _IDENT_WORD.match(sql, i)
-    if m is None:
-        return "other", i + 1
-    j = m.end()
-    word = m.group()
-    if j < n and sql[j] == "'":
-        # Prefixed strings: E'..' has backslash escapes; B'..', X'..', N'..' do not.
-        return "string", _quoted_end(sql, j, "'", backslash=word in ("e", "E"))
-    if word in ("u", "U") and sql.startswith(("&'", '&"'), j):
-        q = sql[j + 1]
-        return ("string" if q == "'" else "ident"), _quoted_end(sql, j + 1, q, backslash=False)
-    return "word", j
-
-
-def _block_comment_end(sql: str, i: int) -> int:
-    """End of the (nested, as in PostgreSQL) block comment starting at *i*."""
-    depth = 0
-    n = len(sql)
-    while i < n:
-        if sql.startswith("/*", i):
-            depth += 1
-            i += 2
-        elif sql.startswith("*/", i):
-            depth -= 1
-            i += 2
-            if depth == 0:
-                return i
-        else:
-            i += 1
-    return n
-
-
-def _quoted_end(sql: str, i: int, quote: str, backslash: bool) -> int:
-    """End of the quoted token whose opening *quote* is at *i* (doubled quote = escape)."""
-    n = len(sql)
-    j = i + 1
-    while j < n:
-        c = sql[j]
-        if backslash and c == "\\":
-            j += 2
-            continue
-        if c == quote:
-            if j + 1 < n and sql[j + 1] == quote:
-                j += 2
-                continue
-            return j + 1
-        j += 1
-    return n
 
 
 @dataclass(frozen=True)
@@ -198,19 +87,21 @@ class Statement:
         return min(target + shift, len(self.text))
 
 
-def parse(sql: str) -> list[Statement]:
+def parse(sql: str, *, standard_strings: bool = True) -> list[Statement]:
     """Split *sql* into statements and rewrite their ``:name`` placeholders.
 
     Statements that hold only whitespace and comments are dropped. Semicolons inside
     strings, identifiers, comments, dollar-quoted bodies and ``BEGIN ATOMIC ... END``
-    function bodies do not split.
+    function bodies do not split. ``standard_strings=False`` reads ``'...'`` strings as a
+    session with ``standard_conforming_strings = off`` does (a backslash escapes the quote),
+    so a ``:name`` is only ever found where that server sees code, not text.
     """
     statements: list[Statement] = []
     current: list[Token] = []
     words: list[str] = []  # lowercased words at parenthesis depth 0, in order
     depth = 0
     atomic = 0  # BEGIN ... END nesting inside CREATE FUNCTION / PROCEDURE
-    for tok in tokenize(sql):
+    for tok in tokenize(sql, standard_strings=standard_strings):
         if tok.kind == "semi" and depth <= 0 and atomic <= 0:
             _flush(sql, current, words, statements)
             current, words, depth, atomic = [], [], 0, 0

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 
 from pgmonkey.errors import MagicCellError
+from pgmonkey.frames._sqltext import standard_strings
 
 from ._display import error_message
-from ._params import Statement
+from ._params import Statement, parse
 
 
 @dataclass
@@ -58,12 +59,29 @@ class Run:
         params: Sequence[dict[str, Any] | None],
         decimal: bool,
         first_line: int = 1,
+        ns: Mapping[str, Any] | None = None,
     ) -> None:
         self.first_line = first_line
         self.sql = sql
         self.statements = statements
         self.params = params
         self.decimal = decimal
+        self.ns = ns
+
+    def _read_as_session(
+        self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+    ) -> None:
+        """Re-read the cell as this session reads SQL, when that differs from the default.
+
+        With ``standard_conforming_strings = off`` a backslash escapes a quote inside
+        ``'...'``: the server's strings end elsewhere, and a ``:name`` that looked like code
+        may be text (or the reverse). Binding where the server reads code keeps a value from
+        ever being read as SQL.
+        """
+        if self.ns is None or standard_strings(conn):
+            return
+        self.statements = parse(self.sql, standard_strings=False)
+        self.params = [st.params(self.ns) for st in self.statements]
 
     def _outside_transaction(self) -> bool:
         """A cell of one statement that cannot run in a transaction block (VACUUM, ...)."""
@@ -83,6 +101,7 @@ class Run:
     def sync(self, conn: psycopg.Connection[Any]) -> Any:
         from pgmonkey.frames import read_sql
 
+        self._read_as_session(conn)
         result: Any = None
         if self._outside_transaction() and not conn.autocommit:
             if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
@@ -114,6 +133,7 @@ class Run:
     async def async_(self, conn: psycopg.AsyncConnection[Any]) -> Any:
         from pgmonkey.frames import read_sql_async
 
+        self._read_as_session(conn)
         result: Any = None
         if self._outside_transaction() and not conn.autocommit:
             if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
