@@ -149,6 +149,16 @@ def check_loop_ownership(
     return True
 
 
+# What the outermost ``with`` block of a normal/async object pushes on its block stack; a
+# nested block pushes its savepoint (a psycopg Transaction), or None in autocommit mode.
+OUTER_BLOCK: Final = object()
+
+
+def savepoint_needed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a nested block on *conn* must be a savepoint (not in autocommit mode)."""
+    return not conn.autocommit
+
+
 class BorrowStack(Generic[T]):
     """Connections borrowed by the current thread or task, innermost last.
 

@@ -14,9 +14,12 @@ from pgmonkey._connect import apply_settings_async
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import (
+    OUTER_BLOCK,
     BaseConnection,
+    BorrowStack,
     check_loop_ownership,
     idle_connection_is_dead,
+    savepoint_needed,
 )
 
 __all__ = ["PGAsyncConnection", "apply_settings_async"]
@@ -33,7 +36,9 @@ class PGAsyncConnection(BaseConnection):
 
     ``async with obj as conn`` yields the real :class:`psycopg.AsyncConnection`: commit on
     success, rollback on an exception, and the connection stays open. A dropped connection,
-    or one left behind by an event loop that has closed, is replaced at the next block.
+    or one left behind by an event loop that has closed, is replaced at the next block. A
+    block nested in another on the same object (in the same task) is a savepoint of the
+    outer transaction, as psycopg's ``transaction()`` nests: it never commits the outer work.
     """
 
     connection_type = "async"
@@ -47,6 +52,7 @@ class PGAsyncConnection(BaseConnection):
         super().__init__(config, async_settings)
         self.connection: psycopg.AsyncConnection[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._blocks: BorrowStack[Any] = BorrowStack("pgmonkey-async-blocks")
 
     @property
     def async_settings(self) -> dict[str, str]:
@@ -121,8 +127,22 @@ class PGAsyncConnection(BaseConnection):
         _lifecycle.unregister(self)
 
     async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
-        await self.connect()
-        return self._require("an async with block")
+        if self._blocks.top() is None:
+            await self.connect()
+            conn = self._require("an async with block")
+            self._blocks.push(OUTER_BLOCK)
+            return conn
+        conn = self._require("an async with block")
+        savepoint = None
+        if savepoint_needed(conn):
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                # The outer block has not started its transaction yet: start it, so the
+                # savepoint below belongs to it (psycopg would otherwise BEGIN and COMMIT).
+                await conn.execute("SELECT 1")
+            savepoint = conn.transaction()
+            await savepoint.__aenter__()
+        self._blocks.push(savepoint)
+        return conn
 
     async def __aexit__(
         self,
@@ -130,6 +150,11 @@ class PGAsyncConnection(BaseConnection):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
+        block = self._blocks.pop()
+        if block is not OUTER_BLOCK:
+            if block is not None:  # release the savepoint, or roll back to it
+                await block.__aexit__(exc_type, exc_val, exc_tb)
+            return
         conn = self.connection
         if conn is None or conn.closed:
             return

@@ -12,7 +12,13 @@ import psycopg
 from pgmonkey._connect import apply_settings
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
-from pgmonkey.connections._base import BaseConnection, idle_connection_is_dead
+from pgmonkey.connections._base import (
+    OUTER_BLOCK,
+    BaseConnection,
+    BorrowStack,
+    idle_connection_is_dead,
+    savepoint_needed,
+)
 
 __all__ = ["PGNormalConnection", "apply_settings"]
 
@@ -22,7 +28,9 @@ class PGNormalConnection(BaseConnection):
 
     ``with obj as conn`` yields the real :class:`psycopg.Connection`: commit on success,
     rollback on an exception, and the connection stays open. A connection the server dropped
-    (restart, killed backend) is replaced at the start of the next block.
+    (restart, killed backend) is replaced at the start of the next block. A block nested in
+    another on the same object (in the same thread or task) is a savepoint of the outer
+    transaction, as psycopg's ``transaction()`` nests: it never commits the outer work.
     """
 
     connection_type = "normal"
@@ -35,6 +43,7 @@ class PGNormalConnection(BaseConnection):
     ) -> None:
         super().__init__(config, sync_settings)
         self.connection: psycopg.Connection[Any] | None = None
+        self._blocks: BorrowStack[Any] = BorrowStack("pgmonkey-normal-blocks")
 
     @property
     def sync_settings(self) -> dict[str, str]:
@@ -102,8 +111,22 @@ class PGNormalConnection(BaseConnection):
         _lifecycle.unregister(self)
 
     def __enter__(self) -> psycopg.Connection[Any]:
-        self.connect()
-        return self._require("a with block")
+        if self._blocks.top() is None:
+            self.connect()
+            conn = self._require("a with block")
+            self._blocks.push(OUTER_BLOCK)
+            return conn
+        conn = self._require("a with block")
+        savepoint = None
+        if savepoint_needed(conn):
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                # The outer block has not started its transaction yet: start it, so the
+                # savepoint below belongs to it (psycopg would otherwise BEGIN and COMMIT).
+                conn.execute("SELECT 1")
+            savepoint = conn.transaction()
+            savepoint.__enter__()
+        self._blocks.push(savepoint)
+        return conn
 
     def __exit__(
         self,
@@ -111,6 +134,11 @@ class PGNormalConnection(BaseConnection):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
+        block = self._blocks.pop()
+        if block is not OUTER_BLOCK:
+            if block is not None:  # release the savepoint, or roll back to it
+                block.__exit__(exc_type, exc_val, exc_tb)
+            return
         conn = self.connection
         if conn is None or conn.closed:
             return
