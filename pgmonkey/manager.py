@@ -4,6 +4,10 @@ Each manager keeps its own cache (a fresh manager starts empty; use one per appl
 module level). Keys are the resolved config's content and the connection type, and for the
 async types the event loop too: an async object never outlives the loop it runs on.
 
+After ``os.fork()`` (multiprocessing, gunicorn ``--preload``, Celery) a child never closes or
+uses the parent's connections: its manager forgets them and opens its own on the next call,
+and an inherited object used directly raises :class:`~pgmonkey.errors.ConnectionStateError`.
+
 The cached call is cheap: a path's parsed config is remembered against the file's
 ``stat()`` (mtime, size, inode), so an unchanged file is neither read nor parsed again.
 """
@@ -97,6 +101,22 @@ class PGConnectionManager:
         self._creating: dict[CacheKey, threading.Lock] = {}
         self._acreating: dict[CacheKey, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
         self._paths: dict[tuple[str, bool, bool], _Resolved] = {}
+        self._pid = os.getpid()
+
+    def _check_fork(self) -> None:
+        """In a child after ``os.fork()``: start afresh, never touching the parent's objects.
+
+        The cached objects hold the parent's sockets (closing them would end the parent's
+        sessions) and a lock may have been held by a thread that does not exist here. The
+        child forgets both, and its first call opens connections of its own.
+        """
+        if self._pid == os.getpid():
+            return
+        self._lock = threading.Lock()
+        self._cache = {}
+        self._creating = {}
+        self._acreating = {}
+        self._pid = os.getpid()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -249,6 +269,7 @@ class PGConnectionManager:
     @property
     def cache_info(self) -> dict[str, Any]:
         """``{'size': n, 'connection_types': {short key: type}}`` of the cached objects."""
+        self._check_fork()
         self._sweep_dead_loops()
         with self._lock:
             return {
@@ -309,6 +330,7 @@ class PGConnectionManager:
     # -- the cache ----------------------------------------------------------------------------
 
     def _get(self, resolved: _Resolved, connection_type: str | None, force_reload: bool) -> Any:
+        self._check_fork()
         ctype = connection_type or resolved.default_type
         if ctype not in CONNECTION_TYPES:
             ctype = resolved_connection_type(resolved.config, ctype)  # raises ConfigError
@@ -377,6 +399,7 @@ class PGConnectionManager:
         obj.on_disconnect = None
 
     def _take_all(self) -> list[AnyConnection]:
+        self._check_fork()
         with self._lock:
             objs = list(self._cache.values())
             self._cache.clear()

@@ -9,6 +9,7 @@ the cheap "did the server hang up on this idle connection?" check.
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -192,6 +193,8 @@ class BaseConnection:
     connection_type: ClassVar[str]
     # The config section the session settings come from (for messages).
     _settings_label: ClassVar[str]
+    # The attribute holding the open psycopg resource ("connection" or "pool").
+    _resource: ClassVar[str]
 
     def __init__(
         self,
@@ -205,6 +208,9 @@ class BaseConnection:
         self._options: dict[str, Any] = options
         self._settings: dict[str, str] = {str(k): str(v) for k, v in (settings or {}).items()}
         self._shown = describe_conninfo(self._conninfo)
+        # The process that opens the sockets: after os.fork() the child must never close
+        # them (that would end the parent's sessions) nor use them (they are shared).
+        self._pid = os.getpid()
         # Set by the manager that caches this object: called once when it is disconnected.
         self.on_disconnect: Callable[[BaseConnection], None] | None = None
 
@@ -235,6 +241,34 @@ class BaseConnection:
         if connect_timeout_of(self._conninfo) is None:
             probe["connect_timeout"] = max(1, round(float(args.get("timeout", 10.0))))
         return args, check, kwargs, probe
+
+    @property
+    def inherited(self) -> bool:
+        """True in a child process after ``os.fork()``: the connections are the parent's."""
+        return self._pid != os.getpid()
+
+    def _check_process(self) -> None:
+        if self.inherited:
+            raise ConnectionStateError(
+                f"{type(self).__name__} was created in process {self._pid}, and this is "
+                f"process {os.getpid()} (after os.fork()): its connections belong to the "
+                "parent. Open new ones in this process: PGConnectionManager does so for the "
+                "objects it hands out here"
+            )
+
+    def _let_go_if_inherited(self) -> bool:
+        """In a forked child: drop the parent's resource without closing it; True if so.
+
+        Closing would send the server a goodbye on the parent's socket and end the parent's
+        session (its open transaction, its pool's idle connections). psycopg does the same:
+        a libpq connection is only ever finished by the process that opened it.
+        """
+        if not self.inherited:
+            return False
+        setattr(self, self._resource, None)
+        _lifecycle.unregister(self)
+        self.on_disconnect = None
+        return True
 
     def _forget(self) -> None:
         """After closing: no longer closed at exit, and evicted from the manager's cache."""

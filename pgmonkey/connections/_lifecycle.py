@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Coroutine
@@ -114,4 +115,12 @@ def _close_all_at_exit() -> None:
             logger.debug("closing %r at exit failed: %s", obj, exc)
 
 
+def _forget_inherited() -> None:
+    # In a child after os.fork(): the objects and their sockets are the parent's. Closing
+    # them at the child's exit would end the parent's sessions, so the child forgets them.
+    _live.clear()
+    _pending.clear()
+
+
 atexit.register(_close_all_at_exit)
+os.register_at_fork(after_in_child=_forget_inherited)

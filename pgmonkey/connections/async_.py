@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -43,6 +44,7 @@ class PGAsyncConnection(BaseConnection):
 
     connection_type = "async"
     _settings_label = "async_settings"
+    _resource = "connection"
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class PGAsyncConnection(BaseConnection):
 
     async def connect(self) -> None:
         """Open the connection (and apply ``async_settings``) unless open, alive, on this loop."""
+        self._check_process()
         loop = asyncio.get_running_loop()
         conn = self.connection
         if conn is not None:
@@ -89,6 +92,7 @@ class PGAsyncConnection(BaseConnection):
 
     def cursor(self, *args: Any, **kwargs: Any) -> psycopg.AsyncCursor[Any]:
         """A cursor of the open connection: use it as ``async with obj.cursor() as cur``."""
+        self._check_process()
         cur: psycopg.AsyncCursor[Any] = self._require("cursor()").cursor(*args, **kwargs)
         return cur
 
@@ -110,6 +114,8 @@ class PGAsyncConnection(BaseConnection):
 
     async def disconnect(self) -> None:
         """Close the connection (idempotent); a manager that cached this object forgets it."""
+        if self._let_go_if_inherited():
+            return
         conn, self.connection = self.connection, None
         try:
             if conn is not None:
@@ -121,12 +127,15 @@ class PGAsyncConnection(BaseConnection):
             self._forget()
 
     def close_now(self, timeout: float) -> None:
+        if self._let_go_if_inherited():
+            return
         conn, self.connection = self.connection, None
         # Closing an idle libpq connection needs no loop: finish() sends Terminate and closes.
         hard_close(conn)
         _lifecycle.unregister(self)
 
     async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
+        self._check_process()
         if self._blocks.top() is None:
             await self.connect()
             conn = self._require("an async with block")
@@ -151,6 +160,8 @@ class PGAsyncConnection(BaseConnection):
         exc_tb: TracebackType | None,
     ) -> None:
         block = self._blocks.pop()
+        if self.inherited:
+            return  # a forked child leaving a block the parent opened: the parent ends it
         if block is not OUTER_BLOCK:
             if block is not None:  # release the savepoint, or roll back to it
                 await block.__aexit__(exc_type, exc_val, exc_tb)
@@ -167,6 +178,8 @@ class PGAsyncConnection(BaseConnection):
                 pass  # the connection broke: keep the user's exception; replaced next block
 
     def __del__(self) -> None:
+        if getattr(self, "_pid", None) != os.getpid():
+            return  # never close a socket a forked child inherited
         try:
             hard_close(getattr(self, "connection", None))
         except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -46,6 +47,7 @@ class PGAsyncPoolConnection(BaseConnection):
 
     connection_type = "async_pool"
     _settings_label = "async_settings"
+    _resource = "pool"
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class PGAsyncPoolConnection(BaseConnection):
         One direct connection is made first, so a wrong password, an unreachable host or a
         rejected setting fails here, within ``connect_timeout``, with the server's message.
         """
+        self._check_process()
         loop = asyncio.get_running_loop()
         if self.pool is not None:
             if self.usable_in(loop):
@@ -130,6 +133,7 @@ class PGAsyncPoolConnection(BaseConnection):
         self, timeout: float | None = None
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """Borrow a connection (psycopg_pool style): commit/rollback, then give it back."""
+        self._check_process()
         pool = await self._ensure_open()
         async with pool.connection(timeout=timeout) as conn:
             self._borrowed.push(conn)
@@ -139,6 +143,7 @@ class PGAsyncPoolConnection(BaseConnection):
                 self._borrowed.pop()
 
     async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
+        self._check_process()
         pool = await self._ensure_open()
         conn: psycopg.AsyncConnection[Any] = await pool.getconn()
         self._borrowed.push(conn)
@@ -151,6 +156,8 @@ class PGAsyncPoolConnection(BaseConnection):
         exc_tb: TracebackType | None,
     ) -> None:
         conn = self._borrowed.pop()
+        if self.inherited:
+            return  # a forked child leaving a block the parent opened: the parent ends it
         try:
             await conn.__aexit__(exc_type, exc_val, exc_tb)  # pooled: commit/rollback only
         finally:
@@ -164,6 +171,7 @@ class PGAsyncPoolConnection(BaseConnection):
     async def cursor(self, *args: Any, **kwargs: Any) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         """``async with pool.cursor() as cur``: on the borrowed connection, else on one
         borrowed for the cursor's block (as in 4.0)."""
+        self._check_process()
         conn = self._borrowed.top()
         if conn is not None:
             async with conn.cursor(*args, **kwargs) as cur:
@@ -196,6 +204,8 @@ class PGAsyncPoolConnection(BaseConnection):
 
     async def disconnect(self) -> None:
         """Close the pool (idempotent); a manager that cached this object forgets it."""
+        if self._let_go_if_inherited():
+            return
         pool, self.pool = self.pool, None
         try:
             if pool is not None:
@@ -216,12 +226,16 @@ class PGAsyncPoolConnection(BaseConnection):
         )
 
     def close_now(self, timeout: float) -> None:
+        if self._let_go_if_inherited():
+            return
         pool, self.pool = self.pool, None
         if pool is not None:
             self._close_foreign(pool, timeout, wait=True)
         _lifecycle.unregister(self)
 
     def __del__(self) -> None:
+        if getattr(self, "_pid", None) != os.getpid():
+            return  # never close a socket a forked child inherited
         pool = getattr(self, "pool", None)
         if pool is not None and not pool.closed:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -35,6 +36,7 @@ class PGNormalConnection(BaseConnection):
 
     connection_type = "normal"
     _settings_label = "sync_settings"
+    _resource = "connection"
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class PGNormalConnection(BaseConnection):
 
     def connect(self) -> None:
         """Open the connection (and apply ``sync_settings``) unless it is open and alive."""
+        self._check_process()
         conn = self.connection
         if conn is not None and not idle_connection_is_dead(conn):
             return
@@ -76,6 +79,7 @@ class PGNormalConnection(BaseConnection):
 
     def cursor(self, *args: Any, **kwargs: Any) -> psycopg.Cursor[Any]:
         """A cursor of the open connection (psycopg's ``Connection.cursor``)."""
+        self._check_process()
         cur: psycopg.Cursor[Any] = self._require("cursor()").cursor(*args, **kwargs)
         return cur
 
@@ -97,6 +101,8 @@ class PGNormalConnection(BaseConnection):
 
     def disconnect(self) -> None:
         """Close the connection (idempotent); a manager that cached this object forgets it."""
+        if self._let_go_if_inherited():
+            return
         conn, self.connection = self.connection, None
         try:
             if conn is not None:
@@ -105,12 +111,15 @@ class PGNormalConnection(BaseConnection):
             self._forget()
 
     def close_now(self, timeout: float) -> None:
+        if self._let_go_if_inherited():
+            return
         conn, self.connection = self.connection, None
         if conn is not None:
             conn.close()
         _lifecycle.unregister(self)
 
     def __enter__(self) -> psycopg.Connection[Any]:
+        self._check_process()
         if self._blocks.top() is None:
             self.connect()
             conn = self._require("a with block")
@@ -135,6 +144,8 @@ class PGNormalConnection(BaseConnection):
         exc_tb: TracebackType | None,
     ) -> None:
         block = self._blocks.pop()
+        if self.inherited:
+            return  # a forked child leaving a block the parent opened: the parent ends it
         if block is not OUTER_BLOCK:
             if block is not None:  # release the savepoint, or roll back to it
                 block.__exit__(exc_type, exc_val, exc_tb)
@@ -151,6 +162,8 @@ class PGNormalConnection(BaseConnection):
                 pass  # the connection broke: keep the user's exception; replaced next block
 
     def __del__(self) -> None:
+        if getattr(self, "_pid", None) != os.getpid():
+            return  # never close a socket a forked child inherited
         conn = getattr(self, "connection", None)
         if conn is not None and not conn.closed:
             try:

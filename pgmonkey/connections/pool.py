@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -27,6 +28,7 @@ class PGPoolConnection(BaseConnection):
 
     connection_type = "pool"
     _settings_label = "sync_settings"
+    _resource = "pool"
 
     def __init__(
         self,
@@ -72,6 +74,7 @@ class PGPoolConnection(BaseConnection):
         rejected setting fails here, within ``connect_timeout``, with the server's message
         (a pool would only log it and retry until its ``timeout``).
         """
+        self._check_process()
         if self.pool is not None and not self.pool.closed:
             return
         args, check, kwargs, probe_kwargs = self._pool_plan(self.pool_settings)
@@ -98,6 +101,7 @@ class PGPoolConnection(BaseConnection):
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         """Borrow a connection (psycopg_pool style): commit/rollback, then give it back."""
+        self._check_process()
         if self.pool is None or self.pool.closed:
             self.connect()
         with self._require("connection()").connection(timeout=timeout) as conn:
@@ -108,6 +112,7 @@ class PGPoolConnection(BaseConnection):
                 self._borrowed.pop()
 
     def __enter__(self) -> psycopg.Connection[Any]:
+        self._check_process()
         if self.pool is None or self.pool.closed:
             self.connect()
         pool = self._require("a with block")
@@ -122,6 +127,8 @@ class PGPoolConnection(BaseConnection):
         exc_tb: TracebackType | None,
     ) -> None:
         conn = self._borrowed.pop()
+        if self.inherited:
+            return  # a forked child leaving a block the parent opened: the parent ends it
         try:
             conn.__exit__(exc_type, exc_val, exc_tb)  # pooled: commit/rollback, stays open
         finally:
@@ -133,6 +140,7 @@ class PGPoolConnection(BaseConnection):
 
     def cursor(self, *args: Any, **kwargs: Any) -> psycopg.Cursor[Any]:
         """A cursor of the connection this thread borrowed in the current ``with`` block."""
+        self._check_process()
         self._require("cursor()")
         conn = self._borrowed.top()
         if conn is None:
@@ -163,6 +171,8 @@ class PGPoolConnection(BaseConnection):
 
     def disconnect(self) -> None:
         """Close the pool (idempotent); a manager that cached this object forgets it."""
+        if self._let_go_if_inherited():
+            return
         pool, self.pool = self.pool, None
         try:
             if pool is not None:
@@ -171,12 +181,16 @@ class PGPoolConnection(BaseConnection):
             self._forget()
 
     def close_now(self, timeout: float) -> None:
+        if self._let_go_if_inherited():
+            return
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.close(timeout=max(timeout, 0.05))
         _lifecycle.unregister(self)
 
     def __del__(self) -> None:
+        if getattr(self, "_pid", None) != os.getpid():
+            return  # never close a socket a forked child inherited
         pool = getattr(self, "pool", None)
         if pool is not None and not pool.closed:
             try:
