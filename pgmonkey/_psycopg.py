@@ -8,6 +8,8 @@ The fast paths and the exit-hang fix use a few things psycopg does not document 
 - ``psycopg.errors.error_from_result``: the exception psycopg itself raises for a result.
 - pq-level COPY: ``PGconn.get_copy_data``, ``consume_input``, ``is_busy``, ``get_result`` on a
   connection inside ``cursor.copy()``.
+- ``Connection.cancel_safe`` (3.2+) with the same pq-level calls, to leave a connection
+  usable after an interrupt in the middle of a query.
 - ``AsyncConnectionPool.worker``: the classmethod that runs a pool's maintenance jobs,
   overridden so that a cancelled worker stops.
 - ``pool._pool``: the idle connections of a pool, closed by hand when its event loop is gone.
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
 from psycopg.errors import error_from_result
-from psycopg.pq import ExecStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.pq.abc import PGconn, PGresult
 from psycopg.waiting import Wait
 
@@ -40,6 +42,8 @@ __all__ = [
     "PGconn",
     "PGresult",
     "Wait",
+    "cancel_and_drain",
+    "cancel_and_drain_async",
     "cancellable_async_pool_class",
     "copy_block",
     "copy_out_result",
@@ -155,6 +159,57 @@ def copy_out_result(pgconn: PGconn, encoding: str) -> int:
     if res.status != ExecStatus.COMMAND_OK:
         raise error_from_result(res, encoding=encoding)
     return int(res.command_tuples or 0)
+
+
+def _drain(pgconn: PGconn) -> PQGen[None]:
+    """Consume what the server still sends for the query in progress (COPY data included)."""
+    while True:
+        while pgconn.is_busy():
+            while not (yield Wait.R):
+                continue
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return
+        if result.status == ExecStatus.COPY_OUT:
+            while (nbytes := pgconn.get_copy_data(1)[0]) != -1:
+                if nbytes == 0:
+                    while not (yield Wait.R):
+                        continue
+                    pgconn.consume_input()
+        elif result.status == ExecStatus.COPY_IN:
+            pgconn.put_copy_end(b"interrupted")
+
+
+def _busy(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    return not conn.closed and conn.pgconn.transaction_status == TransactionStatus.ACTIVE
+
+
+def cancel_and_drain(conn: psycopg.Connection[Any]) -> None:
+    """After an interrupt mid-query: cancel it on the server and read what is left.
+
+    Without this a Ctrl-C (or any error) between sending a query and reading its last row
+    leaves libpq in the middle of that query, and every later command on the connection
+    fails with "another command is already in progress".
+    """
+    if not _busy(conn):
+        return
+    try:
+        conn.cancel_safe()
+        wait(conn, _drain(conn.pgconn))
+    except (psycopg.Error, OSError):
+        conn.close()  # unusable: closed, so the owner replaces it at its next use
+
+
+async def cancel_and_drain_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The async twin of :func:`cancel_and_drain`."""
+    if not _busy(conn):
+        return
+    try:
+        await conn.cancel_safe()
+        await wait_async(conn, _drain(conn.pgconn))
+    except (psycopg.Error, OSError):
+        await conn.close()
 
 
 class _StopOnCancel:

@@ -54,23 +54,40 @@ def read_sql(
     """
     with _connect.connection(con) as conn:
         text = _bind(conn, query, params)
-        body = strip_query(text)
-        with conn.cursor() as cur:
-            description = None
-            with suppress(psycopg.Error):
-                with conn.transaction():
-                    cur.execute(describe_statement(body))
-                description = _columns(cur)
-            if not description:
-                # Not a plain query (DML ... RETURNING, SHOW, several statements, no
-                # columns, or an error): run it as written, so errors point at the
-                # user's own text.
-                cur.execute(text)
-                plan = _plan_or_raise(cur, conn, text, decimal)
-                return plan.from_rows(cur.fetchall())
-            plan = Plan.build(description, conn, decimal=decimal)
-            with cur.copy(plan.copy_statement(body)):
-                return plan.parse(CopyReader(copy_chunks(conn)))
+        try:
+            return _read(conn, text, decimal)
+        except BaseException:
+            # Ctrl-C, an error mid-COPY: the server stops, the connection stays usable.
+            _psycopg.cancel_and_drain(conn)
+            raise
+
+
+def _read(conn: psycopg.Connection[Any], text: str, decimal: bool) -> pd.DataFrame:
+    body = strip_query(text)
+    with conn.cursor() as cur:
+        description = None
+        try:
+            with conn.transaction():
+                cur.execute(describe_statement(body))
+            description = _columns(cur)
+        except psycopg.Error:
+            _psycopg.cancel_and_drain(conn)
+        if not description:
+            # Not a plain query (DML ... RETURNING, SHOW, several statements, no
+            # columns, or an error): run it as written, so errors point at the
+            # user's own text.
+            cur.execute(text)
+            plan = _plan_or_raise(cur, conn, text, decimal)
+            return plan.from_rows(cur.fetchall())
+        plan = Plan.build(description, conn, decimal=decimal)
+        reader = CopyReader(copy_chunks(conn))
+        with cur.copy(plan.copy_statement(body)):
+            try:
+                return plan.parse(reader)
+            except Exception:
+                if reader.failure is not None:  # pandas wrapped it in its ParserError
+                    raise reader.failure from None
+                raise
 
 
 async def read_sql_async(
@@ -82,36 +99,53 @@ async def read_sql_async(
     """
     async with _connect.async_connection(con) as conn:
         text = _bind(conn, query, params)
-        body = strip_query(text)
-        async with conn.cursor() as cur:
-            description = None
-            with suppress(psycopg.Error):
-                async with conn.transaction():
-                    await cur.execute(describe_statement(body))
-                description = _columns(cur)
-            if not description:
-                await cur.execute(text)
-                plan = _plan_or_raise(cur, conn, text, decimal)
-                return plan.from_rows(await cur.fetchall())
-            plan = Plan.build(description, conn, decimal=decimal)
-            chunks = QueueChunks()
-            parsed = asyncio.ensure_future(asyncio.to_thread(plan.parse, CopyReader(iter(chunks))))
-            try:
-                async with cur.copy(plan.copy_statement(body)):
-                    encoding = conn.info.encoding
-                    end = False
-                    while not end:
-                        block, end = await _psycopg.wait_async(
-                            conn, _psycopg.copy_block(conn.pgconn, _BLOCK, encoding, _LEAST)
-                        )
-                        chunks.put(block)
-            except BaseException as error:
-                chunks.close(error)
-                with suppress(BaseException):
-                    await parsed
-                raise
-            chunks.close()
+        try:
+            return await _read_async(conn, text, decimal)
+        except BaseException:
+            # A cancellation, an error mid-COPY: the server stops, the connection stays usable.
+            await _psycopg.cancel_and_drain_async(conn)
+            raise
+
+
+async def _read_async(conn: psycopg.AsyncConnection[Any], text: str, decimal: bool) -> pd.DataFrame:
+    body = strip_query(text)
+    async with conn.cursor() as cur:
+        description = None
+        try:
+            async with conn.transaction():
+                await cur.execute(describe_statement(body))
+            description = _columns(cur)
+        except psycopg.Error:
+            await _psycopg.cancel_and_drain_async(conn)
+        if not description:
+            await cur.execute(text)
+            plan = _plan_or_raise(cur, conn, text, decimal)
+            return plan.from_rows(await cur.fetchall())
+        plan = Plan.build(description, conn, decimal=decimal)
+        chunks = QueueChunks()
+        reader = CopyReader(iter(chunks))
+        parsed = asyncio.ensure_future(asyncio.to_thread(plan.parse, reader))
+        try:
+            async with cur.copy(plan.copy_statement(body)):
+                encoding = conn.info.encoding
+                end = False
+                while not end:
+                    block, end = await _psycopg.wait_async(
+                        conn, _psycopg.copy_block(conn.pgconn, _BLOCK, encoding, _LEAST)
+                    )
+                    chunks.put(block)
+        except BaseException as error:
+            chunks.close(error)
+            with suppress(BaseException):
+                await parsed
+            raise
+        chunks.close()
+        try:
             return await parsed
+        except Exception:
+            if reader.failure is not None:  # pandas wrapped it in its ParserError
+                raise reader.failure from None
+            raise
 
 
 def to_sql(

@@ -301,6 +301,9 @@ class CopyReader(io.RawIOBase):
         self._chunks = chunks
         self._buf = bytearray()
         self._eof = False
+        # What stopped the source (Ctrl-C, a lost connection): pandas' parser reports it
+        # as its own ParserError, and the caller re-raises this instead.
+        self.failure: BaseException | None = None
 
     def readable(self) -> bool:
         return True
@@ -313,6 +316,9 @@ class CopyReader(io.RawIOBase):
                 buf += next(self._chunks)
             except StopIteration:
                 self._eof = True
+            except BaseException as exc:
+                self.failure = exc
+                raise
         n = min(want, len(buf))
         b[:n] = buf[:n]
         del buf[:n]

@@ -1,0 +1,121 @@
+"""Ctrl-C or a cancellation in the middle of a query leaves the connection usable.
+
+The interrupt used to leave libpq inside the query ("another command is already in
+progress" on every later command, and every later notebook cell). Real processes: a script
+starts a long query; a watcher sees it running on the server (pg_stat_activity), then
+interrupts it (SIGINT for sync code, Task.cancel for async); the next query on the same
+object works, and the user sees KeyboardInterrupt / CancelledError, not a parser error.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from pgmonkey import _psycopg
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys, threading, time
+    import psycopg
+    import pgmonkey.frames
+    from pgmonkey import PGConnectionManager
+
+    config, admin_dsn = sys.argv[1], sys.argv[2]
+    SLOW = "SELECT pg_sleep(60) AS s, 1 AS x /* pgm-interrupt */"
+
+    def when_running(action):
+        # Act once the server runs the slow query: no guess about timing.
+        def watch():
+            with psycopg.connect(admin_dsn, autocommit=True) as admin:
+                for _ in range(6000):
+                    row = admin.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                        " AND query LIKE '%%pg_sleep(60)%%pgm-interrupt%%'"
+                        " AND pid <> pg_backend_pid()"
+                    ).fetchone()
+                    if row[0]:
+                        action()
+                        return
+                    time.sleep(0.01)
+        threading.Thread(target=watch, daemon=True).start()
+
+    manager = PGConnectionManager()
+    for ctype in ("normal", "pool"):
+        obj = manager.get_database_connection(config, ctype)
+        when_running(lambda: os.kill(os.getpid(), signal.SIGINT))
+        try:
+            pgmonkey.frames.read_sql(SLOW, obj)
+        except BaseException as e:
+            print(ctype, "raised", type(e).__name__, flush=True)
+        df = pgmonkey.frames.read_sql("SELECT 1 AS x", obj)
+        print(ctype, "after", df["x"].tolist(), flush=True)
+
+    async def main():
+        for ctype in ("async", "async_pool"):
+            obj = await manager.get_database_connection(config, ctype)
+            task = asyncio.ensure_future(pgmonkey.frames.read_sql_async(SLOW, obj))
+            loop = asyncio.get_running_loop()
+            when_running(lambda: loop.call_soon_threadsafe(task.cancel))
+            try:
+                await task
+            except BaseException as e:
+                print(ctype, "raised", type(e).__name__, flush=True)
+            df = await pgmonkey.frames.read_sql_async("SELECT 1 AS x", obj)
+            print(ctype, "after", df["x"].tolist(), flush=True)
+        await manager.clear_cache_async()
+
+    asyncio.run(main())
+
+    # The magics: a %pgmonkey SELECT interrupted, then the next cell works.
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext pgmonkey")
+    shell.run_cell(f"%pgmonkey connect {config} normal --name c")
+    when_running(lambda: os.kill(os.getpid(), signal.SIGINT))
+    r = shell.run_cell(f"%pgmonkey {SLOW}")
+    print("magic raised", type(r.error_in_exec).__name__, flush=True)
+    r = shell.run_cell("%pgmonkey SELECT 1 AS x")
+    print("magic after", r.error_in_exec, r.result["x"].tolist(), flush=True)
+    """
+)
+
+
+def test_interrupted_reads_leave_the_connection_usable(
+    password_config: Path, superuser_dsn: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "interrupt.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(password_config), superuser_dsn],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for ctype in ("normal", "pool"):
+        assert f"{ctype} raised KeyboardInterrupt" in lines, done.stdout + done.stderr
+        assert f"{ctype} after [1]" in lines
+    for ctype in ("async", "async_pool"):
+        assert f"{ctype} raised CancelledError" in lines, done.stdout + done.stderr
+        assert f"{ctype} after [1]" in lines
+    assert "magic raised KeyboardInterrupt" in lines, done.stdout + done.stderr
+    assert "magic after None [1]" in lines
+    assert "another command is already in progress" not in done.stderr
+
+
+def test_cancel_and_drain_ends_a_running_query(superuser_dsn: str) -> None:
+    # The canary of the pq-level calls behind the fix (cancel_safe, then drain).
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        conn.pgconn.send_query(b"SELECT pg_sleep(60)")
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+        _psycopg.cancel_and_drain(conn)
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        row: Any = conn.execute("SELECT 2").fetchone()
+        assert row == (2,)
