@@ -175,6 +175,8 @@ def test_shell_lines_use_the_kernels_python_and_are_checked(path: Path) -> None:
     for cell in _read(path).cells:
         if cell.cell_type != "code":
             continue
+        # A subprocess names the kernel's own interpreter too, never the console script.
+        assert '["pgmonkey"' not in cell.source, f"{path.name}: runs pgmonkey from PATH"
         lines = cell.source.splitlines()
         for i, line in enumerate(lines):
             if not line.startswith("!"):
