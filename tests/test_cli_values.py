@@ -18,6 +18,8 @@ from typing import Any
 import fire
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgmonkey import cli
 from pgmonkey.errors import PgMonkeyError
@@ -261,6 +263,44 @@ def test_a_text_flag_without_its_value(
     assert code == 2
     assert err.splitlines()[0] == f"pgmonkey: error: {message}", err
     assert rec.seen == {}
+
+
+_any_text = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=40
+)
+FUZZ_EXAMPLES = 300
+
+
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    table=st.one_of(_any_text, st.sampled_from(VALUES)),
+    config=st.one_of(_any_text, st.sampled_from(VALUES)),
+    out=_any_text,
+    equals=st.booleans(),
+)
+def test_fuzz_any_text_reaches_the_command(
+    rec: Recorder,
+    capsys: pytest.CaptureFixture[str],
+    table: str,
+    config: str,
+    out: str,
+    equals: bool,
+) -> None:
+    def flag(name: str, value: str) -> list[str]:
+        # A value that looks like a flag (`-x`, `--...`) can only be given as --name=value.
+        if equals or cli._FLAG.match(value):
+            return [f"--{name}={value}"]
+        return [f"--{name}", value]
+
+    rec.seen.clear()
+    args = [*flag("table", table), *flag("connconfig", config), *flag("export_file", out)]
+    code, _, err = run(capsys, "pgexport", *args)
+    assert (code, err) == (0, ""), args
+    assert rec.seen == {"config": config, "export_file": out, "table": table, "query": None}
 
 
 # --- a real subprocess against the sandbox ------------------------------------------------
