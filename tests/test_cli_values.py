@@ -361,9 +361,7 @@ def test_subprocess_values_as_typed(
         assert res.returncode == 0, res.stderr
         assert (tmp_path / "None").read_text() == "name\nbob\n"
 
-        for value in VALUES:
-            if value in ("{a:1}", "1e3", "10.10", "None"):
-                continue  # taken above
+        for value in ("2024_01", "0x1f", "[1, 2]", "'quoted'", "True", "-"):  # all: in-process
             res = pgmonkey("pgconfig", "create", "--type", "pg", "--filepath", value, cwd=tmp_path)
             assert res.returncode == 0, (value, res.stderr)
             assert (tmp_path / value).read_text().startswith("#"), value
