@@ -14,17 +14,26 @@ Commands and flags are the 4.0 ones, spelled as the 4.0 documentation spells the
 expected failure (bad config, refused connection, missing table: one line on stderr, no
 traceback), 2 a usage error, 3 ``pgserverconfig --audit --strict`` found something to look at.
 
+Every value reaches the code as the exact text typed: fire would read ``--table 2024_01`` as
+the number 202401 and ``{a:1}`` as a dict, so each command tells fire to pass its values
+through as text (``fire.decorators.SetParseFns``) and the counts are checked here. Help goes
+to stdout (``pgmonkey --help | less``), ``--version`` prints the version, and a mistyped
+command or flag gets a "did you mean" (exit 2).
+
 Nothing heavy is imported here: ``pgmonkey --help`` loads neither pandas nor IPython.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from fire import decorators as fire_decorators
 
 if TYPE_CHECKING:
     from pgmonkey.manager import PGConnectionManager
@@ -41,7 +50,11 @@ _TYPES = ("normal", "pool", "async", "async_pool")
 
 
 class _UsageError(Exception):
-    """The command line is wrong (exit 2)."""
+    """The command line is wrong (exit 2); ``words``: the command whose help to point at."""
+
+    def __init__(self, message: str, words: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.words = words
 
 
 class _Failure(Exception):
@@ -87,11 +100,23 @@ _SHOWN = {
 }
 
 
+# Flags whose value is text (or a count checked here): fire must not read it as Python.
+_TEXT = frozenset(_SHOWN)
+# Flags that take no value (`--audit`, `--noaudit`).
+_SWITCHES = frozenset({"resolve_env", "audit", "strict", "pgbouncer"})
+
+
+def _as_typed(value: str) -> str:
+    """fire's parse function for text flags: the text as typed, never a Python literal."""
+    return value
+
+
 def _command(fn: _F) -> _F:
-    """Show fire readable types: the static annotations (``Any``) mean nothing to a user."""
+    """A CLI command: text flags reach ``fn`` as typed; fire's help shows readable types."""
     names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
     fn.__annotations__ = {n: _Shown(_SHOWN[n]) for n in names if n in _SHOWN}
-    return fn
+    texts = {n: _as_typed for n in names if n in _TEXT}
+    return fire_decorators.SetParseFns(**texts)(fn)  # type: ignore[no-any-return]
 
 
 def _config_path(connconfig: Any, filepath: Any) -> str:
@@ -121,6 +146,15 @@ def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 def _connection_type(value: Any) -> str | None:
     return None if value is None else _choice("connection-type", value, _TYPES)
+
+
+def _count(name: str, value: Any) -> int | None:
+    """A number typed in decimal digits (fire would also take 0x1f, 1e3, 5_432 or True)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value):
+        return int(value)
+    raise _UsageError(f"--{name} must be a number, got {value!r}")
 
 
 def _out(text: str) -> None:
@@ -330,10 +364,8 @@ class SandboxCommands:
           standbys: streaming-replication standbys to start next to the primary.
           pgbouncer: also start a PgBouncer in front (needs the pgbouncer binary).
         """
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
-            raise _UsageError(f"--port must be a number, got {port!r}")
-        if isinstance(standbys, bool) or not isinstance(standbys, int) or standbys < 0:
-            raise _UsageError(f"--standbys must be a number >= 0, got {standbys!r}")
+        port = _count("port", port)
+        standbys = _count("standbys", standbys) or 0
         bouncer = _flag("pgbouncer", pgbouncer)
         from pgmonkey import sandbox
 
@@ -343,8 +375,6 @@ class SandboxCommands:
         if bouncer:
             kwargs["pgbouncer"] = True
         if kwargs:
-            import inspect
-
             accepted = inspect.signature(sandbox.start).parameters
             missing = [k for k in kwargs if k not in accepted]
             if missing:
@@ -395,6 +425,7 @@ class PgMonkey:
 
     Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error,
     3 `pgserverconfig --audit --strict` found something that needs attention.
+    `pgmonkey COMMAND --help` shows a command's flags; `pgmonkey --version` the version.
     """
 
     def __init__(self) -> None:
@@ -476,26 +507,35 @@ class PgMonkey:
         query: Any = None,
         resolve_env: Any = False,
     ) -> None:
-        """Export a table (or --query) to a CSV file (default: <table>.csv).
+        """Export a table (or a --query's rows) to a CSV file (default: <table>.csv).
 
         Args:
           table: the table to export, schema.table or table.
           connconfig: the pgmonkey config file (alias: --filepath).
           filepath: alias of --connconfig.
-          export_file: the CSV file to write (default: the table name, e.g. my_table.csv).
-          query: export the rows of this SELECT instead of a table.
+          export_file: the CSV file to write (default for --table: the table name, e.g.
+            my_table.csv; --query needs one).
+          query: export the rows of this SELECT instead of a table (with --export_file).
           resolve_env: resolve ${VAR}, from_env and from_file references in the config.
         """
         path = _config_path(connconfig, filepath)
         resolve = _flag("resolve-env", resolve_env)
-        if (table is None) == (query is None):
-            raise _UsageError("give either --table or --query")
+        if table is None and query is None:
+            raise _UsageError("give either --table or --query: what to export")
+        if table is not None and query is not None:
+            raise _UsageError(
+                "give either --table or --query, not both (to export some of a table's rows:"
+                ' --query "SELECT ... FROM the_table WHERE ..." --export_file out.csv)'
+            )
         if query is not None and (not isinstance(query, str) or not query.strip()):
             raise _UsageError(f"--query needs a SELECT statement, got {query!r}")
         name = _table(table) if table is not None else None
         if query is not None and export_file is None:
-            raise _UsageError("--query needs --export_file")
-        if isinstance(export_file, bool):
+            raise _UsageError(
+                "--query needs --export_file FILE: only a --table export has a default"
+                " file name (<table>.csv)"
+            )
+        if isinstance(export_file, bool) or export_file == "":
             raise _UsageError("--export_file needs a file name")
         from pgmonkey.transfer import export_csv
 
@@ -513,8 +553,6 @@ def _report(result: Any) -> str:
 def _table(value: Any) -> str:
     if value is None or isinstance(value, bool) or value == "":
         raise _UsageError("missing --table: schema.table or table")
-    if isinstance(value, (tuple, list)):  # fire reads `a,b` as a tuple
-        raise _UsageError(f"--table takes one table name, got {value!r}")
     return str(value)
 
 
@@ -540,70 +578,170 @@ def _is_expected(error: BaseException) -> bool:
     return isinstance(error, OSError)
 
 
-_FLAG = re.compile(r"^--?[A-Za-z_]")
+# fire's own test for a flag (fire.core._IsFlag): `--name` or `-x`; `-1` is a value.
+_FLAG = re.compile(r"^(--|-[A-Za-z])")
+_HELP = frozenset({"-h", "--help"})
+_VERSION = frozenset({"--version", "-V"})
+# Flags the reference spells with a dash (the others, like --import_file, with an underscore).
+_DASHED = frozenset({"connection_type", "resolve_env"})
+# fire splits a command line at a lone "-" (its separator), so `--export_file -` would lose
+# its value. A NUL can never be typed in an argument: fire's separator is set to it.
+_NO_SEPARATOR = ("--separator", "\0")
 
 
-def _preflight(component: object, args: Sequence[str]) -> None:
-    """Refuse unknown flags and extra arguments *before* the command runs.
+def _spelled(name: str) -> str:
+    return "--" + (name.replace("_", "-") if name in _DASHED else name)
+
+
+def _commands(group: object) -> list[str]:
+    """The command (or group) names that may follow ``group``."""
+    return sorted(n for n in dir(group) if not n.startswith("_"))
+
+
+def _did_you_mean(typed: str, choices: Sequence[str]) -> str:
+    import difflib
+
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(typed.lower(), list(lowered), n=1, cutoff=0.6)
+    return f"did you mean {lowered[close[0]]}?" if close else ""
+
+
+def _resolve(component: object, args: Sequence[str]) -> tuple[list[str], Any, list[str]]:
+    """Follow the command words of ``args``: (those words, the group or command, the rest)."""
+    words: list[str] = []
+    target: Any = component
+    for i, word in enumerate(args):
+        if inspect.ismethod(target) or _FLAG.match(word):
+            return words, target, list(args[i:])
+        choices = _commands(target)
+        if word not in choices:
+            hint = _did_you_mean(word, choices) or f"expected one of {', '.join(choices)}"
+            raise _UsageError(f"unknown command {word!r}: {hint}", words)
+        target = getattr(target, word)
+        words.append(word)
+    return words, target, []
+
+
+def _check_flags(command: Any, rest: Sequence[str], words: Sequence[str]) -> None:
+    """Refuse unknown flags, flags without their value and extra arguments *before* running.
 
     fire calls the command first and only then complains about what it could not use
-    (``pgserverconfig --filepath c.yaml --adit`` would print the advice, then exit 2).
+    (``pgserverconfig --filepath c.yaml --adit`` would print the advice, then exit 2), and
+    reads a text flag given no value (``--table --connconfig c.yaml``) as the text "True".
     """
-    import inspect
-
-    if "--" in args:  # what follows is fire's own (--help, --trace, ...)
-        args = args[: args.index("--")]
-    target: Any = component
-    i = 0
-    while i < len(args) and not _FLAG.match(args[i]) and not inspect.ismethod(target):
-        word = args[i]
-        member = getattr(target, word, None)
-        if member is None:
-            member = getattr(target, word.replace("-", "_"), None)
-        if member is None or word.startswith("_"):
-            return  # fire reports the unknown command
-        target, i = member, i + 1
-    if not inspect.ismethod(target):
-        return
     params = [
-        p
-        for p in inspect.signature(target).parameters.values()
+        p.name
+        for p in inspect.signature(command).parameters.values()
         if p.kind == p.POSITIONAL_OR_KEYWORD
     ]
-    names = {p.name: p for p in params}
-    rest = list(args[i:])
     given: set[str] = set()
     positional = 0
     j = 0
     while j < len(rest):
         token = rest[j]
         j += 1
-        if token in ("-h", "--help"):
-            return
         if not _FLAG.match(token):
             positional += 1
             continue
-        key = token.lstrip("-").split("=", 1)[0].replace("-", "_")
-        if key not in names and key.startswith("no") and key[2:] in names:
-            given.add(key[2:])
-            continue
-        if key not in names and len(key) == 1:
-            short = [n for n in names if n.startswith(key)]
-            key = short[0] if len(short) == 1 else key
-        if key not in names:
-            flags = ", ".join(
-                "--" + n.replace("_", "-") if n in _DASHED else "--" + n for n in names
-            )
-            raise _UsageError(f"unknown option {token!r}: expected {flags}")
+        typed, inline, _ = token.partition("=")
+        key = typed.lstrip("-").replace("-", "_")
+        if key not in params and len(key) == 1:  # fire's shortcut: -t for --table
+            short = [n for n in params if n.startswith(key)]
+            if len(short) > 1:
+                spelled = ", ".join(_spelled(n) for n in short)
+                raise _UsageError(f"{typed!r} is ambiguous: {spelled}", words)
+            key = short[0] if short else key
+        if not inline and key.startswith("no") and key[2:] in _SWITCHES and key[2:] in params:
+            key = key[2:]  # --noaudit
+        elif key not in params:
+            flags = [_spelled(n) for n in params]
+            hint = _did_you_mean(typed, flags) or f"expected {', '.join(flags)}"
+            raise _UsageError(f"unknown option {typed!r}: {hint}", words)
+        elif key in _TEXT and not inline:
+            if j == len(rest) or _FLAG.match(rest[j]):
+                raise _UsageError(f"{_spelled(key)} needs a value", words)
+            j += 1
+        elif not inline and j < len(rest) and not _FLAG.match(rest[j]):
+            j += 1  # fire takes it as the switch's value (refused by _flag)
+        if key in given:
+            raise _UsageError(f"{_spelled(key)} is given twice", words)
         given.add(key)
-        if "=" not in token and j < len(rest) and not _FLAG.match(rest[j]):
-            j += 1  # its value
-    if positional > len([n for n in names if n not in given]):
-        raise _UsageError(f"too many arguments: {' '.join(rest)!r}")
+    if positional > len([n for n in params if n not in given]):
+        raise _UsageError(f"too many arguments: {' '.join(rest)!r}", words)
 
 
-# Flags the reference spells with a dash (the others, like --import_file, with an underscore).
-_DASHED = frozenset({"connection_type", "resolve_env"})
+def _help(component: object, words: Sequence[str], target: Any) -> str:
+    """fire's help text for ``target``, flags spelled as the reference spells them."""
+    from fire import helptext, trace
+
+    steps = trace.FireTrace(component, name=PROG)
+    member = component
+    for word in words:
+        member = getattr(member, word)
+        steps.AddAccessedProperty(member, word, [word], None, None)
+    if inspect.ismethod(target):
+        target = _without_metadata(target)
+    text: str = helptext.HelpText(target, trace=steps, verbose=False)
+    for name in _DASHED:
+        text = text.replace("--" + name, _spelled(name))
+    for name in _SWITCHES:  # fire shows `--audit=AUDIT`; a switch takes no value
+        text = text.replace(f"{_spelled(name)}={name.upper()}", _spelled(name))
+    return text
+
+
+def _without_metadata(method: Any) -> Any:
+    """The command as fire's help should see it: fire lists the FIRE_METADATA attribute
+    that its own SetParseFns puts on a function as if it were a subcommand."""
+    import types
+
+    fn = method.__func__
+    bare = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__)
+    for attr in ("__doc__", "__annotations__", "__kwdefaults__", "__module__", "__qualname__"):
+        setattr(bare, attr, getattr(fn, attr))
+    return types.MethodType(bare, method.__self__)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(PROG)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from pgmonkey import __version__
+
+        return __version__
+
+
+def _dispatch(args: list[str]) -> None:
+    """Answer --help and --version, check the command line, then let fire run it."""
+    import fire
+
+    head, tail = args, []
+    if "--" in args:  # what follows is fire's own (--trace, --verbose, ...)
+        cut = args.index("--")
+        head, tail = args[:cut], args[cut + 1 :]
+    component = PgMonkey()
+    if head and head[0] in _VERSION and len(head) == 1 and not tail:
+        _out(f"{PROG} {_version()}")
+        return
+    words, target, rest = _resolve(component, head)
+    if _HELP.intersection(rest) or _HELP.intersection(tail):
+        _out(_help(component, words, target))
+        return
+    if not inspect.ismethod(target):
+        if not rest:
+            _out(_help(component, words, target))  # a group alone: its commands
+            return
+        typed = rest[0].partition("=")[0]
+        known = ["--help", *(sorted(_VERSION) if not words else [])]
+        hint = _did_you_mean(typed, known) or f"give a command: {', '.join(_commands(target))}"
+        raise _UsageError(f"unknown option {typed!r}: {hint}", words)
+    try:
+        _check_flags(target, rest, words)
+        fire.Fire(component, command=[*head, "--", *tail, *_NO_SEPARATOR], name=PROG)
+    except _UsageError as e:
+        e.words = words if e.words is None else e.words
+        raise
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -618,16 +756,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     if hide_ipython:
         sys.modules["IPython"] = None  # type: ignore[assignment]  # import -> ImportError
     try:
-        component = PgMonkey()
-        _preflight(component, args)
-        fire.Fire(component, command=args, name=PROG)
-    except fire.core.FireExit as e:  # help (0) and fire's own usage errors (2)
+        _dispatch(args)
+    except fire.core.FireExit as e:  # fire's own usage errors (2)
         return int(e.code or 0)
     except _Exit as e:
         return e.code
     except _UsageError as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
-        sys.stderr.write(f"{PROG}: see `{PROG} {_words(args)} --help`\n")
+        where = " ".join([PROG, *(e.words or [])])
+        sys.stderr.write(f"{PROG}: see `{where} --help`\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
@@ -643,16 +780,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _words(args: Sequence[str]) -> str:
-    words = [a for a in args[:2] if not a.startswith("-")]
-    if words[:1] != ["pgconfig"] and words[:1] != ["sandbox"]:
-        words = words[:1]
-    return " ".join(words)
-
-
 def main() -> None:
     """Console entry point (``pgmonkey`` and ``python -m pgmonkey``)."""
-    if os.name == "posix":
-        # fire pages help through $PAGER on a terminal: print it, like other CLIs.
-        os.environ["PAGER"] = "cat"
     sys.exit(run())

@@ -84,6 +84,98 @@ def test_dash_h_is_help_not_a_flag(cli: Any) -> None:
 @pytest.mark.parametrize(
     "args",
     [
+        ["--help"],
+        ["-h"],
+        [],
+        ["pgconfig"],
+        ["pgconfig", "--help"],
+        ["pgconfig", "test", "--help"],
+        ["pgconfig", "test", "--", "--help"],  # the form fire's INFO line taught
+        ["pgexport", "--table", "t", "--help"],  # help, not a run
+        ["sandbox", "stop", "-h"],
+    ],
+    ids=" ".join,
+)
+def test_help_goes_to_stdout_without_fires_info_line(cli: Any, args: list[str]) -> None:
+    # `pgmonkey --help | less` showed nothing: fire wrote help to stderr, after an
+    # "INFO: Showing help with the command ..." line.
+    res = cli(*args)
+    assert res.code == 0, res
+    assert res.err == ""
+    assert res.out.startswith("NAME\n    pgmonkey")
+    assert "INFO" not in res.out and "FIRE_METADATA" not in res.out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pgconfig", "test"],
+        ["pgconfig", "generate-code"],
+        ["pgserverconfig"],
+        ["pgimport"],
+        ["pgexport"],
+    ],
+    ids=" ".join,
+)
+def test_help_spells_flags_as_documented(cli: Any, command: list[str]) -> None:
+    text = cli(*command, "--help").out
+    assert "\n    -r, --resolve-env\n" in text  # a switch: no =VALUE
+    assert "resolve_env" not in text and "connection_type" not in text
+    if "test" in command or "generate-code" in command:
+        assert "\n    --connection-type=CONNECTION_TYPE\n" in text
+
+
+def test_version(cli: Any) -> None:
+    from importlib.metadata import version
+
+    res = cli("--version")
+    assert (res.code, res.out, res.err) == (0, f"pgmonkey {version('pgmonkey')}\n", "")
+    assert "--version" in cli("--help").out
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "see"),
+    [
+        (["pgconfg"], "unknown command 'pgconfg': did you mean pgconfig?", "pgmonkey"),
+        (["pgimprot"], "unknown command 'pgimprot': did you mean pgimport?", "pgmonkey"),
+        (["pgconfig", "tset"], "unknown command 'tset': did you mean test?", "pgmonkey pgconfig"),
+        (
+            ["pgconfig", "generate_code", "--filepath", "c.yaml"],
+            "unknown command 'generate_code': did you mean generate-code?",
+            "pgmonkey pgconfig",
+        ),
+        (["sandbox", "stpo"], "unknown command 'stpo': did you mean stop?", "pgmonkey sandbox"),
+        (
+            ["bogus"],
+            "unknown command 'bogus': expected one of pgconfig, pgexport, pgimport,"
+            " pgserverconfig, sandbox",
+            "pgmonkey",
+        ),
+        (["--verison"], "unknown option '--verison': did you mean --version?", "pgmonkey"),
+        (
+            ["pgexport", "--tabel", "t", "--connconfig", "c.yaml"],
+            "unknown option '--tabel': did you mean --table?",
+            "pgmonkey pgexport",
+        ),
+        (
+            ["pgconfig", "test", "--connconfig", "c.yaml", "--resolve-evn"],
+            "unknown option '--resolve-evn': did you mean --resolve-env?",
+            "pgmonkey pgconfig test",
+        ),
+    ],
+)
+def test_mistyped_commands_and_flags_say_did_you_mean(
+    cli: Any, args: list[str], message: str, see: str
+) -> None:
+    res = cli(*args)
+    assert res.code == 2
+    assert res.out == ""
+    assert res.err.splitlines() == [f"pgmonkey: error: {message}", f"pgmonkey: see `{see} --help`"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
         ["bogus"],
         ["pgconfig", "bogus"],
         ["pgconfig", "test", "--connconfig", "a.yaml", "--bogus", "1"],
@@ -107,6 +199,7 @@ def test_fire_usage_errors_exit_2(cli: Any, args: list[str]) -> None:
         (["pgimport", "--table", "t", "--connconfig", "a.yaml"], "missing --import_file"),
         (["pgexport", "--connconfig", "a.yaml"], "either --table or --query"),
         (["pgexport", "--connconfig", "a.yaml", "--query", "SELECT 1"], "--export_file"),
+        (["pgexport", "--connconfig", "a.yaml", "--table", "t", "--query", "Q"], "not both"),
         (["sandbox", "start", "--port", "abc"], "--port"),
     ],
 )

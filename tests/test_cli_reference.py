@@ -56,8 +56,35 @@ def check(res: subprocess.CompletedProcess[str], sandbox: Any) -> None:
 def test_help(sandbox: Any) -> None:
     res = pgmonkey("pgmonkey --help")
     check(res, sandbox)
+    assert res.stderr == ""  # help is the output: stdout, no "INFO: Showing help" line
+    assert res.stdout.startswith("NAME\n    pgmonkey - ")
     for word in ("pgconfig", "pgserverconfig", "pgimport", "pgexport", "sandbox"):
-        assert word in res.stdout + res.stderr
+        assert word in res.stdout
+
+
+def test_help_through_a_pipe(tmp_path: Path) -> None:
+    # `pgmonkey --help | less` showed nothing: the help went to stderr.
+    for command in ("--help", "pgconfig test --help"):
+        line = f"{shlex.join(PGMONKEY)} {command} | head -n 2"
+        res = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0 and res.stderr == "", res.stderr
+        assert res.stdout.startswith("NAME\n    pgmonkey"), res.stdout
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    res = pgmonkey("pgmonkey --version")
+    assert (res.returncode, res.stdout, res.stderr) == (0, f"pgmonkey {version('pgmonkey')}\n", "")
+
+
+def test_did_you_mean() -> None:
+    res = pgmonkey("pgmonkey pgconfg test")
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == (
+        "pgmonkey: error: unknown command 'pgconfg': did you mean pgconfig?\n"
+        "pgmonkey: see `pgmonkey --help`\n"
+    )
 
 
 def test_python_m_pgmonkey_help(sandbox: Any) -> None:

@@ -2,8 +2,9 @@
 
 PostgreSQL writes NULL unquoted and any value equal to the NULL string (with the default
 ``''``: an empty string) quoted, so NULL and '' survive an export and a re-import.
-The file is written beside its final name and renamed at the end: a failed export leaves
-no half-written file.
+The file is written beside its final name and renamed at the end (``_files.atomic_writer``):
+a failed export leaves no half-written file, a symlink is never written through, and an
+existing file keeps its permissions.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from psycopg import sql
 from pgmonkey import _connect, _psycopg
 from pgmonkey.errors import TransferError
 
+from ._files import atomic_writer
 from ._progress import Progress
 from ._settings import (
     ExportSettings,
@@ -99,16 +101,11 @@ def export_csv(
         source_sql,
         copy_options(s),
     )
-    partial = out.with_name(out.name + ".part")
     try:
-        with _connect.connection(con, resolve_env=resolve_env) as conn, open(partial, "wb") as f:
+        with atomic_writer(out) as f, _connect.connection(con, resolve_env=resolve_env) as conn:
             rows, size = _write(conn, stmt, f, s, server_encoding, out.name, progress)
-        os.replace(partial, out)
-    except BaseException as exc:
-        partial.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise TransferError(f"cannot write {os.fspath(out)!r}: {exc.strerror or exc}") from None
-        raise
+    except OSError as exc:
+        raise TransferError(f"cannot write {os.fspath(out)!r}: {exc.strerror or exc}") from None
     return ExportResult(out, rows, size, source, s)
 
 

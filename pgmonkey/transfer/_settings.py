@@ -24,6 +24,8 @@ import yaml
 
 from pgmonkey.errors import TransferError
 
+from ._files import write_text
+
 logger = logging.getLogger("pgmonkey.transfer")
 
 IF_EXISTS: Final = ("fail", "append", "replace")
@@ -221,7 +223,7 @@ def write_import_settings(settings: ImportSettings, path: str | os.PathLike[str]
     )
     body = yaml.safe_dump(settings.to_dict(), sort_keys=False, allow_unicode=True, width=1000)
     try:
-        p.write_text(header + body, encoding="utf-8")
+        write_text(p, header + body)  # never through a symlink (_files)
     except OSError as exc:
         raise TransferError(f"cannot write {os.fspath(p)!r}: {exc.strerror or exc}") from None
     return p
