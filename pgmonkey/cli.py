@@ -29,7 +29,6 @@ import inspect
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -222,18 +221,19 @@ class PgConfig:
         path = _config_path(connconfig, filepath)
         ctype_arg = _connection_type(connection_type)
         resolve = _flag("resolve-env", resolve_env)
-        from pgmonkey.config import resolved_connection_type
+        from pgmonkey.config import ASYNC_CONNECTION_TYPES, resolved_connection_type
+        from pgmonkey.connections._probe import with_connect_timeout
         from pgmonkey.manager import PGConnectionManager
 
-        cfg = _load(path, resolve)
+        cfg = with_connect_timeout(_load(path, resolve))
         ctype = resolved_connection_type(cfg, ctype_arg)
         manager = PGConnectionManager()
-        if ctype in ("async", "async_pool"):
+        if ctype in ASYNC_CONNECTION_TYPES:
             import asyncio
 
-            facts = asyncio.run(_probe_async(manager, path, ctype, resolve))
+            facts = asyncio.run(_probe_async(manager, cfg, ctype))
         else:
-            facts = _probe_sync(manager, path, ctype, resolve)
+            facts = _probe_sync(manager, cfg, ctype)
         _out(_test_report(ctype, facts))
 
     @_command
@@ -271,77 +271,38 @@ class PgConfig:
 setattr(PgConfig, "generate-code", PgConfig.generate_code)
 delattr(PgConfig, "generate_code")
 
-_PROBE_SQL = (
-    "SELECT current_setting('server_version'), current_user, current_database(),"
-    " (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()),"
-    " (SELECT cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
-)
 
+def _probe_sync(manager: PGConnectionManager, cfg: dict[str, Any], ctype: str) -> Any:
+    from pgmonkey.connections._probe import probe
 
-def _facts(conn: Any, row: Sequence[Any], rtt: float) -> dict[str, Any]:
-    return {
-        "version": row[0],
-        "user": row[1],
-        "database": row[2],
-        "ssl": bool(conn.pgconn.ssl_in_use),
-        "protocol": row[3],
-        "cipher": row[4],
-        "host": conn.info.host,
-        "port": conn.info.port,
-        "rtt": rtt,
-    }
-
-
-def _probe_sync(
-    manager: PGConnectionManager, path: str, ctype: str, resolve: bool
-) -> dict[str, Any]:
     try:
-        obj = manager.get_database_connection(path, ctype, resolve_env=resolve)
-        with obj as conn:
-            rtt = float("inf")
-            for _ in range(3):  # the best of three: the first may pay for a cold cache
-                t0 = time.perf_counter()
-                conn.execute("SELECT 1").fetchone()
-                rtt = min(rtt, time.perf_counter() - t0)
-            row = conn.execute(_PROBE_SQL).fetchone()
-            return _facts(conn, row, rtt)
+        with manager.get_database_connection_from_dict(cfg, ctype) as conn:
+            return probe(conn, rounds=3)
     finally:
         manager.clear_cache()
 
 
-async def _probe_async(
-    manager: PGConnectionManager, path: str, ctype: str, resolve: bool
-) -> dict[str, Any]:
+async def _probe_async(manager: PGConnectionManager, cfg: dict[str, Any], ctype: str) -> Any:
+    from pgmonkey.connections._probe import probe_async
+
     try:
-        obj = await manager.get_database_connection(path, ctype, resolve_env=resolve)
+        obj = await manager.get_database_connection_from_dict(cfg, ctype)
         async with obj as conn:
-            rtt = float("inf")
-            for _ in range(3):
-                t0 = time.perf_counter()
-                await (await conn.execute("SELECT 1")).fetchone()
-                rtt = min(rtt, time.perf_counter() - t0)
-            row = await (await conn.execute(_PROBE_SQL)).fetchone()
-            return _facts(conn, row, rtt)
+            return await probe_async(conn, rounds=3)
     finally:
         await manager.clear_cache_async()
 
 
-def _test_report(ctype: str, f: dict[str, Any]) -> str:
-    if f["ssl"]:
-        detail = ", ".join(str(x) for x in (f["protocol"], f["cipher"]) if x)
-        ssl = f"on ({detail})" if detail else "on"
-    else:
-        ssl = "off"
-    where = f["host"] if str(f["host"]).startswith("/") else f"{f['host']}:{f['port']}"
+def _test_report(ctype: str, f: Any) -> str:
     return "\n".join(
         [
             f"connection test passed ({ctype})",
-            f"  server:     PostgreSQL {f['version']}",
-            f"  host:       {where}",
-            f"  user:       {f['user']}",
-            f"  database:   {f['database']}",
-            f"  ssl:        {ssl}",
-            f"  round trip: {f['rtt'] * 1000:.2f} ms (SELECT 1)",
+            f"  server:     PostgreSQL {f.version}",
+            f"  host:       {f.where}",
+            f"  user:       {f.user}",
+            f"  database:   {f.database}",
+            f"  ssl:        {f.ssl_text}",
+            f"  round trip: {f.rtt * 1000:.2f} ms (SELECT 1)",
         ]
     )
 

@@ -7,28 +7,27 @@ from typing import Any
 
 import psycopg
 
+from pgmonkey.connections._probe import ConnectionFacts, probe, probe_async
+
 from ._params import Statement
 
 
 def describe_connection(conn: psycopg.Connection[Any]) -> dict[str, str]:
-    return connection_info(conn)
+    """What the banner and ``connections`` show (the probe ``pgconfig test`` uses too)."""
+    return _shown(probe(conn))
 
 
 async def describe_connection_async(conn: psycopg.AsyncConnection[Any]) -> dict[str, str]:
-    return connection_info(conn)
+    return _shown(await probe_async(conn))
 
 
-def connection_info(
-    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
-) -> dict[str, str]:
-    """What the banner and ``connections`` show: never the password (``info`` has none)."""
-    info = conn.info
+def _shown(facts: ConnectionFacts) -> dict[str, str]:
     return {
-        "host": info.host,
-        "port": str(info.port),
-        "dbname": info.dbname,
-        "user": info.user,
-        "ssl": "on" if conn.pgconn.ssl_in_use else "off",
+        "host": facts.host,
+        "port": facts.port,
+        "dbname": facts.database,
+        "user": facts.user,
+        "ssl": "on" if facts.ssl else "off",
     }
 
 
