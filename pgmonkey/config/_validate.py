@@ -177,6 +177,9 @@ class _Validator:
         for i in range(len(path), 0, -1):
             if path[:i] in self.resolved:
                 return describe_reference(self.resolved[path[:i]], sensitive=sensitive)
+        if any(len(r) > len(path) and r[: len(path)] == path for r in self.resolved):
+            # A list or mapping holding resolved values: its shape only.
+            return describe(value, sensitive=sensitive, opaque=True)
         return describe(
             value,
             sensitive=not reference and sensitive,
