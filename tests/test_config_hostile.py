@@ -550,29 +550,54 @@ def test_top_level_typo_warns_with_a_suggestion(
 def test_unresolved_reference_without_resolve_env_warns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    text = "connection_settings:\n  host: h\n  password: ${PGM_PASS}\n"
-    text += "  application_name: app-${PGM_TEAM:-x}\n  sslpassword: pre${PGM_X}post\n"
-    text += "  user:\n    from_env: PGM_USER\n"
-    path = write(tmp_path, text)
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        cfg = load_config(path)
-    assert cfg["connection_settings"]["password"] == "${PGM_PASS}"  # 4.0: literal
     fix = "pass --resolve-env on the command line, or resolve_env=True in Python"
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: connection_settings.password looks like an unresolved environment reference "
-        f"(${{PGM_PASS}}) and is used as written: to resolve it, {fix}",
-        f"{path}: connection_settings.application_name looks like an unresolved environment "
-        f"reference (app-${{PGM_TEAM:-x}}) and is used as written: to resolve it, {fix}",
-        f"{path}: connection_settings.sslpassword looks like an unresolved environment reference "
-        f"and is used as written: to resolve it, {fix}",
-        f"{path}: connection_settings.user is a from_env reference, resolved only on request: "
-        f"{fix}",
+    cases = [
+        (
+            "password: ${PGM_PASS}",
+            "connection_settings.password looks like an unresolved environment reference "
+            f"(${{PGM_PASS}}) and is used as written: to resolve it, {fix}",
+        ),
+        (
+            "application_name: app-${PGM_TEAM:-x}",
+            "connection_settings.application_name looks like an unresolved environment "
+            f"reference (app-${{PGM_TEAM:-x}}) and is used as written: to resolve it, {fix}",
+        ),
+        (  # more than a reference on a sensitive key: not shown
+            f"sslpassword: {SECRET}${{PGM_X}}",
+            "connection_settings.sslpassword looks like an unresolved environment reference "
+            f"and is used as written: to resolve it, {fix}",
+        ),
+        (
+            "user:\n    from_env: PGM_USER",
+            f"connection_settings.user is a from_env reference, resolved only on request: "
+            f"to resolve it, {fix}",
+        ),
     ]
+    for i, (line, message) in enumerate(cases):
+        path = write(tmp_path, f"connection_settings:\n  host: h\n  {line}\n", name=f"{i}.yaml")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            cfg = load_config(path)
+        assert [r.getMessage() for r in caplog.records] == [f"{path}: {message}"]
+        assert SECRET not in caplog.text
+    assert cfg["connection_settings"]["user"] == {"from_env": "PGM_USER"}  # 4.0: as written
+
+    # Several: one warning naming them all.
+    text = "connection_settings:\n" + "".join(f"  {line}\n" for line, _ in cases)
+    path = write(tmp_path, text + "pool_settings:\n  max_size: ${PGM_MAX:-4}\n")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        load_config(
-            write(tmp_path, text.replace("host: h", "host: h2")), resolve_env=True, strict=False
-        )
+        assert load_config(path)["connection_settings"]["password"] == "${PGM_PASS}"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: 5 values look like unresolved environment references "
+        "(connection_settings.password, connection_settings.application_name, "
+        "connection_settings.sslpassword, connection_settings.user, pool_settings.max_size) "
+        f"and are used as written: to resolve them, {fix}"
+    ]
+    # Resolved: no such warning.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        load_config(path, resolve_env=True, strict=False)
     assert not any("resolve-env" in r.getMessage() for r in caplog.records)
 
 

@@ -389,35 +389,41 @@ class _Validator:
             if val not in (None, "") and key in libpq_parameters():
                 self.libpq_value(key, val, (*path, key))
 
-    def unresolved(self, value: object, path: Path) -> None:
-        """Without resolve_env a ${VAR} is sent as written: say so before the auth failure."""
+    def unresolved(self, value: object, path: Path, found: list[tuple[Path, str]]) -> None:
+        """Collect ${VAR} and from_env/from_file values left as written (no resolve_env)."""
         if is_structured_ref(value):
             assert isinstance(value, Mapping)
             ((kind, _target),) = value.items()
-            self.warn(
-                path,
-                f"is a {kind} reference, resolved only on request: pass --resolve-env on the "
-                "command line, or resolve_env=True in Python",
-            )
-            return
+            found.append((path, f"is a {kind} reference, resolved only on request"))
         elif isinstance(value, Mapping):
             for key, inner in value.items():
-                self.unresolved(inner, (*path, key))
-            return
+                self.unresolved(inner, (*path, key), found)
         elif isinstance(value, str) and _REFERENCE.search(value):
-            whole = _REFERENCE.fullmatch(value)
             text = redact_text(value)
-            shown = f" ({text})" if (whole or not is_sensitive_path(path)) else ""
-            if len(shown) > 100:
-                shown = ""
-        else:
-            return
-        self.warn(
-            path,
-            f"looks like an unresolved environment reference{shown} and is used as written: "
-            "to resolve it, pass --resolve-env on the command line, or resolve_env=True in "
-            "Python",
-        )
+            shown = not is_sensitive_path(path) or _REFERENCE.fullmatch(value)
+            shown_text = f" ({text})" if shown and len(text) <= 100 else ""
+            found.append(
+                (
+                    path,
+                    f"looks like an unresolved environment reference{shown_text} and is used "
+                    "as written",
+                )
+            )
+
+    def warn_unresolved(self, found: list[tuple[Path, str]]) -> None:
+        """One warning for all of them: it must be seen before an authentication failure."""
+        fix = "pass --resolve-env on the command line, or resolve_env=True in Python"
+        if len(found) == 1:
+            ((path, what),) = found
+            self.warn(path, f"{what}: to resolve it, {fix}")
+        elif found:
+            names = ", ".join(render_path(path) for path, _ in found[:5])
+            names += ", ..." if len(found) > 5 else ""
+            where = f"{self.source}: " if self.source else ""
+            self._warn(
+                f"{where}{len(found)} values look like unresolved environment references "
+                f"({names}) and are used as written: to resolve them, {fix}"
+            )
 
     def psycopg_option(self, key: str, value: Scalar, path: Path) -> Any:
         if key == "autocommit":
@@ -518,10 +524,11 @@ def validate(
     """
     validator = _Validator(source, deferred_ok, strict=strict, resolved=resolved, warn=warn)
     if not resolve_env:
-        sections = ("connection_settings", *POOL_SECTIONS, *SESSION_SECTIONS)
-        for section in sections:
-            if isinstance(config.get(section), Mapping):
-                validator.unresolved(config[section], (section,))
+        found: list[tuple[Path, str]] = []
         if isinstance(config.get("connection_type"), str):
-            validator.unresolved(config["connection_type"], ("connection_type",))
+            validator.unresolved(config["connection_type"], ("connection_type",), found)
+        for section in ("connection_settings", *POOL_SECTIONS, *SESSION_SECTIONS):
+            if isinstance(config.get(section), Mapping):
+                validator.unresolved(config[section], (section,), found)
+        validator.warn_unresolved(found)
     return validator.config(config)
