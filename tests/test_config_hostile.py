@@ -295,9 +295,13 @@ def test_url_with_password_in_dbname_is_redacted_and_checked(tmp_path: Path) -> 
 def test_conninfo_in_any_value_is_redacted() -> None:
     cfg = {"connection_settings": {"options": f"password={SECRET} x"}, "notes": [f"a:{SECRET}"]}
     cfg["notes"].append(f"see postgres://u:{SECRET}@h/db")
+    cfg["notes"].append(f"sslpassword = '{SECRET} y' client_secret={SECRET}&x=1")
     shown = repr(redact_config(cfg))
     assert SECRET in shown  # "a:SECRET" alone is no credential: left as it is
     assert shown.count(SECRET) == 1
+    # A setting named after a password is not one.
+    options = {"options": "-c password_encryption=scram-sha-256"}
+    assert redact_config(options) == options
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")

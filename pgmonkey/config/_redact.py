@@ -43,10 +43,11 @@ PATH_KEYS: Final = frozenset({"sslkey", "sslcert", "sslrootcert"})
 
 # user:password@ in a URL (postgresql://, postgres://, or any scheme).
 _URL_PASSWORD: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):([^/?#\s]*)@")
-# password=... in a key=value conninfo or a URL query (quoted or not).
+# password=... in a key=value conninfo or a URL query (quoted or not): a name that ends with
+# the word (sslpassword, client_secret), not one that goes on (password_encryption).
 _KV_SECRET: Final = re.compile(
     r"""(?ix)
-    (\b[a-z_]*(?:password|passwd|passphrase|secret|token)[a-z_]*\s*=\s*)
+    (\b[a-z_]*(?:password|passwd|passphrase|secret|token)\s*=\s*)
     ('(?:[^'\\]|\\.)*'?|[^\s&'][^\s&]*)
     """
 )
