@@ -537,6 +537,21 @@ def test_typo_key_non_strict_warns_once(tmp_path: Path, caplog: pytest.LogCaptur
     assert len(caplog.records) == 2
 
 
+def test_dict_warnings_once(caplog: pytest.LogCaptureFixture) -> None:
+    clear_config_cache()
+    doc = {"connection_settings": {"host": "h", "hots": "x", "password": "${PGM_DICT_PW}"}}
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for _ in range(3):  # what get_database_connection_from_dict does on every call
+            resolve_config(doc, strict=False)
+    assert [r.getMessage() for r in caplog.records] == [
+        "connection_settings.password looks like an unresolved environment reference "
+        "(${PGM_DICT_PW}) and is used as written: to resolve it, pass --resolve-env on the "
+        "command line, or resolve_env=True in Python",
+        "connection_settings.hots is not a libpq connection parameter nor a psycopg option "
+        "(autocommit, prepare_threshold): ignored (did you mean host?)",
+    ]
+
+
 def test_top_level_typo_warns_with_a_suggestion(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

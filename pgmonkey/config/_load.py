@@ -63,7 +63,8 @@ def resolve_config(
 ) -> dict[str, Any]:
     """Validate (and optionally interpolate) an in-memory config; return a new plain dict.
 
-    *source* names the config in error messages (a file name, ``'<dict>'``...).
+    *source* names the config in error messages (a file name, ``'<dict>'``...). Each warning
+    is given once (the same dict is often resolved again and again).
     """
     cfg, _ = _resolve(
         _unwrap(config, source, stacklevel=3),
@@ -71,6 +72,7 @@ def resolve_config(
         strict=strict,
         allow_sensitive_defaults=allow_sensitive_defaults,
         source=source,
+        warn=_warn_once(source or "<dict>", ""),
     )
     return cfg
 
