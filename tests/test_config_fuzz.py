@@ -7,7 +7,7 @@ import os
 import warnings
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from pgmonkey import ConfigError
@@ -224,6 +224,11 @@ def _all_texts(exc: BaseException) -> str:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=secret_configs, resolve_env=st.booleans(), strict=st.booleans())
+@example(  # found: float()'s ValueError, chained to the ConfigError, quoted the value
+    config={"connection_settings": {}, "pool_settings": {"timeout": "${PGMONKEY_FUZZ_SECRET}"}},
+    resolve_env=True,
+    strict=True,
+)
 def test_no_secret_in_errors_warnings_or_redacted_configs(
     config: Any, resolve_env: bool, strict: bool
 ) -> None:

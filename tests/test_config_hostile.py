@@ -187,18 +187,23 @@ def test_resolved_values_are_not_quoted_on_any_key(
     assert SECRET not in everything(err)
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [("max_size", "a positive integer"), ("timeout", "a positive number of seconds")],
+)
 def test_resolved_pool_value_shows_the_reference(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, expected: str
 ) -> None:
     monkeypatch.setenv("PGM_HOSTILE", SECRET)
     path = write(
-        tmp_path, "connection_settings:\n  host: h\npool_settings:\n  max_size: ${PGM_HOSTILE}\n"
+        tmp_path, f"connection_settings:\n  host: h\npool_settings:\n  {key}: ${{PGM_HOSTILE}}\n"
     )
     err = refused(lambda: load_config(path, resolve_env=True))
     assert str(err) == (
-        f"{path}: pool_settings.max_size = '${{PGM_HOSTILE}}' (resolved value not shown): "
-        "expected a positive integer"
+        f"{path}: pool_settings.{key} = '${{PGM_HOSTILE}}' (resolved value not shown): "
+        f"expected {expected}"
     )
+    assert SECRET not in everything(err)
 
 
 def test_secret_file_errors_never_hold_its_bytes(tmp_path: Path) -> None:

@@ -252,11 +252,13 @@ class _Validator:
         what = "a positive number of seconds"
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             self.fail(path, value, what)
-        result: int | float
+        result: int | float | None = None
         if isinstance(value, str):
             try:
                 result = int(value) if _DIGITS.match(value) else float(value)
             except ValueError:
+                result = None  # refused below: ValueError's text quotes the value
+            if result is None:
                 self.fail(path, value, what)
         else:
             result = value
