@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg
 
 from pgmonkey.connections._base import SET_CONFIG_SQL, is_setting_rejection, setting_error
+from pgmonkey.errors import ConnectError
+
+T = TypeVar("T")
 
 __all__ = [
     "ConnectionLike",
@@ -36,10 +39,88 @@ __all__ = [
     "apply_settings_async",
     "async_connection",
     "config_of",
+    "connect_error",
     "connection",
     "open_config",
     "open_config_async",
+    "sanitized_connect",
+    "sanitized_connect_async",
 ]
+
+# Only secrets this long are searched for in a message (a 2-character "password" would
+# blank out unrelated letters); libpq itself never quotes a password.
+_MIN_SECRET: int = 4
+
+
+def connect_error(exc: BaseException, *, conninfo: str | None = None) -> ConnectError:
+    """A sanitised :class:`ConnectError` to raise in place of psycopg's connect error *exc*.
+
+    The message is libpq's, on one line, with any credential redacted: a URL's password, a
+    ``password=...``, and every sensitive value of *conninfo* (the conninfo used to connect).
+    Nothing else of *exc* is kept. Raise it *outside* the ``except`` block, so that Python
+    does not chain *exc* to it as ``__context__``::
+
+        try:
+            conn = psycopg.connect(**kwargs)
+        except psycopg.OperationalError as exc:
+            error = connect_error(exc, conninfo=kwargs["conninfo"])
+        else:
+            return conn
+        raise error from None
+
+    or use :func:`sanitized_connect` / :func:`sanitized_connect_async`, which do exactly that.
+    """
+    from pgmonkey.config._redact import REDACTED, is_sensitive_key, redact_text
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    secrets: list[str] = []
+    if conninfo:
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        except psycopg.Error:
+            params = {}
+        secrets = [
+            str(value)
+            for key, value in params.items()
+            if is_sensitive_key(key) and value is not None and len(str(value)) >= _MIN_SECRET
+        ]
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return ConnectError(redact_text(text))
+
+
+def sanitized_connect(
+    connect: Callable[..., T], /, *args: Any, conninfo: str | None = None, **kwargs: Any
+) -> T:
+    """``connect(*args, conninfo=conninfo, **kwargs)``; a failure raises a :class:`ConnectError`.
+
+    Nothing is chained to the error (no ``__cause__``, no ``__context__``).
+    """
+    if conninfo is not None:
+        kwargs["conninfo"] = conninfo
+    try:
+        return connect(*args, **kwargs)
+    except psycopg.Error as exc:
+        error = connect_error(exc, conninfo=conninfo)
+    raise error from None
+
+
+async def sanitized_connect_async(
+    connect: Callable[..., Coroutine[Any, Any, T]],
+    /,
+    *args: Any,
+    conninfo: str | None = None,
+    **kwargs: Any,
+) -> T:
+    """The async :func:`sanitized_connect` (``psycopg.AsyncConnection.connect``)."""
+    if conninfo is not None:
+        kwargs["conninfo"] = conninfo
+    try:
+        return await connect(*args, **kwargs)
+    except psycopg.Error as exc:
+        error = connect_error(exc, conninfo=conninfo)
+    raise error from None
+
 
 # What the sync and async entry points accept as ``con``; see the module docstring.
 ConnectionLike: TypeAlias = Any
@@ -105,7 +186,7 @@ def open_config(
     """A new connection for a validated config, its ``sync_settings`` applied."""
     from pgmonkey.config import session_settings
 
-    conn = psycopg.connect(**_connect_kwargs(config, autocommit))
+    conn = sanitized_connect(psycopg.connect, **_connect_kwargs(config, autocommit))
     try:
         apply_settings(conn, session_settings(config, "normal"), "sync_settings")
     except BaseException:
@@ -120,7 +201,8 @@ async def open_config_async(
     """A new async connection for a validated config, its ``async_settings`` applied."""
     from pgmonkey.config import session_settings
 
-    conn = await psycopg.AsyncConnection.connect(**_connect_kwargs(config, autocommit))
+    kwargs = _connect_kwargs(config, autocommit)
+    conn = await sanitized_connect_async(psycopg.AsyncConnection.connect, **kwargs)
     try:
         await apply_settings_async(conn, session_settings(config, "async"), "async_settings")
     except BaseException:

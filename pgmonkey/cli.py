@@ -222,18 +222,19 @@ class PgConfig:
         ctype_arg = _connection_type(connection_type)
         resolve = _flag("resolve-env", resolve_env)
         from pgmonkey.config import ASYNC_CONNECTION_TYPES, resolved_connection_type
-        from pgmonkey.connections._probe import with_connect_timeout
+        from pgmonkey.connections._probe import bounded_connect
         from pgmonkey.manager import PGConnectionManager
 
-        cfg = with_connect_timeout(_load(path, resolve))
+        cfg = _load(path, resolve)
         ctype = resolved_connection_type(cfg, ctype_arg)
         manager = PGConnectionManager()
-        if ctype in ASYNC_CONNECTION_TYPES:
-            import asyncio
+        with bounded_connect():
+            if ctype in ASYNC_CONNECTION_TYPES:
+                import asyncio
 
-            facts = asyncio.run(_probe_async(manager, cfg, ctype))
-        else:
-            facts = _probe_sync(manager, cfg, ctype)
+                facts = asyncio.run(_probe_async(manager, path, ctype, resolve))
+            else:
+                facts = _probe_sync(manager, path, ctype, resolve)
         _out(_test_report(ctype, facts))
 
     @_command
@@ -272,21 +273,21 @@ setattr(PgConfig, "generate-code", PgConfig.generate_code)
 delattr(PgConfig, "generate_code")
 
 
-def _probe_sync(manager: PGConnectionManager, cfg: dict[str, Any], ctype: str) -> Any:
+def _probe_sync(manager: PGConnectionManager, path: str, ctype: str, resolve: bool) -> Any:
     from pgmonkey.connections._probe import probe
 
     try:
-        with manager.get_database_connection_from_dict(cfg, ctype) as conn:
+        with manager.get_database_connection(path, ctype, resolve_env=resolve) as conn:
             return probe(conn, rounds=3)
     finally:
         manager.clear_cache()
 
 
-async def _probe_async(manager: PGConnectionManager, cfg: dict[str, Any], ctype: str) -> Any:
+async def _probe_async(manager: PGConnectionManager, path: str, ctype: str, resolve: bool) -> Any:
     from pgmonkey.connections._probe import probe_async
 
     try:
-        obj = await manager.get_database_connection_from_dict(cfg, ctype)
+        obj = await manager.get_database_connection(path, ctype, resolve_env=resolve)
         async with obj as conn:
             return await probe_async(conn, rounds=3)
     finally:

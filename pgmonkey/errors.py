@@ -5,6 +5,7 @@ One base class, so one ``except`` catches everything pgmonkey raises on purpose:
     PgMonkeyError
      ├── ConfigError (also a ValueError)
      │    └── EnvInterpolationError
+     ├── ConnectError (also a psycopg.OperationalError)
      ├── ConnectionStateError
      ├── SandboxError
      ├── TransferError (also a ValueError)
@@ -12,10 +13,15 @@ One base class, so one ``except`` catches everything pgmonkey raises on purpose:
           └── MagicCellError
 
 Database errors from the server are psycopg's own (``psycopg.Error`` and subclasses)
-and are never wrapped, so code written for psycopg keeps catching them.
+and are never wrapped, so code written for psycopg keeps catching them. The one exception is
+a failed connect: psycopg's error carries the connection attempt (``exc.pgconn``), whose repr
+and ``.info`` show the password in clear, so pgmonkey raises a :class:`ConnectError` in its
+place (made by ``pgmonkey._connect.connect_error``), still a ``psycopg.OperationalError``.
 """
 
 from __future__ import annotations
+
+import psycopg
 
 
 class PgMonkeyError(Exception):
@@ -28,6 +34,14 @@ class ConfigError(PgMonkeyError, ValueError):
 
 class EnvInterpolationError(ConfigError):
     """An environment or secret reference in a config cannot be resolved."""
+
+
+class ConnectError(PgMonkeyError, psycopg.OperationalError):
+    """A connection could not be opened: libpq's message, and nothing of the attempt.
+
+    A ``psycopg.OperationalError`` too, so ``except psycopg.OperationalError`` keeps working.
+    ``pgconn`` is None: psycopg's own error keeps the failed connection, password included.
+    """
 
 
 class ConnectionStateError(PgMonkeyError):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from pgmonkey import ConfigError
@@ -13,6 +15,7 @@ from pgmonkey.config import (
     CONNECTION_TYPES,
     connect_params,
     pool_settings,
+    redact_config,
     resolve_config,
     resolved_connection_type,
     session_settings,
@@ -145,3 +148,123 @@ def test_only_config_errors_escape(
             session_settings(cfg, ctype)
         except ConfigError:
             pass
+
+
+# -- secrets: whatever fails, a secret value never shows -------------------------------------
+
+FUZZ_SECRET = "Zq9-DICTFUZZ-pw-3198"  # written in the config
+ENV_SECRET = "Zq9-ENVFUZZ-pw-7710"  # in an environment variable any key may reference
+SENSITIVE_KEYS = ["password", "sslpassword", "admin_password", "PGPASSWORD", "api_key"]
+SENSITIVE_KEYS += ["passphrase", "auth_token", "client_secret"]
+# A credential inside a value, whatever its key: a URL's password, a conninfo's password.
+embedded_secrets = st.sampled_from(
+    [
+        f"postgresql://u:{FUZZ_SECRET}@h:5432/db",
+        f"postgres://u:{FUZZ_SECRET}@h/db?sslmode=maybe",
+        f"postgresql://h/db?password={FUZZ_SECRET}&port=x",
+        f"host=h password={FUZZ_SECRET}",
+        f"host=h password='{FUZZ_SECRET} x' port=x",
+    ]
+)
+referencing = st.sampled_from(
+    [
+        "${PGMONKEY_FUZZ_SECRET}",
+        "x${PGMONKEY_FUZZ_SECRET}",
+        "${PGMONKEY_FUZZ_SECRET:-5}",
+        {"from_env": "PGMONKEY_FUZZ_SECRET"},
+    ]
+)
+leafs = st.one_of(scalars, refs, referencing)
+secret_settings = st.builds(
+    lambda a, b: {**a, **b},
+    st.dictionaries(
+        st.sampled_from(
+            [
+                *("host", "port", "user", "dbname", "sslmode", "connect_timeout", "options"),
+                *("application_name", "bogus", "autocommit"),
+            ]
+        ),
+        st.one_of(leafs, embedded_secrets, st.lists(leafs, max_size=2)),
+        max_size=5,
+    ),
+    st.dictionaries(
+        st.sampled_from(SENSITIVE_KEYS),
+        st.one_of(st.just(FUZZ_SECRET), embedded_secrets, leafs),
+        max_size=2,
+    ),
+)
+secret_configs = st.fixed_dictionaries(
+    {"connection_settings": st.one_of(secret_settings, secret_settings, embedded_secrets)},
+    optional={
+        "connection_type": st.one_of(st.sampled_from(CONNECTION_TYPES), referencing),
+        "pool_settings": st.dictionaries(
+            st.sampled_from(["min_size", "max_size", "timeout", "nope"]),
+            st.one_of(pool_values, referencing, st.lists(referencing, max_size=2)),
+            max_size=3,
+        ),
+        "sync_settings": st.dictionaries(
+            st.sampled_from(["statement_timeout", "bad name"]), leafs, max_size=2
+        ),
+        "extras": st.dictionaries(
+            st.sampled_from(SENSITIVE_KEYS), st.one_of(st.just(FUZZ_SECRET), embedded_secrets)
+        ),
+    },
+)
+
+
+def _all_texts(exc: BaseException) -> str:
+    """Message, repr and attributes of *exc* and of every exception chained to it."""
+    texts = []
+    e: BaseException | None = exc
+    while e is not None:
+        texts += [str(e), repr(e), repr(vars(e))]
+        e = e.__cause__ or e.__context__
+    return "\n".join(texts)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=secret_configs, resolve_env=st.booleans(), strict=st.booleans())
+@example(  # found: float()'s ValueError, chained to the ConfigError, quoted the value
+    config={"connection_settings": {}, "pool_settings": {"timeout": "${PGMONKEY_FUZZ_SECRET}"}},
+    resolve_env=True,
+    strict=True,
+)
+def test_no_secret_in_errors_warnings_or_redacted_configs(
+    config: Any, resolve_env: bool, strict: bool
+) -> None:
+    """Errors and warnings never hold a secret, whether written in the config (under a
+    sensitive key, in a URL or conninfo) or resolved from the environment on any key; a
+    redacted config never holds a secret written in the config."""
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Collect()
+    log = logging.getLogger("pgmonkey")
+    log.addHandler(handler)
+    os.environ["PGMONKEY_FUZZ_SECRET"] = ENV_SECRET
+    errors: list[str] = []
+    shown = ""
+    try:
+        try:
+            cfg = resolve_config(config, resolve_env=resolve_env, strict=strict, source="s.yaml")
+        except ConfigError as exc:
+            errors.append(_all_texts(exc))
+            event("refused")
+        else:
+            event("loaded")
+            shown = repr(redact_config(cfg))
+            for ctype in CONNECTION_TYPES:
+                try:
+                    shown += repr(connect_params(cfg))
+                    pool_settings(cfg, ctype)
+                except ConfigError as exc:
+                    errors.append(_all_texts(exc))
+    finally:
+        log.removeHandler(handler)
+        del os.environ["PGMONKEY_FUZZ_SECRET"]
+    for text in [*errors, *records]:
+        assert FUZZ_SECRET not in text and ENV_SECRET not in text, text
+    assert FUZZ_SECRET not in shown, shown

@@ -7,6 +7,7 @@ brings its own (10 s), and an explicit one is kept.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,7 @@ import psycopg
 import pytest
 
 from pgmonkey.cli import run
-from pgmonkey.config import load_config
-from pgmonkey.connections._probe import (
-    DEFAULT_CONNECT_TIMEOUT,
-    probe,
-    with_connect_timeout,
-)
+from pgmonkey.connections._probe import TIMEOUT_ENV, bounded_connect, probe
 from tests._conn_support import derive_config
 from tests.tcp_proxy import TcpProxy
 
@@ -35,13 +31,14 @@ def test_probe_reports_what_the_server_says(superuser_dsn: str) -> None:
     assert facts.where == f"{facts.host}:{facts.port}"
 
 
-def test_a_probe_gets_a_timeout_unless_the_config_has_one(password_config: Path) -> None:
-    cfg = load_config(password_config)
-    cfg["connection_settings"].pop("connect_timeout", None)
-    assert with_connect_timeout(cfg)["connection_settings"]["connect_timeout"] == 10
-    cfg["connection_settings"]["connect_timeout"] = 3
-    assert with_connect_timeout(cfg)["connection_settings"]["connect_timeout"] == 3
-    assert DEFAULT_CONNECT_TIMEOUT == 10
+def test_a_probe_gets_a_timeout_unless_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    with bounded_connect():
+        assert os.environ[TIMEOUT_ENV] == "10"
+    assert TIMEOUT_ENV not in os.environ
+    monkeypatch.setenv(TIMEOUT_ENV, "3")
+    with bounded_connect():
+        assert os.environ[TIMEOUT_ENV] == "3"
 
 
 def test_pgconfig_test_against_a_silent_server_fails_instead_of_hanging(

@@ -34,6 +34,19 @@ def test_both_import_paths_are_one_function() -> None:
         "oauth_client_secret",
         "aws_credentials",
         "Credential",
+        # By pattern, not by exact name:
+        "admin_password",
+        "PGPASSWORD",
+        "PgPassword",
+        "api_key",
+        "apiKey",
+        "ssh-key",
+        "passphrase",
+        "db_passwd",
+        "db_pwd",
+        "scram_client_key",
+        "oauth_client_secret",
+        "private_key",
     ],
 )
 def test_sensitive_keys(key: str) -> None:
@@ -41,7 +54,13 @@ def test_sensitive_keys(key: str) -> None:
     assert redact_config({key: SECRET}) == {key: REDACTED}
 
 
-@pytest.mark.parametrize("key", ["user", "host", "port", "dbname", "sslmode", "passfile", 5, None])
+@pytest.mark.parametrize(
+    "key",
+    [
+        *("user", "host", "port", "dbname", "sslmode", "passfile", 5, None, "pgmonkey"),
+        *("keepalives", "application_name", "options", "sslcrl", "min_size", "monkey_keys"),
+    ],
+)
 def test_ordinary_keys(key: Any) -> None:
     assert not is_sensitive_key(key)
     assert redact_config({key: "v"}) == {key: "v"}
@@ -95,3 +114,30 @@ def test_redacting_a_loaded_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     }
     assert SECRET not in repr(shown)
     assert SECRET not in repr(connect_params(cfg))
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (f"postgresql://app:{SECRET}@db/x", "postgresql://app:***REDACTED***@db/x"),
+        (f"postgres://:{SECRET}@db", "postgres://:***REDACTED***@db"),
+        (f"postgresql://app:p@{SECRET}@db/x", "postgresql://app:***REDACTED***@db/x"),
+        (
+            f"postgresql://db/x?password={SECRET}&a=1",
+            "postgresql://db/x?password=***REDACTED***&a=1",
+        ),
+        (f"host=db password={SECRET} user=u", "host=db password=***REDACTED*** user=u"),
+        (f"host=db password = '{SECRET} \\' x'", "host=db password = ***REDACTED***"),
+        ("postgresql://app@db/x", "postgresql://app@db/x"),
+        ("-c password_encryption=scram-sha-256", "-c password_encryption=scram-sha-256"),
+    ],
+)
+def test_credentials_inside_any_value(value: str, shown: str) -> None:
+    assert redact_config({"dbname": value}) == {"dbname": shown}
+    assert redact_config([value]) == [shown]
+
+
+def test_a_structure_that_contains_itself() -> None:
+    cfg: dict[str, Any] = {"password": SECRET, "host": "h"}
+    cfg["self"] = cfg
+    assert redact_config(cfg) == {"password": REDACTED, "host": "h", "self": "..."}

@@ -7,8 +7,9 @@ Every surface a user can see is collected while they are used:
 
 - CLI stdout/stderr of every command, in-process and as real subprocesses;
 - log records at DEBUG (all loggers, pgmonkey's included);
-- exception messages, reprs and formatted tracebacks; reprs of connection objects,
-  managers, ConnectParams and redacted configs;
+- exception messages, reprs and formatted tracebacks, of every exception chained to them
+  too (``__cause__``, ``__context__``), and the repr of each one's attributes; reprs of
+  connection objects, managers, ConnectParams and redacted configs;
 - magic outputs (connect banner, connections, config, query, errors) and their displays;
 - files pgmonkey writes for the user (import settings, exported CSV headers);
 - the stored outputs of notebooks/*.ipynb;
@@ -56,19 +57,42 @@ SMALL_POOL = {"min_size": 1, "max_size": 2, "timeout": 5}
 RUN = uuid.uuid4().hex[:8]  # in the names of the tables the CLI imports
 
 
+# psycopg's private attribute behind ``exc.pgconn`` (a FinishedPGconn whose repr lists the
+# password); ConnectError, pgmonkey's sanitised connect error, has none.
+_UNWIRED_ATTRS = frozenset({"_pgconn"})
+
+
 class Surfaces:
     """Every text shown, labelled by where it was shown."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
+        self.unwired = 0
 
     def add(self, label: str, text: Any) -> None:
         self.items.append((label, text if isinstance(text, str) else str(text)))
 
     def exception(self, label: str, exc: BaseException) -> None:
-        self.add(f"{label}: str", str(exc))
-        self.add(f"{label}: repr", repr(exc))
+        """*exc* and every exception chained to it: text, repr, traceback, attributes."""
         self.add(f"{label}: traceback", "".join(traceback.format_exception(exc)))
+        seen: set[int] = set()
+        todo: list[BaseException | None] = [exc]
+        while todo:
+            e = todo.pop()
+            if e is None or id(e) in seen:
+                continue
+            seen.add(id(e))
+            tag = label if e is exc else f"{label}: chained {type(e).__name__}"
+            self.add(f"{tag}: str", str(e))
+            self.add(f"{tag}: repr", repr(e))
+            for name, value in vars(e).items():
+                if name in _UNWIRED_ATTRS and isinstance(e, psycopg.Error) and value is not None:
+                    # psycopg's connect error keeps the attempt, password included; pgmonkey's
+                    # connects raise ConnectError instead (test_failed_connects_carry_...).
+                    self.unwired += 1
+                    continue
+                self.add(f"{tag}: attribute {name}", repr(value))
+            todo += [e.__cause__, e.__context__]
 
     def call(self, label: str, fn: Callable[[], Any], *, shown: bool = True) -> Any:
         """Run *fn*; its exception goes in, and its result's repr when *shown*.
@@ -203,9 +227,67 @@ def _configs(
         ),
         "ssl": sandbox.configs["ssl"],
         "cert": sandbox.configs["cert"],
+        # Secrets in any section, under names other than "password": redacted everywhere.
+        "extra_secrets": _write(
+            d / "extras.yaml",
+            {
+                **cfg(roles["literal"], LITERAL_PW),
+                "extras": {"admin_password": LITERAL_PW, "api_key": LITERAL_PW},
+                "more": [{"PGPASSWORD": LITERAL_PW, "passphrase": LITERAL_PW}],
+            },
+        ),
+        # Without --resolve-env: a warning says how to resolve it, then the server refuses.
+        "unresolved": _write(d / "bad_unresolved.yaml", cfg(roles["env"], "${PGM_SECRET_ENV}")),
+        # YAML that quotes the password in PyYAML's own messages, or fails in its constructors.
+        "tag": _write(
+            d / "bad_tag.yaml", _tagged(cfg(roles["literal"], "TAGGED"), f"!{LITERAL_PW}")
+        ),
+        "int_tag": _write(
+            d / "bad_inttag.yaml",
+            _tagged(cfg(roles["literal"], LITERAL_PW, keepalives="TAGGED"), f"!!int {LITERAL_PW}"),
+        ),
+        "bool_tag": _write(
+            d / "bad_booltag.yaml",
+            _tagged(cfg(roles["literal"], LITERAL_PW, sslmode="TAGGED"), f"!!bool {LITERAL_PW}"),
+        ),
+        "dsn": _write(
+            d / "bad_dsn.yaml",
+            {"connection_settings": f"postgresql://{roles['literal']}:{LITERAL_PW}@127.0.0.1/x"},
+        ),
+        "url_dbname": _write(
+            d / "bad_url.yaml",
+            cfg(
+                roles["literal"],
+                None,
+                dbname=f"postgresql://{roles['literal']}:{LITERAL_PW}@127.0.0.1/x?sslmode=maybe",
+            ),
+        ),
+        # Resolved values on ordinary keys that refuse them: the reference is shown, not them.
+        "resolved_port": _write(
+            d / "bad_port.yaml",
+            cfg(roles["env"], {"from_env": "PGM_SECRET_ENV"}, port={"from_env": "PGM_SECRET_ENV"}),
+        ),
+        "resolved_sslmode": _write(
+            d / "bad_sslmode.yaml",
+            cfg(roles["file"], None, sslmode={"from_file": str(secret_file)}),
+        ),
+        "alias_bomb": _write(d / "bad_bomb.yaml", _bomb(cfg(roles["literal"], LITERAL_PW))),
     }
     resolve = {"from_env", "env_sub", "from_file", "wrong_env", "default_secret", "env_missing"}
+    resolve |= {"resolved_port", "resolved_sslmode"}
     return paths, resolve
+
+
+def _tagged(data: dict[str, Any], tagged: str) -> str:
+    """*data* as YAML, its "TAGGED" value replaced by *tagged* (a tag and a value)."""
+    return yaml.safe_dump(data, sort_keys=False).replace("TAGGED", tagged)
+
+
+def _bomb(data: dict[str, Any]) -> str:
+    """*data* as YAML plus a billion laughs."""
+    lines = [yaml.safe_dump(data, sort_keys=False), "a0: &a0 [lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
 
 
 def _cli(surfaces: Surfaces, capsys: pytest.CaptureFixture[str], *argv: Any) -> int:
@@ -264,7 +346,7 @@ def test_no_secret_on_any_surface(
     monkeypatch.delenv("PGM_SECRET_UNSET", raising=False)
     surfaces = Surfaces()
     configs, resolve = _configs(sandbox, roles, tmp_path)
-    good = ["literal", "from_env", "env_sub", "from_file", "ssl", "cert"]
+    good = ["literal", "from_env", "env_sub", "from_file", "ssl", "cert", "extra_secrets"]
     failing = [k for k in configs if k not in good]
 
     def flag(name: str) -> list[str]:
@@ -339,14 +421,14 @@ def test_no_secret_on_any_surface(
     _cli(surfaces, capsys, "sandbox", "status", "--dir", sandbox.dir)
     _cli(surfaces, capsys, "sandbox", "status", "--dir", tmp_path / "no-sandbox-here")
     # Good configs worked on every command, failing ones failed cleanly (exit 1).
-    for name in ("literal", "from_env", "env_sub", "from_file"):
+    for name in ("literal", "from_env", "env_sub", "from_file", "extra_secrets"):
         assert set(exit_codes[name]) == {0}, (name, exit_codes[name])
     for name in failing:
         assert 1 in exit_codes[name] and set(exit_codes[name]) <= {0, 1}, (name, exit_codes[name])
 
     # As real processes too (the console's own streams, interpreter shutdown included).
     env = {**os.environ, "PGM_SECRET_ENV": ENV_PW, "PGM_SECRET_WRONG": WRONG_PW}
-    for name in ("from_env", "wrong_env", "wrong", "bad_yaml", "bad_value"):
+    for name in ("from_env", "wrong_env", "wrong", "bad_yaml", "bad_value", "tag", "resolved_port"):
         for cmd in (["pgconfig", "test"], ["pgserverconfig", "--audit"]):
             proc = subprocess.run(
                 [
@@ -437,6 +519,13 @@ def test_no_secret_on_any_surface(
             f"%pgmonkey config {configs['from_env']} --resolve-env",
             f"%pgmonkey config {configs['from_file']} --resolve-env",
             f"%pgmonkey config {configs['bad_yaml']}",
+            f"%pgmonkey config {configs['extra_secrets']}",
+            f"%pgmonkey config {configs['tag']}",
+            f"%pgmonkey config {configs['int_tag']}",
+            f"%pgmonkey config {configs['dsn']}",
+            f"%pgmonkey config {configs['url_dbname']}",
+            f"%pgmonkey config {configs['alias_bomb']}",
+            f"%pgmonkey config {configs['resolved_port']} --resolve-env",
             f"%pgmonkey serverconfig {configs['literal']}",
             f"%pgmonkey audit {configs['literal']}",
             f"%pgmonkey connect {configs['wrong']} --name wrong",
@@ -504,5 +593,47 @@ def test_no_secret_on_any_surface(
         f"{sum(1 for lab, _ in surfaces.items if lab.startswith('subprocess'))} subprocess "
         f"streams, {len(caplog.records)} log records, "
         f"{sum(1 for lab, _ in surfaces.items if lab.startswith('magic'))} magic outputs, "
-        f"{len(notebooks)} notebooks; {len(secrets)} secrets"
+        f"{len(notebooks)} notebooks; {len(secrets)} secrets; "
+        f"{surfaces.unwired} psycopg connect errors still carrying pgconn"
     )
+
+
+def test_failed_connects_carry_no_password_in_any_attribute(
+    sandbox: sb.Sandbox, tmp_path: Path
+) -> None:
+    data = yaml.safe_load(sandbox.configs["password"].read_text())
+    data["connection_settings"]["password"] = WRONG_PW
+    data["pool_settings"] = data["async_pool_settings"] = SMALL_POOL
+    path = _write(tmp_path / "wrong.yaml", data)
+    manager = PGConnectionManager()
+    errors: list[BaseException] = []
+
+    def attempt(fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            errors.append(exc)
+
+    def sync(ctype: str) -> None:
+        with manager.get_database_connection(path, ctype) as conn:
+            conn.execute("SELECT 1")
+
+    async def use_async(ctype: str) -> None:
+        obj = await manager.get_database_connection(path, ctype)
+        async with obj as conn:
+            await conn.execute("SELECT 1")
+
+    for ctype in ("normal", "pool"):
+        attempt(lambda t=ctype: sync(t))
+    for ctype in ("async", "async_pool"):
+        attempt(lambda t=ctype: asyncio.run(use_async(t)))
+    attempt(lambda: export_csv(path, tmp_path / "never.csv", table="public.never"))
+    manager.clear_cache()
+    assert len(errors) == 5, errors
+    surfaces = Surfaces()
+    for exc in errors:
+        surfaces.exception("connect", exc)
+        for e in (exc, exc.__cause__, exc.__context__):
+            surfaces.add("pgconn", repr(getattr(e, "pgconn", None)))
+    assert surfaces.unwired == 0
+    assert not surfaces.leaks([WRONG_PW])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Final
 
-from ._redact import REDACTED, is_sensitive_key, redact_config
+from ._redact import REDACTED, is_sensitive_key, redact_config, redact_text
 
 # A key path: ("pool_settings", "max_size"), list items as Index: ("hosts", Index(0)).
 Path = tuple[object, ...]
@@ -16,7 +17,10 @@ class Index(int):
 
 
 STRUCTURED_KEYS: Final = ("from_env", "from_file")
+# A value made only of ${NAME} references (no default, no other text): safe to show.
+_ONLY_REFS: Final = re.compile(r"(?:\$\{[A-Za-z_][A-Za-z0-9_]*\})+")
 _MAX_SHOWN: Final = 80
+_MAX_KEY: Final = 60
 
 
 def render_path(path: Path) -> str:
@@ -26,7 +30,10 @@ def render_path(path: Path) -> str:
         if isinstance(part, Index):
             out += f"[{int(part)}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part)
+            if len(text) > _MAX_KEY or not text.isprintable():
+                text = repr(text[:_MAX_KEY]) + ("..." if len(text) > _MAX_KEY else "")
+            out += f".{text}" if out else text
     return out or "<top level>"
 
 
@@ -49,12 +56,29 @@ def describe(value: object, *, sensitive: bool, opaque: bool = False) -> str:
         return f"a mapping with keys {list(value)!r}"
     if isinstance(value, Mapping | list):
         value = redact_config(value)  # a nested password stays hidden
+    elif isinstance(value, str):
+        value = redact_text(value)  # a URL's password, a conninfo's password=...
     shown = repr(value)
     if len(shown) > _MAX_SHOWN:
         shown = (
             shown[: _MAX_SHOWN - 4] + "...'" if shown[0] in "'\"" else shown[:_MAX_SHOWN] + "..."
         )
     return shown
+
+
+def describe_reference(value: object, *, sensitive: bool) -> str:
+    """A value as written before interpolation, for a message about what it resolved to.
+
+    The resolved value is never shown (an environment variable or a secret file may hold
+    anything); the reference is, unless the key is sensitive and it is more than a reference.
+    """
+    if is_structured_ref(value):
+        assert isinstance(value, Mapping)
+        ((kind, target),) = value.items()
+        return f"{{{kind}: {target!r}}} (resolved value not shown)"
+    if isinstance(value, str) and (not sensitive or _ONLY_REFS.fullmatch(value)):
+        return f"{describe(value, sensitive=False)} (resolved value not shown)"
+    return "a reference (resolved value not shown)"
 
 
 def is_structured_ref(value: object) -> bool:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pgmonkey.errors import EnvInterpolationError
 
 from ._common import Index, Path, describe, is_sensitive_path, is_structured_ref, render_path
+from ._files import MAX_SECRET_BYTES, FileProblem, decode_utf8, read_limited
 
 logger = logging.getLogger("pgmonkey.config")
 
@@ -40,6 +41,9 @@ class Dependencies:
 
     env: dict[str, str | None] = field(default_factory=dict)  # name -> value as read
     files: set[str] = field(default_factory=set)
+    # key path -> the reference as written, for every value interpolation changed: messages
+    # about such a value show the reference, never what it resolved to.
+    resolved: dict[Path, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,19 @@ class _Ref:
 
 
 class _Interpolator:
-    def __init__(self, *, strict: bool, allow_sensitive_defaults: bool, source: str | None):
+    def __init__(
+        self,
+        *,
+        strict: bool,
+        allow_sensitive_defaults: bool,
+        source: str | None,
+        warn: Callable[[str], None] | None = None,
+    ):
         self.strict = strict
         self.allow_sensitive_defaults = allow_sensitive_defaults
         self.source = source
         self.deps = Dependencies()
+        self._warn = warn or logger.warning
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -69,25 +81,27 @@ class _Interpolator:
 
     def _warn_missing(self, path: Path, name: str) -> None:
         where = f"{self.source}: " if self.source else ""
-        logger.warning(
-            "%s%s: environment variable %r is not set; the reference is left as written",
-            where,
-            render_path(path),
-            name,
+        self._warn(
+            f"{where}{render_path(path)}: environment variable {name!r} is not set; "
+            "the reference is left as written"
         )
 
     # -- walking ----------------------------------------------------------------------------
 
     def walk(self, value: Any, path: Path) -> Any:
         if is_structured_ref(value):
-            return self.structured(value, path)
-        if isinstance(value, Mapping):
+            result = self.structured(value, path)
+        elif isinstance(value, Mapping):
             return {k: self.walk(v, (*path, k)) for k, v in value.items()}
-        if isinstance(value, list):
+        elif isinstance(value, list):
             return [self.walk(v, (*path, Index(i))) for i, v in enumerate(value)]
-        if isinstance(value, str) and "${" in value:
-            return self.string(value, path)
-        return value
+        elif isinstance(value, str) and "${" in value:
+            result = self.string(value, path)
+        else:
+            return value
+        if result != value:
+            self.deps.resolved[path] = value
+        return result
 
     def _sensitive(self, path: Path) -> bool:
         return is_sensitive_path(path)
@@ -175,21 +189,18 @@ class _Interpolator:
             raise self._error(refpath, target, "expected the path of a secret file", reference=True)
         filename = os.path.expanduser(target)
         self.deps.files.add(filename)
+        problem: str | None = None
         try:
-            # newline="": the secret as stored (no universal-newline translation of a CR).
-            with open(filename, encoding="utf-8", newline="") as f:
-                content = f.read()
+            content = decode_utf8(read_limited(filename, MAX_SECRET_BYTES))
         except FileNotFoundError:
-            raise self._error(refpath, target, "secret file not found", reference=True) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            # The exception's own text may quote the file's bytes: keep only its kind.
-            raise self._error(
-                refpath,
-                target,
-                f"cannot read the secret file ({type(exc).__name__})",
-                reference=True,
-            ) from None
+            problem = "secret file not found"
+        except FileProblem as exc:
+            # The reason only (a kind of file, a size, an offset): never the file's bytes.
+            problem = f"cannot read the secret file: {exc}"
+        if problem is not None:
+            raise self._error(refpath, target, problem, reference=True)
         # Kubernetes Secret style: the file ends with a newline that is not part of the secret.
+        # (Read as bytes: a CR in the secret is kept as stored.)
         return content.rstrip("\r\n")
 
 
@@ -199,10 +210,11 @@ def interpolate(
     strict: bool = True,
     allow_sensitive_defaults: bool = False,
     source: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], Dependencies]:
     """Resolve every reference in *config*; return a new dict and what it depended on."""
     it = _Interpolator(
-        strict=strict, allow_sensitive_defaults=allow_sensitive_defaults, source=source
+        strict=strict, allow_sensitive_defaults=allow_sensitive_defaults, source=source, warn=warn
     )
     result = {k: it.walk(v, (k,)) for k, v in config.items()}
     return result, it.deps

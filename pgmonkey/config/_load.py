@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import yaml
-
 from pgmonkey.errors import ConfigError
 
+from ._common import render_path
+from ._files import (
+    MAX_CONFIG_BYTES,
+    FileProblem,
+    YAMLProblem,
+    decode_utf8,
+    parse_yaml,
+    read_limited,
+)
 from ._interpolate import Dependencies, interpolate
-from ._validate import validate
+from ._redact import holds_secret, text_has_secret
+from ._validate import text_parameters, validate
 
 logger = logging.getLogger("pgmonkey.config")
 
-# libyaml's safe loader when PyYAML was built with it (about 10x faster), else the Python one.
-_Loader: Final[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _EXPECTED_DOC: Final = "a mapping (connection_type, connection_settings, ...)"
 
 
@@ -56,7 +63,8 @@ def resolve_config(
 ) -> dict[str, Any]:
     """Validate (and optionally interpolate) an in-memory config; return a new plain dict.
 
-    *source* names the config in error messages (a file name, ``'<dict>'``...).
+    *source* names the config in error messages (a file name, ``'<dict>'``...). Each warning
+    is given once (the same dict is often resolved again and again).
     """
     cfg, _ = _resolve(
         _unwrap(config, source, stacklevel=3),
@@ -64,6 +72,7 @@ def resolve_config(
         strict=strict,
         allow_sensitive_defaults=allow_sensitive_defaults,
         source=source,
+        warn=_warn_once(source or "<dict>", ""),
     )
     return cfg
 
@@ -78,14 +87,27 @@ def _resolve(
     strict: bool,
     allow_sensitive_defaults: bool,
     source: str | None,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], Dependencies]:
     deps = Dependencies()
     if resolve_env:
         data, deps = interpolate(
-            data, strict=strict, allow_sensitive_defaults=allow_sensitive_defaults, source=source
+            data,
+            strict=strict,
+            allow_sensitive_defaults=allow_sensitive_defaults,
+            source=source,
+            warn=warn,
         )
     # After a strict resolution nothing may stay unresolved: check every value's type.
-    cfg = validate(data, source=source, deferred_ok=not (resolve_env and strict))
+    cfg = validate(
+        data,
+        source=source,
+        deferred_ok=not (resolve_env and strict),
+        strict=strict,
+        resolve_env=resolve_env,
+        resolved=deps.resolved,
+        warn=warn,
+    )
     return cfg, deps
 
 
@@ -114,68 +136,110 @@ def _unwrap(data: object, source: str | None, *, stacklevel: int = 4) -> Mapping
     return data
 
 
-def _read_yaml(source: str) -> object:
+def _read_text(source: str) -> str:
+    """The config file's text: a regular file of at most MAX_CONFIG_BYTES, UTF-8."""
+    problem: str | None = None
     try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
+        return decode_utf8(read_limited(source, MAX_CONFIG_BYTES))
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {source!r}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"cannot read config file {source!r}: it is a directory") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"cannot read config file {source!r}: not UTF-8 text (byte {exc.start})"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {source!r}: {exc.strerror}") from None
+        problem = "not found"
+    except FileProblem as exc:
+        problem = str(exc)
+    # Raised here, outside the handler: no chained exception keeps the file's bytes.
+    if problem == "not found":
+        raise ConfigError(f"config file not found: {source!r}")
+    raise ConfigError(f"cannot read config file {source!r}: {problem}")
+
+
+def _parse(source: str, text: str) -> object:
+    problem: str | None = None
     try:
-        return yaml.load(text, Loader=_Loader)  # a safe loader (C or Python)
-    except yaml.MarkedYAMLError as exc:
-        # Never str(exc): it quotes the offending line, which may hold a password.
-        mark = exc.problem_mark or exc.context_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = exc.problem or exc.context or "syntax error"
-        raise ConfigError(f"{source}: invalid YAML{at}: {what}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML ({type(exc).__name__})") from None
+        return parse_yaml(text, text_parameters())  # a safe loader (libyaml's or Python's)
+    except YAMLProblem as exc:
+        problem = str(exc)
+    raise ConfigError(f"{source}: {problem}")
 
 
-def _has_literal_password(data: Mapping[Any, Any]) -> bool:
-    settings = data.get("connection_settings")
-    if not isinstance(settings, Mapping):
+def _literal_secrets(value: object, path: tuple[object, ...] = ()) -> list[str]:
+    """Key paths of secrets written in clear: a password-like key, a URL with a password."""
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if holds_secret(key) and _is_literal(inner):
+                found.append(render_path((*path, key)))
+            else:
+                found += _literal_secrets(inner, (*path, key))
+    elif isinstance(value, list):
+        for inner in value:
+            found += _literal_secrets(inner, path)
+    elif isinstance(value, str) and "${" not in value and text_has_secret(value):
+        found.append(render_path(path))
+    return found
+
+
+def _is_literal(value: object) -> bool:
+    if isinstance(value, bool) or value is None or value == "":
         return False
-    password = settings.get("password")
-    return isinstance(password, str | int) and password != "" and "${" not in str(password)
+    if isinstance(value, int | float):
+        return True
+    return isinstance(value, str) and "${" not in value
 
 
-def _check_permissions(source: str, data: Mapping[Any, Any]) -> None:
-    """libpq's ``.pgpass`` rule: a file holding a password must not be group/other readable."""
-    if os.name != "posix" or not _has_literal_password(data):
+def _check_permissions(source: str, data: Mapping[Any, Any], warn: Callable[[str], None]) -> None:
+    """libpq's ``.pgpass`` rule: a file holding a secret must not be group/other readable."""
+    if os.name != "posix":
         return
     try:
         mode = os.stat(source).st_mode
     except OSError:
         return
-    if stat.S_ISREG(mode) and mode & 0o077:
-        logger.warning(
-            "%s holds a literal password and is readable by group or others (mode %s): "
-            "restrict it with 'chmod 600', or use from_env / from_file",
-            source,
-            oct(stat.S_IMODE(mode)),
+    if not (stat.S_ISREG(mode) and mode & 0o077):
+        return
+    secrets = _literal_secrets(data)
+    if secrets:
+        where = ", ".join(secrets[:3]) + (", ..." if len(secrets) > 3 else "")
+        warn(
+            f"{source} holds a literal password or other secret ({where}) and is readable by "
+            f"group or others (mode {oct(stat.S_IMODE(mode))}): restrict it with 'chmod 600', "
+            "or use from_env / from_file"
         )
+
+
+# Warnings already given for a file's content: the CLI and the connection manager may both
+# load one file, and a notebook may load it in many cells; each warning shows once.
+_warned: set[tuple[str, str, str]] = set()
+_warned_lock = threading.Lock()
+_MAX_WARNED: Final = 4096
+
+
+def _warn_once(source: str, digest: str) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        key = (source, digest, message)
+        with _warned_lock:
+            if key in _warned:
+                return
+            if len(_warned) >= _MAX_WARNED:
+                _warned.clear()
+            _warned.add(key)
+        logger.warning("%s", message)
+
+    return warn
 
 
 def _load(
     source: str, *, resolve_env: bool, strict: bool, allow_sensitive_defaults: bool
 ) -> tuple[dict[str, Any], Dependencies]:
-    data = _unwrap(_read_yaml(source), source)
-    _check_permissions(source, data)
+    text = _read_text(source)
+    warn = _warn_once(source, hashlib.blake2b(text.encode("utf-8", "surrogatepass")).hexdigest())
+    data = _unwrap(_parse(source, text), source)
+    _check_permissions(source, data, warn)
     return _resolve(
         data,
         resolve_env=resolve_env,
         strict=strict,
         allow_sensitive_defaults=allow_sensitive_defaults,
         source=source,
+        warn=warn,
     )
 
 
@@ -268,3 +332,5 @@ def clear_config_cache() -> None:
     """Forget every cached config (the next :func:`load_config_cached` re-reads)."""
     with _cache_lock:
         _cache.clear()
+    with _warned_lock:
+        _warned.clear()

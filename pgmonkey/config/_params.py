@@ -125,5 +125,6 @@ def _check_resolved(value: Any, path: tuple[str, str], *, always: bool = False) 
         shown = describe(value, sensitive=is_sensitive_path(path) and not is_structured_ref(value))
         raise ConfigError(
             f"{render_path(path)} = {shown} is an environment reference that was not resolved: "
-            "expected a value, or load the config with resolve_env=True"
+            "expected a value; resolve it with --resolve-env on the command line, or "
+            "resolve_env=True in Python"
         )

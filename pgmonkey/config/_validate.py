@@ -11,11 +11,12 @@ a value into connection or pool arguments fails later with a ConfigError saying 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, NoReturn
 
 from pgmonkey.errors import ConfigError
@@ -23,13 +24,16 @@ from pgmonkey.errors import ConfigError
 from ._common import (
     Path,
     describe,
+    describe_reference,
     has_reference,
     is_sensitive_path,
     is_structured_ref,
     render_path,
 )
+from ._redact import redact_text
 
 logger = logging.getLogger("pgmonkey.config")
+Warn = Callable[[str], None]
 
 CONNECTION_TYPES: Final = ("normal", "pool", "async", "async_pool")
 ASYNC_CONNECTION_TYPES: Final = frozenset({"async", "async_pool"})
@@ -68,6 +72,36 @@ _INT_PARAMS: Final = frozenset(
         "tcp_user_timeout",
     }
 )
+# libpq parameters whose values are numbers or 0/1 switches (the rest, enums aside, are text).
+_NUMERIC_PARAMS: Final = frozenset(
+    {"port", "sslcompression", "sslsni", "requiressl", "gssdelegation", "replication"}
+)
+# What other drivers and tools call libpq's parameters: the likely meaning of an unknown key.
+_ALIASES: Final = {
+    "database": "dbname",
+    "db": "dbname",
+    "db_name": "dbname",
+    "databasename": "dbname",
+    "username": "user",
+    "user_name": "user",
+    "login": "user",
+    "pass": "password",
+    "passwd": "password",
+    "pwd": "password",
+    "pw": "password",
+    "hostname": "host",
+    "server": "host",
+    "address": "hostaddr",
+    "ssl": "sslmode",
+    "ssl_mode": "sslmode",
+    "timeout": "connect_timeout",
+    "connection_timeout": "connect_timeout",
+    "app_name": "application_name",
+    "appname": "application_name",
+    "search_path": "options",
+}
+# ${NAME} or ${NAME:-default}: a reference as interpolation would read it.
+_REFERENCE: Final = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
 _INT_TEXT: Final = re.compile(r"\s*-?[0-9]+\s*\Z")
 _DIGITS: Final = re.compile(r"\s*[0-9]+\s*\Z")
 # A GUC name: ``statement_timeout``, ``myapp.tenant`` (custom options have a dot).
@@ -98,10 +132,60 @@ def libpq_parameters() -> frozenset[str]:
     return frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
 
 
+@functools.cache
+def text_parameters() -> frozenset[str]:
+    """libpq parameters whose value is text: YAML must keep it as written (``0123``, ``12:30``)."""
+    return libpq_parameters() - _NUMERIC_PARAMS - _INT_PARAMS - frozenset(_ENUMS)
+
+
+def _suggestion(key: str) -> str:
+    """Where an unknown ``connection_settings`` key probably belongs, or ''."""
+    k = key.strip().lower()
+    known = libpq_parameters() | PSYCOPG_OPTIONS
+    if k in known:
+        return f"did you mean {k}? (names are lower case)"
+    if k in _POOL_KEYS:
+        return f"{k} is a pool setting: put it under pool_settings / async_pool_settings"
+    if k in _ALIASES:
+        return f"did you mean {_ALIASES[k]}?"
+    close = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    if _GUC_NAME.match(key) and ("timeout" in k or k in ("work_mem", "timezone", "datestyle")):
+        return "a PostgreSQL setting goes under sync_settings / async_settings"
+    return ""
+
+
 class _Validator:
-    def __init__(self, source: str | None, deferred_ok: bool):
+    def __init__(
+        self,
+        source: str | None,
+        deferred_ok: bool,
+        *,
+        strict: bool = True,
+        resolved: Mapping[Path, object] | None = None,
+        warn: Warn | None = None,
+    ):
         self.source = source
         self.deferred_ok = deferred_ok
+        self.strict = strict
+        self.resolved = resolved or {}
+        self._warn = warn or logger.warning
+
+    def show(self, path: Path, value: object, *, reference: bool = False) -> str:
+        """*value* for a message; a value resolved from a reference shows the reference."""
+        sensitive = is_sensitive_path(path)
+        for i in range(len(path), 0, -1):
+            if path[:i] in self.resolved:
+                return describe_reference(self.resolved[path[:i]], sensitive=sensitive)
+        if any(len(r) > len(path) and r[: len(path)] == path for r in self.resolved):
+            # A list or mapping holding resolved values: its shape only.
+            return describe(value, sensitive=sensitive, opaque=True)
+        return describe(
+            value,
+            sensitive=not reference and sensitive,
+            opaque=path[:1] == ("connection_settings",),
+        )
 
     def fail(
         self,
@@ -116,16 +200,12 @@ class _Validator:
         where = f"{self.source}: " if self.source else ""
         if missing:
             raise ConfigError(f"{where}{render_path(path)} is missing: expected {expected}")
-        shown = describe(
-            value,
-            sensitive=not reference and is_sensitive_path(path),
-            opaque=path[:1] == ("connection_settings",),
-        )
+        shown = self.show(path, value, reference=reference)
         raise ConfigError(f"{where}{render_path(path)} = {shown}: expected {expected}")
 
     def warn(self, path: Path, message: str) -> None:
         where = f"{self.source}: " if self.source else ""
-        logger.warning("%s%s %s", where, render_path(path), message)
+        self._warn(f"{where}{render_path(path)} {message}")
 
     def deferred(self, value: object, path: Path) -> bool:
         """A reference kept as written: accepted without a type check."""
@@ -173,11 +253,13 @@ class _Validator:
         what = "a positive number of seconds"
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             self.fail(path, value, what)
-        result: int | float
+        result: int | float | None = None
         if isinstance(value, str):
             try:
                 result = int(value) if _DIGITS.match(value) else float(value)
             except ValueError:
+                result = None  # refused below: ValueError's text quotes the value
+            if result is None:
                 self.fail(path, value, what)
         else:
             result = value
@@ -210,7 +292,9 @@ class _Validator:
             if not isinstance(key, str):
                 self.fail((key,), key, "a string key")
             if key not in TOP_LEVEL_KEYS:
-                self.warn((key,), "is not a pgmonkey config key: ignored")
+                close = difflib.get_close_matches(key, sorted(TOP_LEVEL_KEYS), n=1, cutoff=0.75)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                self.warn((key,), f"is not a pgmonkey config key: ignored{hint}")
         if "connection_type" in config:
             out["connection_type"] = self.connection_type(config["connection_type"])
         if "connection_settings" not in config:
@@ -242,6 +326,14 @@ class _Validator:
 
     def connection_settings(self, value: object) -> dict[str, Any]:
         section: Path = ("connection_settings",)
+        if isinstance(value, str):
+            # Likely a whole DSN or URI, password included: never shown.
+            where = f"{self.source}: " if self.source else ""
+            raise ConfigError(
+                f"{where}connection_settings is a string (a connection URI or DSN?), not shown: "
+                "expected a mapping of libpq connection parameters, one per line "
+                "(host: ..., dbname: ..., user: ...)"
+            )
         if value is None or not isinstance(value, Mapping):
             self.fail(
                 section, value, "a mapping of libpq connection parameters (user, host, dbname, ...)"
@@ -252,9 +344,7 @@ class _Validator:
         for key, raw in settings.items():
             path = (*section, key)
             if key not in known and key not in PSYCOPG_OPTIONS:
-                self.warn(
-                    path, "is not a libpq connection parameter: ignored (it would fail the connect)"
-                )
+                self.unknown_key(path, key)
                 continue
             if self.deferred(raw, path):
                 out[key] = raw
@@ -263,12 +353,80 @@ class _Validator:
             if key in PSYCOPG_OPTIONS:
                 out[key] = self.psycopg_option(key, val, path)
                 continue
-            if val is not None and val != "":
+            if key == "dbname" and isinstance(val, str) and _is_conninfo(val):
+                self.embedded_conninfo(val, path)
+            elif val is not None and val != "":
                 self.libpq_value(key, val, path)  # before the 1/0 below: show what was written
             if isinstance(val, bool):  # libpq spells booleans 1 and 0
                 val = "1" if val else "0"
             out[key] = val
         return out
+
+    def unknown_key(self, path: Path, key: str) -> None:
+        """A typo'd key must not pass silently: the connect would go elsewhere (strict: error)."""
+        where = f"{self.source}: " if self.source else ""
+        what = "is not a libpq connection parameter nor a psycopg option (autocommit, "
+        what += "prepare_threshold)"
+        hint = _suggestion(key)
+        if self.strict:
+            raise ConfigError(f"{where}{render_path(path)} {what}: {hint or 'remove it'}")
+        self.warn(path, f"{what}: ignored" + (f" ({hint})" if hint else ""))
+
+    def embedded_conninfo(self, value: str, path: Path) -> None:
+        """libpq reads a ``dbname`` holding a URI or ``key=value`` pairs as a whole conninfo."""
+        from psycopg import conninfo
+
+        parsed: dict[str, Any] | None = None
+        try:
+            parsed = conninfo.conninfo_to_dict(value)
+        except Exception:  # libpq's message quotes the text: keep only that it failed
+            parsed = None
+        if parsed is None:
+            where = f"{self.source}: " if self.source else ""
+            raise ConfigError(
+                f"{where}{render_path(path)} holds a connection URI or key=value string that "
+                "libpq cannot parse: expected a database name, or a valid "
+                "'postgresql://user@host:port/dbname?param=value' URI"
+            )
+        for key, val in parsed.items():
+            if val not in (None, "") and key in libpq_parameters():
+                self.libpq_value(key, val, (*path, key))
+
+    def unresolved(self, value: object, path: Path, found: list[tuple[Path, str]]) -> None:
+        """Collect ${VAR} and from_env/from_file values left as written (no resolve_env)."""
+        if is_structured_ref(value):
+            assert isinstance(value, Mapping)
+            ((kind, _target),) = value.items()
+            found.append((path, f"is a {kind} reference, resolved only on request"))
+        elif isinstance(value, Mapping):
+            for key, inner in value.items():
+                self.unresolved(inner, (*path, key), found)
+        elif isinstance(value, str) and _REFERENCE.search(value):
+            text = redact_text(value)
+            shown = not is_sensitive_path(path) or _REFERENCE.fullmatch(value)
+            shown_text = f" ({text})" if shown and len(text) <= 100 else ""
+            found.append(
+                (
+                    path,
+                    f"looks like an unresolved environment reference{shown_text} and is used "
+                    "as written",
+                )
+            )
+
+    def warn_unresolved(self, found: list[tuple[Path, str]]) -> None:
+        """One warning for all of them: it must be seen before an authentication failure."""
+        fix = "pass --resolve-env on the command line, or resolve_env=True in Python"
+        if len(found) == 1:
+            ((path, what),) = found
+            self.warn(path, f"{what}: to resolve it, {fix}")
+        elif found:
+            names = ", ".join(render_path(path) for path, _ in found[:5])
+            names += ", ..." if len(found) > 5 else ""
+            where = f"{self.source}: " if self.source else ""
+            self._warn(
+                f"{where}{len(found)} values look like unresolved environment references "
+                f"({names}) and are used as written: to resolve them, {fix}"
+            )
 
     def psycopg_option(self, key: str, value: Scalar, path: Path) -> Any:
         if key == "autocommit":
@@ -346,8 +504,34 @@ class _Validator:
         return out
 
 
+def _is_conninfo(value: str) -> bool:
+    return "=" in value or value.startswith(("postgresql://", "postgres://"))
+
+
 def validate(
-    config: Mapping[Any, Any], *, source: str | None = None, deferred_ok: bool = True
+    config: Mapping[Any, Any],
+    *,
+    source: str | None = None,
+    deferred_ok: bool = True,
+    strict: bool = True,
+    resolve_env: bool = True,
+    resolved: Mapping[Path, object] | None = None,
+    warn: Warn | None = None,
 ) -> dict[str, Any]:
-    """Check *config* and return a normalised copy (pool numbers as int/float, booleans)."""
-    return _Validator(source, deferred_ok).config(config)
+    """Check *config* and return a normalised copy (pool numbers as int/float, booleans).
+
+    *strict*: an unknown ``connection_settings`` key is an error (else a warning, dropped).
+    *resolve_env* False: ``${VAR}`` text is warned about (it is sent as written).
+    *resolved*: key path -> the reference a value was resolved from (shown in its place).
+    *warn*: where warnings go (default: the ``pgmonkey.config`` logger).
+    """
+    validator = _Validator(source, deferred_ok, strict=strict, resolved=resolved, warn=warn)
+    if not resolve_env:
+        found: list[tuple[Path, str]] = []
+        if isinstance(config.get("connection_type"), str):
+            validator.unresolved(config["connection_type"], ("connection_type",), found)
+        for section in ("connection_settings", *POOL_SECTIONS, *SESSION_SECTIONS):
+            if isinstance(config.get(section), Mapping):
+                validator.unresolved(config[section], (section,), found)
+        validator.warn_unresolved(found)
+    return validator.config(config)

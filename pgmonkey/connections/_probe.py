@@ -7,18 +7,21 @@ password: nothing here reads it.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
 
-__all__ = ["ConnectionFacts", "probe", "probe_async", "with_connect_timeout"]
+__all__ = ["ConnectionFacts", "bounded_connect", "probe", "probe_async"]
 
 # A probe must answer "no" in bounded time: libpq waits for ever without connect_timeout
 # (a server that accepts the TCP connection and never answers hung `pgconfig test`).
 DEFAULT_CONNECT_TIMEOUT: Final = 10
+TIMEOUT_ENV: Final = "PGCONNECT_TIMEOUT"
 
 _SQL: Final = (
     "SELECT current_setting('server_version'), current_user, current_database(),"
@@ -94,9 +97,19 @@ async def probe_async(conn: psycopg.AsyncConnection[Any], rounds: int = 0) -> Co
     return _facts(conn, await (await conn.execute(_SQL)).fetchone(), rtt)
 
 
-def with_connect_timeout(config: Mapping[str, Any]) -> dict[str, Any]:
-    """*config* with a ``connect_timeout`` for a probe, unless the config sets its own."""
-    settings = dict(config.get("connection_settings") or {})
-    if settings.get("connect_timeout") in (None, ""):
-        settings["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
-    return {**config, "connection_settings": settings}
+@contextmanager
+def bounded_connect() -> Iterator[None]:
+    """Connections opened inside get a ``connect_timeout`` unless they set their own.
+
+    Through ``PGCONNECT_TIMEOUT``, the variable libpq and psycopg read when the conninfo has
+    no ``connect_timeout``: the config is used as written (and validated once), and a
+    ``connect_timeout`` in it, or a ``PGCONNECT_TIMEOUT`` already set, still wins.
+    """
+    if os.environ.get(TIMEOUT_ENV):
+        yield
+        return
+    os.environ[TIMEOUT_ENV] = str(DEFAULT_CONNECT_TIMEOUT)
+    try:
+        yield
+    finally:
+        os.environ.pop(TIMEOUT_ENV, None)

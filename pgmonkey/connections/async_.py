@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from pgmonkey._connect import apply_settings_async
+from pgmonkey._connect import apply_settings_async, sanitized_connect_async
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import (
@@ -74,7 +74,9 @@ class PGAsyncConnection(BaseConnection):
             check_loop_ownership(self._loop, loop, type(self).__name__)
             hard_close(conn)
             self.connection = None
-        new = await psycopg.AsyncConnection.connect(**self.connect_kwargs())
+        new = await sanitized_connect_async(
+            psycopg.AsyncConnection.connect, **self.connect_kwargs()
+        )
         try:
             await apply_settings_async(new, self._settings, self._settings_label)
         except BaseException:

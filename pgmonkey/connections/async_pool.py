@@ -13,7 +13,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgmonkey import _psycopg
-from pgmonkey._connect import apply_settings_async
+from pgmonkey._connect import apply_settings_async, sanitized_connect_async
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import BaseConnection, BorrowStack, check_loop_ownership
@@ -102,7 +102,10 @@ class PGAsyncPoolConnection(BaseConnection):
             hard_close_pool(self.pool)
             self.pool = None
         args, check, kwargs, probe_kwargs = self._pool_plan(self.async_pool_settings)
-        async with await psycopg.AsyncConnection.connect(self._conninfo, **probe_kwargs) as probe:
+        probe = await sanitized_connect_async(
+            psycopg.AsyncConnection.connect, conninfo=self._conninfo, **probe_kwargs
+        )
+        async with probe:
             await self._configure(probe)
         pool: AsyncConnectionPool[Any] = _psycopg.cancellable_async_pool_class()(
             self._conninfo,

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from pgmonkey._connect import apply_settings
+from pgmonkey._connect import apply_settings, sanitized_connect
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import (
@@ -62,7 +62,7 @@ class PGNormalConnection(BaseConnection):
             return
         if conn is not None:
             conn.close()  # closes the socket of a broken connection; no round trip
-        new = psycopg.connect(**self.connect_kwargs())
+        new = sanitized_connect(psycopg.connect, **self.connect_kwargs())
         try:
             apply_settings(new, self._settings, self._settings_label)
         except BaseException:

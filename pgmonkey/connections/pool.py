@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from pgmonkey._connect import apply_settings
+from pgmonkey._connect import apply_settings, sanitized_connect
 from pgmonkey.config import ConnectParams
 from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import BaseConnection, BorrowStack
@@ -78,7 +78,7 @@ class PGPoolConnection(BaseConnection):
         if self.pool is not None and not self.pool.closed:
             return
         args, check, kwargs, probe_kwargs = self._pool_plan(self.pool_settings)
-        with psycopg.connect(self._conninfo, **probe_kwargs) as probe:
+        with sanitized_connect(psycopg.connect, conninfo=self._conninfo, **probe_kwargs) as probe:
             self._configure(probe)
         pool: ConnectionPool[Any] = ConnectionPool(
             self._conninfo,
