@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -272,6 +273,44 @@ def test_missing_pgbouncer_is_one_clear_line(
     assert "apt-get install pgbouncer" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "cli").exists()
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL *pid* and wait until it is gone (a zombie waiting to be reaped counts)."""
+    os.kill(pid, signal.SIGKILL)
+    stat = Path(f"/proc/{pid}/stat")
+    while True:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+
+
+def test_start_after_a_crash_drops_the_configs_of_dead_nodes(tmp_path: Path) -> None:
+    # A crash or a reboot: every server of the sandbox is gone, its files stay.
+    path = tmp_path / "crashed"
+    before = sb.start(path, standbys=1)
+    try:
+        for pid in (before.standbys[0].pid, before.pid):
+            _kill(pid)
+        for kind in ("standby1", "multihost", "readonly"):
+            assert before.configs[kind].exists()
+        after = sb.start(path)
+        assert sorted(after.configs) == ["cert", "password", "ssl"]
+        left = sorted(p.name for p in path.glob("*.yaml"))
+        assert left == ["cert.yaml", "password.yaml", "ssl.yaml"]
+        assert load_config(after.configs["password"])["connection_settings"]["port"] == str(
+            after.port
+        )
+        # Asking for the standby again writes its configs anew, for the new ports.
+        again = sb.start(path, standbys=1)
+        ports = load_config(again.configs["multihost"])["connection_settings"]["port"]
+        assert ports == f"{again.port},{again.standbys[0].port}"
+    finally:
+        sb.stop(path)
+    assert not path.exists()
 
 
 def test_audit_reports_standby_and_replication(scaled: sb.Sandbox) -> None:

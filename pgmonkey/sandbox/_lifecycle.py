@@ -22,7 +22,6 @@ from ._model import (
     _CLIENT_FILES,
     _CONFIG_HEADER,
     _EXTRA_CONFIGS,
-    _LOCK_FILE,
     _MAX_SOCKET_DIR,
     _READY_TIMEOUT,
     _STATE_FILE,
@@ -46,6 +45,7 @@ from ._process import (
     _running,
     _shutdown,
     _stop_pgbouncer,
+    _unlock_file,
 )
 from ._runas import _give_to_server, _run, _server_account
 from ._scaleout import _scale_out
@@ -85,33 +85,47 @@ def start(
         raise SandboxError(f"invalid number of standbys {standbys!r}: expected 0..9")
     binaries = find_bindir([bindir] if bindir is not None else None)
     bouncer = find_pgbouncer() if pgbouncer else None
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _locked(path):
-        state = _read_state(path)
-        if state is not None and _running(state):
-            if port is not None and port != state["port"]:
-                raise SandboxError(
-                    f"the sandbox in {str(path)!r} already runs on port {state['port']}: "
-                    "stop it first to use another port"
-                )
-            running = _sandbox_from_state(path, state)
-            if len(running.standbys) < standbys or (bouncer and running.pgbouncer is None):
-                _scale_out(path, state, standbys, bouncer)
-            elif not all(p.exists() for p in running.configs.values()):
-                _write_configs(path, running.port, running.password, state)
-            return _sandbox_from_state(path, state)
-        if state is not None:
-            _cleanup(path, state)  # stale: the machine rebooted or the server died
-        if port is not None:
-            if not _port_in_use(port):
-                with contextlib.suppress(_PortTaken):
-                    return _create(path, binaries, port, standbys=standbys, pgbouncer=bouncer)
-            raise SandboxError(f"port {port} on {HOST} is already in use")
-        # Another process may take the port picked here before the server binds it: retry.
-        for _ in range(3):
+    made_dir = not path.exists()
+    with _locked(path, create=True):
+        try:
+            return _start_locked(path, binaries, port, standbys, bouncer)
+        except BaseException:
+            # Nothing started: leave DIR as it was found (no lock file, no empty new folder).
+            if not (path / _STATE_FILE).exists():
+                _unlock_file(path, remove_dir=made_dir)
+            raise
+
+
+def _start_locked(
+    path: Path, binaries: Path, port: int | None, standbys: int, bouncer: Path | None
+) -> Sandbox:
+    state = _read_state(path)
+    if state is not None and _running(state):
+        if port is not None and port != state["port"]:
+            raise SandboxError(
+                f"the sandbox in {str(path)!r} already runs on port {state['port']}: "
+                "stop it first to use another port"
+            )
+        running = _sandbox_from_state(path, state)
+        if len(running.standbys) < standbys or (bouncer and running.pgbouncer is None):
+            _scale_out(path, state, standbys, bouncer)
+        elif not all(p.exists() for p in running.configs.values()):
+            _write_configs(path, running.port, running.password, state)
+        return _sandbox_from_state(path, state)
+    if state is not None:
+        _cleanup(path, state)  # stale: the machine rebooted or the server died
+    # Configs of an earlier sandbox (standbys, PgBouncer) point at ports nothing listens on.
+    _remove_client_files(path)
+    if port is not None:
+        if not _port_in_use(port):
             with contextlib.suppress(_PortTaken):
-                return _create(path, binaries, _free_port(), standbys=standbys, pgbouncer=bouncer)
-        raise SandboxError(f"could not find a free port on {HOST}")
+                return _create(path, binaries, port, standbys=standbys, pgbouncer=bouncer)
+        raise SandboxError(f"port {port} on {HOST} is already in use")
+    # Another process may take the port picked here before the server binds it: retry.
+    for _ in range(3):
+        with contextlib.suppress(_PortTaken):
+            return _create(path, binaries, _free_port(), standbys=standbys, pgbouncer=bouncer)
+    raise SandboxError(f"could not find a free port on {HOST}")
 
 
 def _reachable(path: Path, account: pwd.struct_passwd) -> bool:
@@ -329,9 +343,7 @@ def stop(dir: str | os.PathLike[str] | None = None) -> bool:
         if state is not None:
             _cleanup(path, state)
         _remove_client_files(path)
-    with contextlib.suppress(OSError):
-        (path / _LOCK_FILE).unlink()
-        path.rmdir()
+        _unlock_file(path, remove_dir=True)
     return was_running
 
 
