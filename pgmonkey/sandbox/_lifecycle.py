@@ -259,17 +259,21 @@ def _configure_server(server_dir: Path, data_dir: Path, port: int) -> None:
     conf = "\n# pgmonkey sandbox\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
     with open(data_dir / "postgresql.conf", "a") as f:
         f.write(conf)
+    # What `pgmonkey pgserverconfig` advises: 'hostssl' for the clients that use SSL (ssl.yaml,
+    # cert.yaml), so none of them is also let in without it; 'hostnossl' for password.yaml.
     hba = (
         "# pgmonkey sandbox\n"
-        "# TYPE   DATABASE USER          ADDRESS       METHOD\n"
-        "local    all      all                         scram-sha-256\n"
-        f"hostssl  all      {CERT_USER} 127.0.0.1/32  cert\n"
-        f"hostssl  all      {CERT_USER} ::1/128       cert\n"
-        "host     all      all           127.0.0.1/32  scram-sha-256\n"
-        "host     all      all           ::1/128       scram-sha-256\n"
+        "# TYPE    DATABASE    USER           ADDRESS       METHOD\n"
+        "local     all         all                          scram-sha-256\n"
+        f"hostssl   all         {CERT_USER}  127.0.0.1/32  cert\n"
+        f"hostssl   all         {CERT_USER}  ::1/128       cert\n"
+        "hostssl   all         all            127.0.0.1/32  scram-sha-256\n"
+        "hostssl   all         all            ::1/128       scram-sha-256\n"
+        "hostnossl all         all            127.0.0.1/32  scram-sha-256\n"
+        "hostnossl all         all            ::1/128       scram-sha-256\n"
         # pg_basebackup, for streaming-replication standbys.
-        "host     replication all        127.0.0.1/32  scram-sha-256\n"
-        "host     replication all        ::1/128       scram-sha-256\n"
+        "host      replication all            127.0.0.1/32  scram-sha-256\n"
+        "host      replication all            ::1/128       scram-sha-256\n"
     )
     (data_dir / "pg_hba.conf").write_text(hba)
 
@@ -297,9 +301,18 @@ def _bootstrap(sandbox: Sandbox) -> None:
             )
         )
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(CERT_USER)))
+    cert_user = sql.Identifier(CERT_USER)
     with psycopg.connect(sandbox.superuser_conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("GRANT CREATE, USAGE ON SCHEMA public TO {}").format(cert_user))
+        # So that the certificate role's own audit can check its pg_hba rule, as an auditing
+        # role on a real server would be allowed to.
         conn.execute(
-            sql.SQL("GRANT CREATE, USAGE ON SCHEMA public TO {}").format(sql.Identifier(CERT_USER))
+            sql.SQL("GRANT SELECT ON pg_catalog.pg_hba_file_rules TO {}").format(cert_user)
+        )
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO {}").format(
+                cert_user
+            )
         )
 
 
