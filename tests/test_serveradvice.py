@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -552,6 +553,36 @@ def test_audit_text_without_a_terminal_is_not_wrapped(
     assert report.to_text() == report.to_text(width=1000)  # stdout is captured, not a tty
     monkeypatch.setenv("COLUMNS", "72")
     assert report.to_text() == report.to_text(width=72)
+
+
+def test_advice_text_fits_the_width_and_stays_pasteable() -> None:
+    config = cfg(host="192.168.0.10", sslmode="verify-full", sslcert="/c.crt", sslkey="/c.key")
+    config["pool_settings"] = {"max_size": 20}
+    advice = recommend(config)
+    wide = advice.to_text(width=1000)
+    assert "max_connections = 25  # at least: pools 20" in wide
+    text = advice.to_text(width=72)
+    assert max(len(line) for line in text.splitlines()) <= 72, text
+    conf = text.split("b) postgresql.conf:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    # The comment moved above its setting, as comment lines: the block still pastes as is.
+    assert conf[0].startswith("# at least: pools 20")
+    assert "max_connections = 25" in conf
+    assert all(line.startswith("#") or " = " in line for line in conf)
+
+
+def test_the_cli_fits_columns(sandbox: Any) -> None:
+    command = ["pgserverconfig", "--filepath", str(sandbox.configs["ssl"]), "--audit"]
+    res = subprocess.run(
+        [sys.executable, "-m", "pgmonkey", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "72"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "2) Server settings audit:" in res.stdout
+    assert max(len(line) for line in res.stdout.splitlines()) <= 72, res.stdout
 
 
 def test_a_column_wraps_inside_its_own_width() -> None:

@@ -216,14 +216,23 @@ class Advice:
     def hba_text(self, width: int | None = None) -> str:
         return text_table([HBA_HEADER, *(line.fields() for line in self.hba)], width)
 
-    def conf_text(self) -> str:
-        return "\n".join(s.conf_line() for s in self.settings)
+    def conf_text(self, width: int | None = None) -> str:
+        """The settings as postgresql.conf lines; a comment that would make a line wider
+        than *width* goes on comment lines of its own above it (still pasteable)."""
+        lines: list[str] = []
+        for s in self.settings:
+            line = s.conf_line()
+            if width is not None and len(line) > width and s.comment:
+                lines += wrap(s.comment, width, "# ", "# ")
+                line = Setting(s.name, s.value, is_file=s.is_file).conf_line()
+            lines.append(line)
+        return "\n".join(lines)
 
     def to_text(self, width: int | None = None) -> str:
         """The 4.0 layout of ``pgmonkey pgserverconfig``.
 
-        *width*: wrap the table and notes to it (postgresql.conf lines stay whole, to be
-        pasted); None: the terminal's width when stdout is one, else no wrapping.
+        *width*: fit the table, comments and notes to it (postgresql.conf lines stay whole,
+        to be pasted); None: the terminal's width when stdout is one, else no wrapping.
         """
         width = width if width is not None else terminal_width()
         parts = [
@@ -235,7 +244,7 @@ class Advice:
             self.hba_text(width),
             "",
             "b) postgresql.conf:",
-            self.conf_text(),
+            self.conf_text(width),
         ]
         if self.notes:
             parts += ["", "Notes:"]
@@ -261,7 +270,8 @@ def recommend(
 
 def terminal_width() -> int | None:
     """The width to fit text to: the terminal's when writing to one (or $COLUMNS), else None."""
-    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+    stdout = sys.stdout
+    if os.environ.get("COLUMNS") or (stdout is not None and stdout.isatty()):
         return shutil.get_terminal_size().columns
     return None
 

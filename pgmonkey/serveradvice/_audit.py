@@ -135,7 +135,7 @@ class AuditReport:
         conf = [r for r in self.rows if r.section == "postgresql.conf"]
         if self.settings_error:
             parts += [*say(f"cannot read pg_settings: {self.settings_error}", "  "), ""]
-            parts += ["  Recommended:", _indent(self.advice.conf_text())]
+            parts += ["  Recommended:", _indent(self.advice.conf_text(inner))]
         else:
             parts += _settings_table(conf, width)
             for r in conf:
