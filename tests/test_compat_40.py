@@ -166,6 +166,7 @@ def test_inspector_hba_rules_and_comparison(db_conn: Conn) -> None:
     ).fetchall()
     assert [(r["line_number"], r["auth_method"]) for r in rules] == expected
     assert set(rules[0]) >= {"type", "database", "user_name", "address", "options"}
+    assert isinstance(rules[0]["database"], list)
 
     compared = inspector.compare_settings(
         ["max_connections = 22", "ssl = off", "ssl_cert_file = 'server.crt'", "no_such = 1"]

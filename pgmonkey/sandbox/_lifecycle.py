@@ -77,6 +77,10 @@ def start(
     *standbys*: at least this many streaming-replication standbys run next to the primary
     (a running sandbox with fewer gets more). *pgbouncer*: a PgBouncer in transaction pool
     mode runs in front of the primary (:func:`find_pgbouncer` must find the binary).
+
+    What a sandbox that is no longer running left in *dir* (after a crash or a reboot) is
+    removed first, the configs of its standbys and PgBouncer included. A start that fails
+    leaves *dir* as it was found.
     """
     path = _resolve_dir(dir)
     if port is not None and not 0 < port < 65536:

@@ -35,6 +35,10 @@ _HBA_KEYS: Final = (
 )
 
 
+def _fields(rule: Any) -> dict[str, Any]:
+    return {key: getattr(rule, key) for key in _HBA_KEYS}
+
+
 class PostgresServerSettingsInspector:
     """Reads a live server's settings and pg_hba rules (read-only), as 4.0's class did.
 
@@ -58,8 +62,9 @@ class PostgresServerSettingsInspector:
             rules, _ = _fetch_hba(conn)
         if rules is None:
             return None
+        # Lists, as psycopg gives PostgreSQL arrays (and 4.0 returned them).
         return [
-            {key: getattr(r, key) for key in _HBA_KEYS}
+            {k: list(v) if isinstance(v, tuple) else v for k, v in _fields(r).items()}
             for r in sorted(rules, key=lambda r: r.line_number)
             if not r.error
         ]
