@@ -25,7 +25,11 @@ FLOORS = {
     "pgmonkey.sandbox": 6,
     "pgmonkey.cli": 7,
     "pgmonkey.magics": 7,
-    "pgmonkey.common": 7,  # 4.0 import paths: re-exports of the rooms below
+    # 4.0 paths: re-exports and thin adapters over the rooms below
+    "pgmonkey.common": 7,
+    "pgmonkey.managers": 7,
+    "pgmonkey.tools": 7,
+    "pgmonkey.serversettings": 7,
     "pgmonkey.__main__": 7,
     "pgmonkey": 7,  # the package's __init__: the public API
 }

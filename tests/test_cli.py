@@ -387,12 +387,18 @@ def test_pgserverconfig_recommends(cli: Any, ssl_config: Path) -> None:
     assert "ssl = on" in res.out
 
 
-def test_audit_exits_0_and_strict_exits_3(cli: Any, ssl_config: Path) -> None:
-    res = cli("pgserverconfig", "--filepath", ssl_config, "--audit")
+def test_audit_exits_0_and_strict_exits_3(cli: Any, ssl_config: Path, tmp_path: Path) -> None:
+    # Pools larger than the sandbox's max_connections (200): something needs attention.
+    cfg = yaml.safe_load(ssl_config.read_text())
+    cfg["pool_settings"]["max_size"] = cfg["async_pool_settings"]["max_size"] = 150
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump(cfg))
+    big.chmod(0o600)
+    res = cli("pgserverconfig", "--filepath", big, "--audit")
     assert res.code == 0, res
     assert "2) Server settings audit:" in res.out
-    assert "REVIEW" in res.out  # the sandbox admits this client with 'host', not 'hostssl'
-    res = cli("pgserverconfig", "--filepath", ssl_config, "--audit", "--strict")
+    assert "MISMATCH" in res.out
+    res = cli("pgserverconfig", "--filepath", big, "--audit", "--strict")
     assert res.code == 3
     assert "need attention" in res.err
 
@@ -403,11 +409,24 @@ def test_audit_strict_passes_when_all_is_ok(cli: Any, password_config: Path) -> 
     assert "MISMATCH" not in res.out and "REVIEW" not in res.out
 
 
-def test_audit_without_pg_hba_privileges(cli: Any, cert_config: Path) -> None:
-    res = cli("pgserverconfig", "--filepath", cert_config, "--audit")
+def test_audit_without_pg_hba_privileges(
+    cli: Any, password_config: Path, db_conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    # A role of its own: the sandbox's certificate role may read pg_hba_file_rules.
+    db_conn.execute("DROP ROLE IF EXISTS cli_plain_role")
+    db_conn.execute("CREATE ROLE cli_plain_role LOGIN PASSWORD 'cli-plain-pw'")
+    cfg = yaml.safe_load(password_config.read_text())
+    cfg["connection_settings"].update(user="cli_plain_role", password="cli-plain-pw")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(cfg))
+    plain.chmod(0o600)
+    try:
+        res = cli("pgserverconfig", "--filepath", plain, "--audit")
+    finally:
+        db_conn.execute("DROP ROLE cli_plain_role")
     assert res.code == 0, res
     assert "cannot read pg_hba_file_rules: permission denied" in res.out
-    assert "hostssl  pgmonkey  pgmonkey_cert  127.0.0.1/32  cert" in res.out
+    assert "host  pgmonkey  cli_plain_role  127.0.0.1/32  scram-sha-256" in res.out
 
 
 def test_audit_refused_connection(cli: Any, password_config: Path, tmp_path: Path) -> None:

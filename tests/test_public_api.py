@@ -42,17 +42,32 @@ def test_every_exported_name_resolves() -> None:
 
 
 def test_4_0_import_paths() -> None:
+    from pgmonkey.common.utils.configutils import load_config, normalize_config
     from pgmonkey.common.utils.redaction import redact_config
     from pgmonkey.connections.postgres.async_connection import PGAsyncConnection
     from pgmonkey.connections.postgres.async_pool_connection import PGAsyncPoolConnection
     from pgmonkey.connections.postgres.normal_connection import PGNormalConnection
     from pgmonkey.connections.postgres.pool_connection import PGPoolConnection
+    from pgmonkey.managers.pgconnection_manager import PGConnectionManager
+    from pgmonkey.serversettings.postgres_server_config_generator import (
+        PostgresServerConfigGenerator,
+    )
+    from pgmonkey.serversettings.postgres_server_settings_inspector import (
+        PostgresServerSettingsInspector,
+    )
+    from pgmonkey.tools.connection_code_generator import ConnectionCodeGenerator
 
     assert redact_config is pgmonkey.redact_config
     assert PGNormalConnection is pgmonkey.PGNormalConnection
     assert PGPoolConnection is pgmonkey.PGPoolConnection
     assert PGAsyncConnection is pgmonkey.PGAsyncConnection
     assert PGAsyncPoolConnection is pgmonkey.PGAsyncPoolConnection
+    assert PGConnectionManager is pgmonkey.PGConnectionManager
+    assert load_config is pgmonkey.load_config
+    assert callable(normalize_config)
+    assert callable(ConnectionCodeGenerator().generate_connection_code)
+    assert callable(PostgresServerConfigGenerator.print_configurations)
+    assert callable(PostgresServerSettingsInspector.get_current_settings)
 
 
 def test_errors_share_one_base() -> None:

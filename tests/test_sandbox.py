@@ -303,7 +303,50 @@ def test_port_in_use(own: sb.Sandbox, tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match=f"port {own.port} on 127.0.0.1 is already in use"):
         sb.start(tmp_path / "clash", port=own.port)
     assert sb.status(tmp_path / "clash") is None
-    assert not (tmp_path / "clash" / "sandbox.json").exists()
+    # The folder the failed start made is gone again: no lock file, nothing.
+    assert not (tmp_path / "clash").exists()
+
+
+def test_failed_start_in_an_existing_folder_leaves_it_as_it_was(
+    own: sb.Sandbox, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("kept")
+    with pytest.raises(SandboxError, match="already in use"):
+        sb.start(folder, port=own.port)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    # A later start there works and its stop leaves the user's file alone.
+    again = sb.start(folder)
+    try:
+        assert sb.status(folder) == again
+    finally:
+        sb.stop(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_failed_start_from_the_cli_leaves_no_lock_file(own: sb.Sandbox, tmp_path: Path) -> None:
+    folder = tmp_path / "cli"
+    command = ["sandbox", "start", "--dir", str(folder), "--port", str(own.port)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgmonkey", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert f"port {own.port} on 127.0.0.1 is already in use" in proc.stderr
+    assert not folder.exists()
+
+
+def test_the_lock_survives_its_file_being_removed(tmp_path: Path) -> None:
+    # Whoever holds the lock may remove the lock file; the next one locks a fresh file.
+    with sb_process._locked(tmp_path, create=True):
+        sb_process._unlock_file(tmp_path, remove_dir=False)
+        assert not (tmp_path / ".sandbox.lock").exists()
+    with sb_process._locked(tmp_path):
+        assert (tmp_path / ".sandbox.lock").exists()
 
 
 def test_session_fixtures(

@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import os
+import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg_pool import PoolTimeout
 
 from pgmonkey import PGConnectionManager, load_config, serveradvice
@@ -274,6 +277,44 @@ def test_missing_pgbouncer_is_one_clear_line(
     assert not (tmp_path / "cli").exists()
 
 
+def _kill(pid: int) -> None:
+    """SIGKILL *pid* and wait until it is gone (a zombie waiting to be reaped counts)."""
+    os.kill(pid, signal.SIGKILL)
+    stat = Path(f"/proc/{pid}/stat")
+    while True:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+
+
+def test_start_after_a_crash_drops_the_configs_of_dead_nodes(tmp_path: Path) -> None:
+    # A crash or a reboot: every server of the sandbox is gone, its files stay.
+    path = tmp_path / "crashed"
+    before = sb.start(path, standbys=1)
+    try:
+        for pid in (before.standbys[0].pid, before.pid):
+            _kill(pid)
+        for kind in ("standby1", "multihost", "readonly"):
+            assert before.configs[kind].exists()
+        after = sb.start(path)
+        assert sorted(after.configs) == ["cert", "password", "ssl"]
+        left = sorted(p.name for p in path.glob("*.yaml"))
+        assert left == ["cert.yaml", "password.yaml", "ssl.yaml"]
+        assert load_config(after.configs["password"])["connection_settings"]["port"] == str(
+            after.port
+        )
+        # Asking for the standby again writes its configs anew, for the new ports.
+        again = sb.start(path, standbys=1)
+        ports = load_config(again.configs["multihost"])["connection_settings"]["port"]
+        assert ports == f"{again.port},{again.standbys[0].port}"
+    finally:
+        sb.stop(path)
+    assert not path.exists()
+
+
 def test_audit_reports_standby_and_replication(scaled: sb.Sandbox) -> None:
     standby = serveradvice.audit(load_config(scaled.configs["standby1"]))
     assert standby.in_recovery is True
@@ -288,6 +329,65 @@ def test_audit_reports_standby_and_replication(scaled: sb.Sandbox) -> None:
     (line,) = primary.replication
     assert line.startswith("standby standby1 from 127.0.0.1: streaming (async), replay lag ")
     assert scaled.password not in primary.to_text() + text
+
+
+@pytest.fixture(params=[False, True], ids=["plain-role", "pg_read_all_stats"])
+def auditor(scaled: sb.Sandbox, request: pytest.FixtureRequest) -> Iterator[tuple[str, str, bool]]:
+    """A login role made for the test: (name, password, member of pg_read_all_stats).
+
+    Created on the primary; waits until the standby has replayed it.
+    """
+    role, password = f"auditor_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    stats: bool = request.param
+    with psycopg.connect(scaled.superuser_conninfo, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        if stats:
+            admin.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(role)))
+        # The insert position: with synchronous_commit off the commit may not be written yet.
+        row = admin.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+    assert row is not None
+    replayed = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
+    with psycopg.connect(scaled.node_conninfo("standby1"), autocommit=True) as standby:
+        deadline = time.monotonic() + 60
+        while standby.execute(replayed, (row[0],)).fetchone() != (True,):
+            assert time.monotonic() < deadline, "the standby did not replay the new role"
+            time.sleep(0.05)
+    try:
+        yield role, password, stats
+    finally:
+        with psycopg.connect(scaled.superuser_conninfo, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_audit_as_a_non_superuser_says_what_it_cannot_see(
+    scaled: sb.Sandbox, auditor: tuple[str, str, bool]
+) -> None:
+    role, password, stats = auditor
+    reports = {}
+    for kind in ("standby1", "password"):
+        config = load_config(scaled.configs[kind])
+        config["connection_settings"].update(user=role, password=password)
+        reports[kind] = serveradvice.audit(config)
+    standby, primary = reports["standby1"], reports["password"]
+    assert standby.in_recovery is True and primary.in_recovery is False
+    (sender,) = primary.replication
+    if stats:
+        assert "WAL receiver: streaming" in standby.replication
+        assert sender.startswith("standby standby1 from 127.0.0.1: streaming (async), ")
+    else:
+        hidden = f"hidden from role {role!r}: needs pg_read_all_stats"
+        # The WAL receiver runs; only its status is hidden: never "not running".
+        assert standby.replication[0] == f"WAL receiver: running, status unknown ({hidden})"
+        assert sender == f"standby standby1: state, address and lag unknown ({hidden})"
+    assert any(line.startswith("replication lag: ") for line in standby.replication)
+    for report in (standby, primary):
+        text = report.to_text(width=1000)
+        assert "None" not in text and "not running" not in text
+        assert password not in text
 
 
 # --- multi-host: read-write and prefer-standby, all four types ----------------------------

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -329,18 +333,26 @@ def statuses(report: AuditReport) -> dict[str, str]:
 def test_audit_as_superuser_has_ok_mismatch_and_review(
     ssl_config: Path, tmp_path: Path, sandbox: Any
 ) -> None:
-    report = audit(big_pools(ssl_config, tmp_path))
+    config = big_pools(ssl_config, tmp_path)
+    # The superuser presenting the sandbox's client certificate besides its password: the
+    # advice wants the certificate checked, the sandbox's password rule does not check it.
+    config["connection_settings"].update(
+        sslcert=str(sandbox.dir / "client.crt"), sslkey=str(sandbox.dir / "client.key")
+    )
+    report = audit(config)
     got = statuses(report)
     assert got["max_connections"] == "MISMATCH"  # 300 pool connections, server allows 200
     assert got["ssl"] == "OK"
     assert got["ssl_cert_file"] == "OK"  # the sandbox's server.crt, in its own directory
     assert got["password_encryption"] == "OK"
-    # The sandbox admits the superuser with `host all all 127.0.0.1/32`: also without SSL.
     assert got["this client"] == "REVIEW"
     hba = next(r for r in report.rows if r.section == "pg_hba.conf")
-    assert "hostssl" in hba.note
-    assert hba.current is not None and "host all all 127.0.0.1/32 scram-sha-256" in hba.current
-    assert hba.recommended == "hostssl pgmonkey pgmonkey 127.0.0.1/32 scram-sha-256"
+    assert "no clientcert=verify-full" in hba.note
+    assert hba.current is not None
+    assert "hostssl all all 127.0.0.1/32 scram-sha-256" in hba.current
+    assert hba.recommended == (
+        "hostssl pgmonkey pgmonkey 127.0.0.1/32 scram-sha-256 clientcert=verify-full"
+    )
     assert report.hba_error is None
     assert report.hba_rules and any(r.auth_method == "cert" for r in report.hba_rules)
     assert report.in_recovery is False
@@ -366,8 +378,32 @@ def test_audit_as_superuser_has_ok_mismatch_and_review(
     assert {"OK", "MISMATCH", "REVIEW"} <= set(frame["status"])
 
 
+@pytest.mark.parametrize("kind", ["password", "ssl", "cert"])
+def test_a_new_sandboxs_configs_audit_clean(sandbox: Any, kind: str) -> None:
+    # The sandbox's pg_hba.conf follows the advice: hostssl for the SSL clients (so none is
+    # also admitted without SSL), hostnossl for the password one, and its certificate role
+    # may read pg_hba_file_rules. So `pgserverconfig --audit --strict` passes on each.
+    report = audit(load_config(sandbox.configs[kind]))
+    assert not report.needs_attention, report.to_text()
+    assert set(statuses(report).values()) == {"OK"}
+
+
+@pytest.mark.parametrize("kind", ["ssl", "cert"])
+def test_a_new_sandboxs_configs_pass_the_strict_audit_command(sandbox: Any, kind: str) -> None:
+    command = ["pgserverconfig", "--filepath", str(sandbox.configs[kind]), "--audit", "--strict"]
+    res = subprocess.run(
+        [sys.executable, "-m", "pgmonkey", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "REVIEW" not in res.stdout and "UNKNOWN" not in res.stdout
+
+
 def test_audit_as_certificate_role(cert_config: Path) -> None:
-    # pgmonkey_cert is no superuser: pg_settings yes, pg_hba_file_rules no.
+    # pgmonkey_cert is no superuser: pg_settings yes, pg_hba_file_rules by the sandbox's grant.
     report = audit(load_config(cert_config))
     (line,) = report.advice.hba
     assert (line.type, line.user, line.method, line.options) == (
@@ -378,9 +414,11 @@ def test_audit_as_certificate_role(cert_config: Path) -> None:
     )
     got = statuses(report)
     assert got["ssl"] == got["ssl_ca_file"] == got["max_connections"] == "OK"
-    assert got["this client"] == "UNKNOWN"  # the rules could not be read: no guess
+    assert got["this client"] == "OK"
+    hba = next(r for r in report.rows if r.section == "pg_hba.conf")
+    assert hba.current is not None and "hostssl all pgmonkey_cert 127.0.0.1/32 cert" in hba.current
     assert report.client is not None and report.client.ssl
-    assert report.hba_error is not None and "permission denied" in report.hba_error
+    assert report.hba_error is None
 
 
 def test_audit_without_privileges_gives_recommendations_with_the_reason(
@@ -406,7 +444,10 @@ def test_audit_without_privileges_gives_recommendations_with_the_reason(
     frame = report.to_frame()
     hba = frame[frame["section"] == "pg_hba.conf"].iloc[0]
     assert hba["status"] == "UNKNOWN" and "permission denied" in hba["note"]
-    text = report.to_text()
+    # The privilege that would let the role read the rules is named.
+    assert "GRANT SELECT ON pg_hba_file_rules" in report.hba_error
+    assert "GRANT EXECUTE ON FUNCTION pg_hba_file_rules()" in report.hba_error
+    text = report.to_text(width=1000)
     assert "cannot read pg_hba_file_rules: permission denied" in text
     assert f"host  pgmonkey  {role}" in text  # the recommendation is still shown
     assert password not in text
@@ -450,3 +491,108 @@ def test_standby_and_attention_in_the_report() -> None:
     denied = AuditReport(advice, (), hba_error="permission denied for view pg_hba_file_rules")
     assert denied.needs_attention
     assert "standby" not in denied.to_text()
+
+
+# --- fitting the terminal -----------------------------------------------------------------
+
+
+def _wide_report() -> AuditReport:
+    from pgmonkey.serveradvice import AuditRow
+
+    advice = recommend(cfg(host="127.0.0.1", sslmode="verify-full"))
+    source = "configuration file (/var/lib/postgresql/15/main/postgresql.conf:827)"
+    rows = (
+        AuditRow("postgresql.conf", "max_connections", "15", "200", source, "OK"),
+        AuditRow(
+            "postgresql.conf",
+            "ssl_cert_file",
+            "server.crt",
+            "/etc/ssl/certs/ssl-cert-snakeoil-with-a-long-name.pem",
+            source,
+            "REVIEW",
+            "'/etc/ssl/certs/ssl-cert-snakeoil-with-a-long-name.pem' instead of the usual "
+            "'server.crt': check it is the intended file",
+        ),
+    )
+    rules = (
+        HbaRule(6, "hostssl", ("all",), ("all",), "127.0.0.1", "255.255.255.255", "md5"),
+        HbaRule(7, "hostnossl", ("all",), ("all",), "::1", None, "scram-sha-256"),
+    )
+    return AuditReport(
+        advice,
+        rows,
+        server_version="PostgreSQL 15.20 (Debian 15.20-0+deb12u1)",
+        hba_rules=rules,
+        replication=("standby standby1 from 127.0.0.1: streaming (async), replay lag 0.1 s",),
+        notes=(("a note long enough to need wrapping on a narrow terminal, " * 3).strip(),),
+    )
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_audit_text_fits_the_width(width: int) -> None:
+    report = _wide_report()
+    wide = report.to_text(width=1000)
+    assert max(len(line) for line in wide.splitlines()) > 120  # too wide for a terminal
+    text = report.to_text(width=width)
+    assert max(len(line) for line in text.splitlines()) <= width, text
+
+    # Nothing is lost, only spread over more lines (the rule under the table's header follows
+    # the table's width; a narrow table gives each source a "source:" line of its own).
+    def chars(t: str) -> Counter[str]:
+        return Counter(c for c in t if not c.isspace() and c != "─")
+
+    assert not (chars(wide) - chars(text)) - Counter("Source")
+    assert "Setting" in text and "Status" in text and "REVIEW" in text
+
+
+def test_audit_text_without_a_terminal_is_not_wrapped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    report = _wide_report()
+    assert report.to_text() == report.to_text(width=1000)  # stdout is captured, not a tty
+    monkeypatch.setenv("COLUMNS", "72")
+    assert report.to_text() == report.to_text(width=72)
+
+
+def test_advice_text_fits_the_width_and_stays_pasteable() -> None:
+    config = cfg(host="192.168.0.10", sslmode="verify-full", sslcert="/c.crt", sslkey="/c.key")
+    config["pool_settings"] = {"max_size": 20}
+    advice = recommend(config)
+    wide = advice.to_text(width=1000)
+    assert "max_connections = 25  # at least: pools 20" in wide
+    text = advice.to_text(width=72)
+    assert max(len(line) for line in text.splitlines()) <= 72, text
+    conf = text.split("b) postgresql.conf:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    # The comment moved above its setting, as comment lines: the block still pastes as is.
+    assert conf[0].startswith("# at least: pools 20")
+    assert "max_connections = 25" in conf
+    assert all(line.startswith("#") or " = " in line for line in conf)
+
+
+def test_the_cli_fits_columns(sandbox: Any) -> None:
+    command = ["pgserverconfig", "--filepath", str(sandbox.configs["ssl"]), "--audit"]
+    res = subprocess.run(
+        [sys.executable, "-m", "pgmonkey", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "72"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "2) Server settings audit:" in res.stdout
+    assert max(len(line) for line in res.stdout.splitlines()) <= 72, res.stdout
+
+
+def test_a_column_wraps_inside_its_own_width() -> None:
+    from pgmonkey.serveradvice._advice import text_table
+
+    rows = [("Setting", "Source"), ("max_connections", "configuration file (/a/b/c:1)")]
+    text = text_table(rows, 30)
+    assert text.splitlines() == [
+        "Setting          Source",
+        "max_connections  configuration",
+        "                 file",
+        "                 (/a/b/c:1)",
+    ]

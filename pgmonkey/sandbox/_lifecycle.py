@@ -22,7 +22,6 @@ from ._model import (
     _CLIENT_FILES,
     _CONFIG_HEADER,
     _EXTRA_CONFIGS,
-    _LOCK_FILE,
     _MAX_SOCKET_DIR,
     _READY_TIMEOUT,
     _STATE_FILE,
@@ -46,6 +45,7 @@ from ._process import (
     _running,
     _shutdown,
     _stop_pgbouncer,
+    _unlock_file,
 )
 from ._runas import _give_to_server, _run, _server_account
 from ._scaleout import _scale_out
@@ -77,6 +77,10 @@ def start(
     *standbys*: at least this many streaming-replication standbys run next to the primary
     (a running sandbox with fewer gets more). *pgbouncer*: a PgBouncer in transaction pool
     mode runs in front of the primary (:func:`find_pgbouncer` must find the binary).
+
+    What a sandbox that is no longer running left in *dir* (after a crash or a reboot) is
+    removed first, the configs of its standbys and PgBouncer included. A start that fails
+    leaves *dir* as it was found.
     """
     path = _resolve_dir(dir)
     if port is not None and not 0 < port < 65536:
@@ -85,33 +89,47 @@ def start(
         raise SandboxError(f"invalid number of standbys {standbys!r}: expected 0..9")
     binaries = find_bindir([bindir] if bindir is not None else None)
     bouncer = find_pgbouncer() if pgbouncer else None
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _locked(path):
-        state = _read_state(path)
-        if state is not None and _running(state):
-            if port is not None and port != state["port"]:
-                raise SandboxError(
-                    f"the sandbox in {str(path)!r} already runs on port {state['port']}: "
-                    "stop it first to use another port"
-                )
-            running = _sandbox_from_state(path, state)
-            if len(running.standbys) < standbys or (bouncer and running.pgbouncer is None):
-                _scale_out(path, state, standbys, bouncer)
-            elif not all(p.exists() for p in running.configs.values()):
-                _write_configs(path, running.port, running.password, state)
-            return _sandbox_from_state(path, state)
-        if state is not None:
-            _cleanup(path, state)  # stale: the machine rebooted or the server died
-        if port is not None:
-            if not _port_in_use(port):
-                with contextlib.suppress(_PortTaken):
-                    return _create(path, binaries, port, standbys=standbys, pgbouncer=bouncer)
-            raise SandboxError(f"port {port} on {HOST} is already in use")
-        # Another process may take the port picked here before the server binds it: retry.
-        for _ in range(3):
+    made_dir = not path.exists()
+    with _locked(path, create=True):
+        try:
+            return _start_locked(path, binaries, port, standbys, bouncer)
+        except BaseException:
+            # Nothing started: leave DIR as it was found (no lock file, no empty new folder).
+            if not (path / _STATE_FILE).exists():
+                _unlock_file(path, remove_dir=made_dir)
+            raise
+
+
+def _start_locked(
+    path: Path, binaries: Path, port: int | None, standbys: int, bouncer: Path | None
+) -> Sandbox:
+    state = _read_state(path)
+    if state is not None and _running(state):
+        if port is not None and port != state["port"]:
+            raise SandboxError(
+                f"the sandbox in {str(path)!r} already runs on port {state['port']}: "
+                "stop it first to use another port"
+            )
+        running = _sandbox_from_state(path, state)
+        if len(running.standbys) < standbys or (bouncer and running.pgbouncer is None):
+            _scale_out(path, state, standbys, bouncer)
+        elif not all(p.exists() for p in running.configs.values()):
+            _write_configs(path, running.port, running.password, state)
+        return _sandbox_from_state(path, state)
+    if state is not None:
+        _cleanup(path, state)  # stale: the machine rebooted or the server died
+    # Configs of an earlier sandbox (standbys, PgBouncer) point at ports nothing listens on.
+    _remove_client_files(path)
+    if port is not None:
+        if not _port_in_use(port):
             with contextlib.suppress(_PortTaken):
-                return _create(path, binaries, _free_port(), standbys=standbys, pgbouncer=bouncer)
-        raise SandboxError(f"could not find a free port on {HOST}")
+                return _create(path, binaries, port, standbys=standbys, pgbouncer=bouncer)
+        raise SandboxError(f"port {port} on {HOST} is already in use")
+    # Another process may take the port picked here before the server binds it: retry.
+    for _ in range(3):
+        with contextlib.suppress(_PortTaken):
+            return _create(path, binaries, _free_port(), standbys=standbys, pgbouncer=bouncer)
+    raise SandboxError(f"could not find a free port on {HOST}")
 
 
 def _reachable(path: Path, account: pwd.struct_passwd) -> bool:
@@ -245,17 +263,21 @@ def _configure_server(server_dir: Path, data_dir: Path, port: int) -> None:
     conf = "\n# pgmonkey sandbox\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
     with open(data_dir / "postgresql.conf", "a") as f:
         f.write(conf)
+    # What `pgmonkey pgserverconfig` advises: 'hostssl' for the clients that use SSL (ssl.yaml,
+    # cert.yaml), so none of them is also let in without it; 'hostnossl' for password.yaml.
     hba = (
         "# pgmonkey sandbox\n"
-        "# TYPE   DATABASE USER          ADDRESS       METHOD\n"
-        "local    all      all                         scram-sha-256\n"
-        f"hostssl  all      {CERT_USER} 127.0.0.1/32  cert\n"
-        f"hostssl  all      {CERT_USER} ::1/128       cert\n"
-        "host     all      all           127.0.0.1/32  scram-sha-256\n"
-        "host     all      all           ::1/128       scram-sha-256\n"
+        "# TYPE    DATABASE    USER           ADDRESS       METHOD\n"
+        "local     all         all                          scram-sha-256\n"
+        f"hostssl   all         {CERT_USER}  127.0.0.1/32  cert\n"
+        f"hostssl   all         {CERT_USER}  ::1/128       cert\n"
+        "hostssl   all         all            127.0.0.1/32  scram-sha-256\n"
+        "hostssl   all         all            ::1/128       scram-sha-256\n"
+        "hostnossl all         all            127.0.0.1/32  scram-sha-256\n"
+        "hostnossl all         all            ::1/128       scram-sha-256\n"
         # pg_basebackup, for streaming-replication standbys.
-        "host     replication all        127.0.0.1/32  scram-sha-256\n"
-        "host     replication all        ::1/128       scram-sha-256\n"
+        "host      replication all            127.0.0.1/32  scram-sha-256\n"
+        "host      replication all            ::1/128       scram-sha-256\n"
     )
     (data_dir / "pg_hba.conf").write_text(hba)
 
@@ -283,9 +305,18 @@ def _bootstrap(sandbox: Sandbox) -> None:
             )
         )
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(CERT_USER)))
+    cert_user = sql.Identifier(CERT_USER)
     with psycopg.connect(sandbox.superuser_conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("GRANT CREATE, USAGE ON SCHEMA public TO {}").format(cert_user))
+        # So that the certificate role's own audit can check its pg_hba rule, as an auditing
+        # role on a real server would be allowed to.
         conn.execute(
-            sql.SQL("GRANT CREATE, USAGE ON SCHEMA public TO {}").format(sql.Identifier(CERT_USER))
+            sql.SQL("GRANT SELECT ON pg_catalog.pg_hba_file_rules TO {}").format(cert_user)
+        )
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO {}").format(
+                cert_user
+            )
         )
 
 
@@ -329,9 +360,7 @@ def stop(dir: str | os.PathLike[str] | None = None) -> bool:
         if state is not None:
             _cleanup(path, state)
         _remove_client_files(path)
-    with contextlib.suppress(OSError):
-        (path / _LOCK_FILE).unlink()
-        path.rmdir()
+        _unlock_file(path, remove_dir=True)
     return was_running
 
 

@@ -50,14 +50,43 @@ def _running(state: dict[str, Any]) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(dir: Path) -> Iterator[None]:
-    """Serialize start/stop on one DIR across processes."""
-    with open(dir / _LOCK_FILE, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+def _locked(dir: Path, *, create: bool = False) -> Iterator[None]:
+    """Serialize start/stop on one DIR across processes (*create*: make DIR first).
+
+    Whoever holds the lock may remove the lock file (and DIR): a process that was waiting
+    for it then holds a lock on a file that is gone, sees so, and locks the new one.
+    """
+    lock = dir / _LOCK_FILE
+    while True:
+        if create:
+            dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        f = open(lock, "a")
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            f.close()
+            raise
+        if current:
+            break
+        f.close()
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def _unlock_file(dir: Path, *, remove_dir: bool) -> None:
+    """Remove DIR's lock file (the caller holds the lock) and DIR too when asked and empty."""
+    with contextlib.suppress(FileNotFoundError):
+        (dir / _LOCK_FILE).unlink()
+    if remove_dir:
+        with contextlib.suppress(OSError):
+            dir.rmdir()
 
 
 def _free_port() -> int:

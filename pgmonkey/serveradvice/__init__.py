@@ -4,8 +4,9 @@
 settings the server needs for it (``_advice``); :func:`audit` compares them, read-only, with a
 live server's ``pg_settings`` and ``pg_hba_file_rules``, and tells whether a current pg_hba rule
 would match this client (``_audit``; pg_hba parsing and matching in ``_hba``). Both return
-structured results with ``.to_text()`` (the 4.0 layout of ``pgmonkey pgserverconfig``) and
-``.to_frame()`` (a pandas DataFrame, for notebooks)::
+structured results with ``.to_text(width=None)`` (the 4.0 layout of ``pgmonkey
+pgserverconfig``, fitted to *width* or to the terminal) and ``.to_frame()`` (a pandas
+DataFrame, for notebooks)::
 
     advice = recommend(load_config("app.yaml"))
     report = audit(load_config("app.yaml"))        # or audit(cfg, conn) with a psycopg connection

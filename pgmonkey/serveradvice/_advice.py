@@ -8,8 +8,12 @@ config's database and user, ``clientcert=verify-full`` only with a client certif
 from __future__ import annotations
 
 import getpass
+import itertools
 import math
 import os
+import shutil
+import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -209,26 +213,43 @@ class Advice:
 
         return pandas.DataFrame(self.rows(), columns=["file", "setting", "value", "note"])
 
-    def hba_text(self) -> str:
-        return text_table([HBA_HEADER, *(line.fields() for line in self.hba)])
+    def hba_text(self, width: int | None = None) -> str:
+        return text_table([HBA_HEADER, *(line.fields() for line in self.hba)], width)
 
-    def conf_text(self) -> str:
-        return "\n".join(s.conf_line() for s in self.settings)
+    def conf_text(self, width: int | None = None) -> str:
+        """The settings as postgresql.conf lines; a comment that would make a line wider
+        than *width* goes on comment lines of its own above it (still pasteable)."""
+        lines: list[str] = []
+        for s in self.settings:
+            line = s.conf_line()
+            if width is not None and len(line) > width and s.comment:
+                lines += wrap(s.comment, width, "# ", "# ")
+                line = Setting(s.name, s.value, is_file=s.is_file).conf_line()
+            lines.append(line)
+        return "\n".join(lines)
 
-    def to_text(self) -> str:
+    def to_text(self, width: int | None = None) -> str:
+        """The 4.0 layout of ``pgmonkey pgserverconfig``.
+
+        *width*: fit the table, comments and notes to it (postgresql.conf lines stay whole,
+        to be pasted); None: the terminal's width when stdout is one, else no wrapping.
+        """
+        width = width if width is not None else terminal_width()
         parts = [
             "1) Database type detected: PostgreSQL",
             "",
             "2) Minimal database server settings needed for this config file:",
             "",
             "a) pg_hba.conf:",
-            self.hba_text(),
+            self.hba_text(width),
             "",
             "b) postgresql.conf:",
-            self.conf_text(),
+            self.conf_text(width),
         ]
         if self.notes:
-            parts += ["", "Notes:", *(f"- {n}" for n in self.notes)]
+            parts += ["", "Notes:"]
+            for note in self.notes:
+                parts += wrap(note, width, "- ")
         return "\n".join(parts)
 
     def __str__(self) -> str:
@@ -247,7 +268,77 @@ def recommend(
     return Advice(_hba_lines(p), _settings(config, p, reserved_connections), _notes(p))
 
 
-def text_table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+def terminal_width() -> int | None:
+    """The width to fit text to: the terminal's when writing to one (or $COLUMNS), else None."""
+    stdout = sys.stdout
+    if os.environ.get("COLUMNS") or (stdout is not None and stdout.isatty()):
+        return shutil.get_terminal_size().columns
+    return None
+
+
+# A word up to this long (a setting name, a short path) is never broken when a column shrinks.
+_WHOLE_WORD: Final = 20
+_GAP: Final = "  "
+
+
+def column_widths(
+    rows: Sequence[Sequence[str]], width: int | None, whole_word: int = _WHOLE_WORD
+) -> list[int] | None:
+    """Each column's width: its longest cell, narrowed (widest first) until *width* fits.
+
+    A column narrows no further than its header and its longest word (up to *whole_word*
+    characters of it); None when the table cannot fit *width* that way.
+    """
+    natural = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths = list(natural)
+    over = sum(widths) + len(_GAP) * (len(widths) - 1) - (width or 0)
+    if width is None or over <= 0:
+        return widths
+    floor = [
+        min(n, max(len(rows[0][i]), *(min(len(w), whole_word) for r in rows for w in r[i].split())))
+        for i, n in enumerate(natural)
+    ]
+    while over > 0:
+        shrinkable = [i for i, w in enumerate(widths) if w > floor[i]]
+        if not shrinkable:
+            return None
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+        over -= 1
+    return widths
+
+
+def text_table(rows: Sequence[Sequence[str]], width: int | None = None) -> str:
+    """Rows as aligned columns; with *width*, long cells wrap inside their column to fit it.
+
+    A table that cannot fit even so is given one line per row (cells separated by a space,
+    like pg_hba.conf itself), wrapped with an indent.
+    """
+    widths = column_widths(rows, width)
+    if widths is None:
+        lines: list[str] = []
+        for row in rows:
+            lines += wrap(" ".join(c for c in row if c), width, "", "    ")
+        return "\n".join(lines)
+    lines = []
+    for row in rows:
+        cells = [
+            textwrap.wrap(c, w, break_on_hyphens=False) or [""]
+            for c, w in zip(row, widths, strict=True)
+        ]
+        for parts in itertools.zip_longest(*cells, fillvalue=""):
+            lines.append(_GAP.join(p.ljust(w) for p, w in zip(parts, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def wrap(text: str, width: int | None, indent: str = "", hanging: str = "  ") -> list[str]:
+    """*text* as lines of at most *width* (when given): *indent* first, *hanging* after."""
+    if width is None:
+        return [indent + text]
+    return textwrap.wrap(
+        text,
+        max(width, len(indent) + 20, len(hanging) + 20),
+        initial_indent=indent,
+        subsequent_indent=hanging,
+        break_on_hyphens=False,
+    ) or [indent]

@@ -19,8 +19,11 @@ from ._advice import (
     Advice,
     Setting,
     Status,
+    column_widths,
     recommend,
+    terminal_width,
     text_table,
+    wrap,
 )
 from ._hba import (
     HbaClient,
@@ -102,63 +105,94 @@ class AuditReport:
         columns = ["section", "setting", "recommended", "current", "source", "status", "note"]
         return pandas.DataFrame([r.as_dict() for r in self.rows], columns=columns)
 
-    def to_text(self) -> str:
+    def to_text(self, width: int | None = None) -> str:
+        """The report as text, in 4.0's layout.
+
+        *width*: fit every line to it, wrapping long cells inside their column and long
+        sentences; None: the terminal's width when stdout is one, else no wrapping.
+        """
+        width = width if width is not None else terminal_width()
+        inner = None if width is None else width - 2  # what indented blocks may use
+
+        def say(text: str, indent: str = "", hanging: str = "  ") -> list[str]:
+            return wrap(text, width, indent, hanging)
+
         parts = ["1) Database type detected: PostgreSQL", "", "2) Server settings audit:", ""]
         if self.server_version:
             parts += [f"Server: {self.server_version}", ""]
         if self.in_recovery:
-            parts += [
+            parts += say(
                 "This server is a standby (in recovery): it serves reads only; audit the "
-                "primary too",
-                "",
-            ]
+                "primary too"
+            )
+            parts.append("")
         if self.replication:
-            parts += ["Replication:", *(f"  {line}" for line in self.replication), ""]
+            parts.append("Replication:")
+            for line in self.replication:
+                parts += say(line, "  ", "    ")
+            parts.append("")
         parts.append("postgresql.conf:")
         conf = [r for r in self.rows if r.section == "postgresql.conf"]
         if self.settings_error:
-            parts += [f"  cannot read pg_settings: {self.settings_error}", ""]
-            parts += ["  Recommended:", _indent(self.advice.conf_text())]
+            parts += [*say(f"cannot read pg_settings: {self.settings_error}", "  "), ""]
+            parts += ["  Recommended:", _indent(self.advice.conf_text(inner))]
         else:
-            header = ("Setting", "Recommended", "Current", "Source", "Status")
-            table = text_table(
-                [
-                    header,
-                    *(
-                        (r.setting, r.recommended, r.current or "", r.source or "", r.status)
-                        for r in conf
-                    ),
-                ]
-            )
-            head, *body = table.splitlines()
-            width = max(len(line) for line in table.splitlines())
-            parts += [head, RULE * width, *body]
-            parts += [f"  {r.setting}: {r.note}" for r in conf if r.note and r.status != "OK"]
-        parts += ["", "pg_hba.conf:", "Recommended:", _indent(self.advice.hba_text())]
+            parts += _settings_table(conf, width)
+            for r in conf:
+                if r.note and r.status != "OK":
+                    parts += say(f"{r.setting}: {r.note}", "  ", "    ")
+        parts += ["", "pg_hba.conf:", "Recommended:", _indent(self.advice.hba_text(inner))]
         if self.hba_error:
-            parts += ["", f"Current rules: cannot read pg_hba_file_rules: {self.hba_error}"]
-            parts.append("  (recommendations only; compare them with pg_hba.conf by hand)")
+            parts.append("")
+            parts += say(f"Current rules: cannot read pg_hba_file_rules: {self.hba_error}")
+            parts += say("(recommendations only; compare them with pg_hba.conf by hand)", "  ")
         elif self.hba_rules is not None:
             rows = [("LINE", *HBA_HEADER)] + [
                 (str(r.line_number), *r.fields()) for r in self.hba_rules
             ]
-            parts += ["", "Current rules (pg_hba_file_rules):", _indent(text_table(rows))]
+            parts += ["", "Current rules (pg_hba_file_rules):", _indent(text_table(rows, inner))]
         for r in self.rows:
             if r.section == "pg_hba.conf":
-                parts += [
-                    "",
-                    f"{r.setting}: {r.status}",
-                    f"  matching rule: {r.current or 'none'}",
-                ]
+                parts.append("")
+                parts += say(f"{r.setting}: {r.status}")
+                parts += say(f"matching rule: {r.current or 'none'}", "  ", "    ")
                 if r.note:
-                    parts.append(f"  {r.note}")
+                    parts += say(r.note, "  ", "    ")
         notes = (*self.notes, *self.advice.notes)
         if notes:
-            parts += ["", "Notes:", *(f"- {n}" for n in notes)]
+            parts += ["", "Notes:"]
+            for note in notes:
+                parts += say(note, "- ")
         return "\n".join(parts)
 
     def __str__(self) -> str:
         return self.to_text()
+
+
+def _settings_table(rows: Sequence[AuditRow], width: int | None) -> list[str]:
+    """The postgresql.conf comparison: a table as wide as *width* allows.
+
+    Too wide with its Source column (a file path and line), the table goes without it and
+    each row's source follows it on a line of its own.
+    """
+    header = ("Setting", "Recommended", "Current", "Source", "Status")
+    cells = [(r.setting, r.recommended, r.current or "", r.source or "", r.status) for r in rows]
+    # With its Source column only if no path has to be broken for it.
+    if column_widths([header, *cells], width, whole_word=width or 0) is not None:
+        table = text_table([header, *cells], width).splitlines()
+        return [table[0], RULE * max(map(len, table)), *table[1:]]
+    header_ = (*header[:3], header[4])
+    lines = text_table([header_, *((c[0], c[1], c[2], c[4]) for c in cells)], width).splitlines()
+    out = [lines[0], RULE * min(width or 0, max(map(len, lines)))]
+    # Each row's own lines, then its source: split the body where a new setting begins.
+    body = lines[1:]
+    starts = [i for i, line in enumerate(body) if line and not line[0].isspace()]
+    for n, begin in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(body)
+        out += body[begin:end]
+        if n < len(rows) and rows[n].source:
+            out += wrap(f"source: {rows[n].source}", width, "    ", "      ")
+    return out
 
 
 def _indent(text: str, prefix: str = "  ") -> str:
@@ -267,7 +301,10 @@ def _fetch_hba(conn: psycopg.Connection[Any]) -> tuple[tuple[HbaRule, ...] | Non
             return tuple(HbaRule.from_row(r) for r in cur.fetchall()), None
     except psycopg.errors.InsufficientPrivilege as e:
         reason = e.diag.message_primary or "permission denied"
-        return None, f"{reason} (reading it takes a superuser or a role granted SELECT on it)"
+        return None, (
+            f"{reason} (reading it takes a superuser, or GRANT SELECT ON pg_hba_file_rules "
+            "and GRANT EXECUTE ON FUNCTION pg_hba_file_rules() to the role)"
+        )
     except psycopg.errors.UndefinedTable:
         return None, "pg_hba_file_rules does not exist on this server (PostgreSQL < 10)"
 
@@ -293,8 +330,16 @@ def _fetch_settings(
 _RESERVED_SETTINGS: Final = ("superuser_reserved_connections", "reserved_connections")
 
 
-def _fetch_replication(conn: psycopg.Connection[Any], standby: bool) -> tuple[str, ...]:
-    """Lines on streaming replication: a standby's lag, or a primary's standbys and theirs."""
+# What hides the details of replication from a role (superusers have it implicitly).
+_STATS_ROLE: Final = "pg_read_all_stats"
+
+
+def _fetch_replication(conn: psycopg.Connection[Any], standby: bool, role: str) -> tuple[str, ...]:
+    """Lines on streaming replication: a standby's lag, or a primary's standbys and theirs.
+
+    Without pg_read_all_stats the server shows that a WAL receiver or sender runs (its pid)
+    but not its state: that reads as unknown here, never as "not running".
+    """
     import psycopg
     from psycopg.rows import dict_row
 
@@ -306,24 +351,34 @@ def _fetch_replication(conn: psycopg.Connection[Any], standby: bool) -> tuple[st
                     " AS replay_age,"
                     " pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
                     " AS unreplayed,"
+                    " (SELECT pid FROM pg_stat_wal_receiver) AS receiver_pid,"
                     " (SELECT status FROM pg_stat_wal_receiver) AS receiver"
                 )
                 row = cur.fetchone()
-                return _standby_lines(row) if row else ()
+                return _standby_lines(row, role) if row else ()
             cur.execute(
                 "SELECT application_name AS name, host(client_addr) AS addr, state, sync_state,"
                 " extract(epoch FROM replay_lag) AS replay_lag,"
                 " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) AS behind"
                 " FROM pg_stat_replication ORDER BY application_name"
             )
-            return tuple(_standby_row(r) for r in cur.fetchall())
+            return tuple(_standby_row(r, role) for r in cur.fetchall())
     except psycopg.Error as e:
         reason = e.diag.message_primary or str(e).strip().splitlines()[0]
         return (f"replication status not readable: {reason}",)
 
 
-def _standby_lines(row: Mapping[str, Any]) -> tuple[str, ...]:
-    receiver = row["receiver"] or "not running"
+def _hidden(role: str) -> str:
+    return f"hidden from role {role!r}: needs {_STATS_ROLE}"
+
+
+def _standby_lines(row: Mapping[str, Any], role: str) -> tuple[str, ...]:
+    if row["receiver_pid"] is None:
+        receiver = "not running"
+    elif row["receiver"] is None:
+        receiver = f"running, status unknown ({_hidden(role)})"
+    else:
+        receiver = str(row["receiver"])
     lines = [f"WAL receiver: {receiver}"]
     if row["unreplayed"] is not None:
         lines.append(f"received but not yet replayed: {int(row['unreplayed'])} bytes of WAL")
@@ -337,11 +392,15 @@ def _standby_lines(row: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _standby_row(row: Mapping[str, Any]) -> str:
+def _standby_row(row: Mapping[str, Any], role: str) -> str:
+    name = row["name"] or "?"
+    if row["state"] is None:
+        # The sender's pid is visible, everything about it is not (the address neither).
+        return f"standby {name}: state, address and lag unknown ({_hidden(role)})"
     lag = "n/a" if row["replay_lag"] is None else f"{float(row['replay_lag']):.3f} s"
     behind = "n/a" if row["behind"] is None else f"{int(row['behind'])} bytes"
     return (
-        f"standby {row['name'] or '?'} from {row['addr'] or 'local'}: {row['state']} "
+        f"standby {name} from {row['addr'] or 'local'}: {row['state']} "
         f"({row['sync_state']}), replay lag {lag}, {behind} of WAL behind"
     )
 
@@ -432,7 +491,7 @@ def _audit(config: Mapping[str, Any], conn: psycopg.Connection[Any]) -> AuditRep
     uncovered = _uncovered(advice, client)
     if uncovered:
         notes.append(uncovered)
-    replication = _fetch_replication(conn, bool(info["standby"]))
+    replication = _fetch_replication(conn, bool(info["standby"]), client.user)
     return AuditReport(
         advice=advice,
         rows=tuple(rows),

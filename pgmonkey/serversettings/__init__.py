@@ -1,0 +1,2 @@
+"""Kept for the 4.0 import paths (``pgmonkey.serversettings.*``): adapters over
+:mod:`pgmonkey.serveradvice`, where the recommendations and the audit live."""
