@@ -14,8 +14,12 @@ when set. Outputs show the sandbox's folder, which ``notebooks/sanitize.cfg`` re
 those two forms only (``~/.pgmonkey/sandbox`` and ``.../pgmonkey-test-NAME``, like the test
 session's), e.g.::
 
-    PGMONKEY_SANDBOX_DIR=/tmp/pgmonkey-test-docs python notebooks/execute.py
-    PGMONKEY_SANDBOX_DIR=/tmp/pgmonkey-test-docs pgmonkey sandbox stop   # when done
+    PGMONKEY_SANDBOX_DIR=/tmp/pgmonkey-test-notebook python notebooks/execute.py
+    PGMONKEY_SANDBOX_DIR=/tmp/pgmonkey-test-notebook pgmonkey sandbox stop   # when done
+
+Keep the name after ``pgmonkey-test-`` 8 characters long, like the test session's
+``tempfile.mkdtemp`` folders: a table that shows a config's full path pads its columns to
+the path's length, and the sanitizer replaces the path, not the padding.
 
 Run twice in a row and ``git diff`` shows only real changes (and the one timing in 08, which
 nbval ignores): every notebook drops and recreates its own tables, so reruns on a used
