@@ -7,6 +7,7 @@ other magics' lines; SQL never does (it binds ``:name`` parameters instead).
 from __future__ import annotations
 
 import argparse
+import keyword
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -130,3 +131,20 @@ def split_args(text: str) -> list[str]:
         return shlex.split(text)
     except ValueError as exc:
         raise MagicError(f"cannot parse arguments: {exc}") from None
+
+
+# Names IPython keeps for itself in the user namespace (history, outputs, the shell).
+_IPYTHON_NAMES = re.compile(r"In|Out|exit|quit|get_ipython|_+|_i{1,3}|_i\d+|_\d+|_oh|_ih|_dh")
+
+
+def check_out_name(out: str) -> str:
+    """*out* if a result may be stored under that name in the notebook, else a MagicError."""
+    if not out.isidentifier():
+        raise MagicError(f"--out: not a valid variable name: {out!r}")
+    if keyword.iskeyword(out):
+        raise MagicError(f"--out: {out!r} is a Python keyword, not a variable name")
+    if out.startswith("__") and out.endswith("__"):
+        raise MagicError(f"--out: {out!r} is a special name of Python's; choose another")
+    if _IPYTHON_NAMES.fullmatch(out):
+        raise MagicError(f"--out: {out!r} is one of IPython's own names; choose another")
+    return out

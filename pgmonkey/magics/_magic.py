@@ -27,7 +27,14 @@ from traitlets import Bool
 from pgmonkey.errors import MagicCellError, MagicError, PgMonkeyError
 
 from . import _cmd_config, _cmd_connections, _cmd_schema, _cmd_transfer
-from ._args import LINE_OPTIONS, HelpShown, query_parser, split_args, split_words
+from ._args import (
+    LINE_OPTIONS,
+    HelpShown,
+    check_out_name,
+    query_parser,
+    split_args,
+    split_words,
+)
 from ._cmd_connections import Entry
 from ._display import error_message
 from ._ipython import MagicsBase, line_cell_magic, magics_class, needs_local_scope, no_var_expand
@@ -206,8 +213,8 @@ class PgMonkeyMagics(MagicsBase):
         out: str | None,
         first_line: int = 1,
     ) -> Any:
-        if out is not None and not out.isidentifier():
-            raise MagicError(f"--out: not a valid variable name: {out!r}")
+        if out is not None:
+            check_out_name(out)
         statements = parse(sql)
         if not statements:
             raise MagicError("no SQL statement to run")
