@@ -26,7 +26,7 @@ from traitlets import Bool
 
 from pgmonkey.errors import MagicCellError, MagicError, PgMonkeyError
 
-from . import _cmd_config, _cmd_connections, _cmd_schema, _cmd_transfer
+from . import _cmd_config, _cmd_connections, _cmd_explain, _cmd_schema, _cmd_transfer
 from ._args import LINE_OPTIONS, HelpShown, query_parser, split_args, split_words
 from ._cmd_connections import Entry
 from ._display import error_message
@@ -96,6 +96,10 @@ class PgMonkeyMagics(MagicsBase):
             %pgmonkey export schema.table out.csv | export --query "SELECT ..." out.csv
             %pgmonkey tables [schema] | columns schema.table
             %pgmonkey persist DF schema.table [--if-exists fail|append|replace]
+
+        Looking at data (aggregates run in SQL; only they travel)::
+
+            %pgmonkey explain [--analyze] [--buffers] SQL     (or %%pgmonkey explain)
         """
         # Local variables first (a magic called inside a function), then the notebook's.
         user_ns = self.shell.user_ns if self.shell is not None else {}
@@ -122,6 +126,8 @@ class PgMonkeyMagics(MagicsBase):
         if not stripped:
             raise MagicError("nothing to do: give a command or SQL (see %pgmonkey?)")
         first = stripped.split(None, 1)[0].lower()
+        if first in _SQL_COMMANDS:
+            return _SQL_COMMANDS[first](self, stripped[len(first) :], None, ns)
         command = _COMMANDS.get(first)
         if command is not None:
             return command(self, split_words(stripped)[1:], ns)
@@ -133,6 +139,9 @@ class PgMonkeyMagics(MagicsBase):
         return self.query(line, ns, conn_name=conn, out=out)
 
     def _cell(self, line: str, cell: str, ns: Mapping[str, Any]) -> Any:
+        first = (line.split(None, 1) or [""])[0].lower()
+        if first in _SQL_COMMANDS:
+            return _SQL_COMMANDS[first](self, line.strip()[len(first) :], cell, ns)
         opts = query_parser("%%pgmonkey").parse_args(split_args(line))
         # Error positions count the %%pgmonkey line, as the notebook shows the cell.
         return self.query(cell, ns, conn_name=opts.conn, out=opts.out, first_line=2)
@@ -246,6 +255,12 @@ _COMMANDS: dict[str, Callable[[PgMonkeyMagics, list[str], Mapping[str, Any]], An
     "tables": _cmd_schema.tables,
     "columns": _cmd_schema.columns,
     "persist": _cmd_transfer.persist,
+}
+
+# Commands over SQL: they get the text after their name as written (never split like a
+# shell, so the SQL keeps its quotes) and, in a %%pgmonkey cell, the cell's body.
+_SQL_COMMANDS: dict[str, Callable[[PgMonkeyMagics, str, str | None, Mapping[str, Any]], Any]] = {
+    "explain": _cmd_explain.explain,
 }
 
 

@@ -1,0 +1,217 @@
+"""Looking at data from the magics: explain, profile, plot, snippets, completion.
+
+Driven through a real InteractiveShell against the sandbox; every figure is compared with
+what PostgreSQL itself says (the EXPLAIN JSON, direct SQL aggregates) or with numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
+
+from pgmonkey.magics import PgMonkeyMagics
+from pgmonkey.magics._cmd_explain import MISESTIMATE, Plan
+
+TYPES = ("normal", "pool", "async", "async_pool")
+
+
+@pytest.fixture(scope="module")
+def shell() -> InteractiveShell:
+    sh = InteractiveShell.instance()
+    sh.run_cell("%load_ext pgmonkey")
+    return sh
+
+
+@pytest.fixture
+def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
+    """The shell with fresh magics (no connections), closed after the test."""
+    before = list(shell.configurables)
+    shell.configurables[:] = [c for c in before if not isinstance(c, PgMonkeyMagics)]
+    magics = PgMonkeyMagics(shell=shell)
+    shell.register_magics(magics)
+    shell.configurables.append(magics)
+    try:
+        yield shell
+    finally:
+        shell.configurables[:] = before
+        magics.close_all()
+
+
+def run(ip: InteractiveShell, code: str) -> ExecutionResult:
+    return ip.run_cell(code, store_history=False)
+
+
+def ok(ip: InteractiveShell, code: str) -> Any:
+    result = run(ip, code)
+    assert result.error_in_exec is None, result.error_in_exec
+    assert result.error_before_exec is None
+    return result.result
+
+
+def fails(ip: InteractiveShell, code: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run a cell that must fail; return its (short) output."""
+    capsys.readouterr()
+    result = run(ip, code)
+    assert result.error_in_exec is not None
+    out = "".join(capsys.readouterr())
+    assert "Traceback" not in out
+    assert len(out.strip().splitlines()) <= 4, out
+    return out
+
+
+@pytest.fixture
+def scratch(db_conn: psycopg.Connection[Any]) -> Iterator[Callable[[str, str], None]]:
+    """``scratch(name, "AS SELECT ...")``: a fresh table made by the given SQL, dropped after."""
+    names: list[str] = []
+
+    def make(name: str, body: str) -> None:
+        db_conn.execute(f"DROP TABLE IF EXISTS {name}")
+        db_conn.execute(f"CREATE TABLE {name} {body}")
+        names.append(name)
+
+    yield make
+    for name in names:
+        db_conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def connect(ip: InteractiveShell, config: Path, *args: str) -> None:
+    ok(ip, f"%pgmonkey connect {config} {' '.join(args)}")
+
+
+# -- explain --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_explain_analyze_of_update_changes_no_row(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+    ctype: str,
+) -> None:
+    table = f"explore_upd_{ctype}"
+    scratch(table, "AS SELECT g AS id, g AS v FROM generate_series(1, 50) g")
+    connect(ip, password_config, ctype, "--name", "c")
+    plan = ok(ip, f"%pgmonkey explain --analyze UPDATE {table} SET v = v + 1000 WHERE id <= 20")
+    assert isinstance(plan, Plan)
+    # It did run: the scan under the Update node produced the 20 rows it updated...
+    scan = plan.root.children[0]
+    assert plan.root.raw["Node Type"] == "ModifyTable"
+    assert scan.actual_rows == 20
+    # ...and nothing changed.
+    assert db_conn.execute(f"SELECT sum(v) FROM {table}").fetchone() == (50 * 51 // 2,)
+    # The connection is usable afterwards, with nothing left open.
+    assert ok(ip, "%pgmonkey SELECT 1 AS one")["one"].tolist() == [1]
+
+
+def test_explain_tree_figures_follow_the_json(
+    ip: InteractiveShell, password_config: Path, scratch: Callable[[str, str], None]
+) -> None:
+    scratch("explore_ex_t", "AS SELECT g AS id, g % 10 AS k FROM generate_series(1, 5000) g")
+    scratch("explore_ex_u", "AS SELECT g AS k, 'n' || g AS name FROM generate_series(0, 9) g")
+    connect(ip, password_config)
+    plan = ok(
+        ip,
+        "%pgmonkey explain --analyze --buffers SELECT u.name, count(*) FROM explore_ex_t t "
+        "JOIN explore_ex_u u ON u.k = t.k GROUP BY 1 ORDER BY 2 DESC",
+    )
+    doc = plan.json
+    assert isinstance(doc, list) and "Plan" in doc[0] and "Execution Time" in doc[0]
+    raws = []
+
+    def collect(raw: dict[str, Any]) -> None:
+        raws.append(raw)
+        for child in raw.get("Plans", []):
+            collect(child)
+
+    collect(doc[0]["Plan"])
+    nodes = plan.nodes
+    assert [n.raw for n in nodes] == raws
+    for node in nodes:
+        raw = node.raw
+        assert node.inclusive == pytest.approx(raw["Actual Total Time"] * raw["Actual Loops"])
+        children = sum(c["Actual Total Time"] * c["Actual Loops"] for c in raw.get("Plans", []))
+        assert node.exclusive == pytest.approx(max(node.inclusive - children, 0.0))
+        assert node.actual_rows == raw["Actual Rows"]
+        assert node.estimated_rows == raw["Plan Rows"]
+    assert "hit" in plan.root.buffers  # --buffers asked for them
+    slowest = [n for n in nodes if n.slowest]
+    assert slowest == [max(nodes, key=lambda n: n.exclusive)]
+    text = str(plan)
+    assert repr(plan) == text
+    assert text.count("◀ slowest") == 1
+    assert "Seq Scan on explore_ex_t t" in text and "Seq Scan on explore_ex_u u" in text
+    assert text.splitlines()[0].startswith("planning ")
+    page = plan._repr_html_()
+    assert page.count("◀ slowest") == 1
+    assert "explore_ex_t" in page and "<table" in page
+
+
+def test_explain_flags_a_misestimate(ip: InteractiveShell, password_config: Path) -> None:
+    connect(ip, password_config)
+    # unnest() of a subquery's array is planned at 10 rows, whatever it holds.
+    sql = "SELECT * FROM unnest(ARRAY(SELECT generate_series(1, 5000)))"
+    plan = ok(ip, f"%pgmonkey explain --analyze {sql}")
+    scan = next(n for n in plan.nodes if n.raw["Node Type"] == "Function Scan")
+    assert scan.estimated_rows == 10 and scan.actual_rows == 5000
+    assert scan.misestimate == pytest.approx(500) and scan.misestimate > MISESTIMATE
+    assert "⚠ x500" in str(plan)
+    assert "estimate off by 500x" in plan._repr_html_()
+
+
+def test_explain_without_analyze_runs_nothing_and_binds_parameters(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+) -> None:
+    scratch("explore_ex_p", "AS SELECT g AS id FROM generate_series(1, 10) g")
+    connect(ip, password_config)
+    ip.user_ns["wanted"] = 7
+    plan = ok(ip, "%pgmonkey explain DELETE FROM explore_ex_p WHERE id = :wanted")
+    assert not plan.analyzed and plan.execution_time is None
+    scan = plan.root.children[0]
+    assert "(id = 7)" in scan.raw["Filter"]
+    assert "not run" in str(plan) and "cost" in str(plan)
+    assert db_conn.execute("SELECT count(*) FROM explore_ex_p").fetchone() == (10,)
+
+
+def test_explain_cell_form_and_out(ip: InteractiveShell, password_config: Path) -> None:
+    connect(ip, password_config)
+    ip.user_ns["n"] = 3
+    plan = ok(
+        ip,
+        "%%pgmonkey explain --analyze --verbose --out p\n"
+        "SELECT 'it''s' AS s, g\n"
+        "FROM generate_series(1, :n) g",
+    )
+    assert ip.user_ns["p"] is plan
+    assert plan.root.actual_rows == 3
+    # The quotes of the SQL arrive intact (the body is never split like a shell line).
+    assert "'it''s'::text" in plan.root.raw["Output"]
+
+
+def test_explain_in_sql_syntax_stays_sql(ip: InteractiveShell, password_config: Path) -> None:
+    connect(ip, password_config)
+    for line in ("EXPLAIN (COSTS OFF) SELECT 1", "explain verbose SELECT 1"):
+        df = ok(ip, f"%pgmonkey {line}")
+        assert list(df.columns) == ["QUERY PLAN"]
+        assert df["QUERY PLAN"].iloc[0].startswith("Result")
+
+
+def test_explain_errors_are_short(
+    ip: InteractiveShell, password_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect(ip, password_config)
+    out = fails(ip, "%pgmonkey explain SELEC 1", capsys)
+    assert "SyntaxError" in out
+    out = fails(ip, "%pgmonkey explain SELECT 1; SELECT 2", capsys)
+    assert "one SQL statement" in out
+    out = fails(ip, "%%pgmonkey explain SELECT 1\nSELECT 2", capsys)
+    assert "cell body" in out
+    assert ok(ip, "%pgmonkey SELECT 1 AS one")["one"].tolist() == [1]
