@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import psycopg
 import pytest
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
@@ -215,3 +216,120 @@ def test_explain_errors_are_short(
     out = fails(ip, "%%pgmonkey explain SELECT 1\nSELECT 2", capsys)
     assert "cell body" in out
     assert ok(ip, "%pgmonkey SELECT 1 AS one")["one"].tolist() == [1]
+
+
+# -- profile --------------------------------------------------------------------------------
+
+PROFILE_TABLE = """AS SELECT g AS id,
+    CASE WHEN g % 9 = 0 THEN NULL ELSE ((g * 37) % 101)::numeric(8, 2) / 4 END AS price,
+    CASE WHEN g % 5 = 0 THEN NULL ELSE 'k' || (g % 4) || repeat('x', g % 3) END AS label,
+    timestamptz '2024-03-01 12:00+00' + (g * g % 997) * interval '37 minutes' AS ts,
+    date '2024-01-01' + (g % 400) AS day,
+    g % 3 = 0 AS flag
+  FROM generate_series(1, 2000) g"""
+
+
+@pytest.mark.parametrize("ctype", ["normal", "async"])
+def test_profile_numbers_equal_direct_sql(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+    ctype: str,
+) -> None:
+    scratch("explore_prof", PROFILE_TABLE)
+    connect(ip, password_config, ctype)
+    df = ok(ip, "%pgmonkey profile explore_prof --schema public")
+    assert list(df["column"]) == ["id", "price", "label", "ts", "day", "flag"]
+    got = df.set_index("column")
+
+    def one(query: str) -> Any:
+        row = db_conn.execute(query).fetchone()
+        assert row is not None
+        return row[0] if len(row) == 1 else row
+
+    assert (
+        one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+            "'explore_prof'::regclass AND attname = 'price'"
+        )
+        == got.loc["price", "type"]
+    )
+    for col in ("id", "price", "label", "ts", "day", "flag"):
+        count, nulls, distinct = one(
+            f"SELECT count({col}), count(*) - count({col}), count(DISTINCT {col}) FROM explore_prof"
+        )
+        assert (got.loc[col, "count"], got.loc[col, "nulls"]) == (count, nulls), col
+        assert (got.loc[col, "distinct"], got.loc[col, "distinct_estimated"]) == (distinct, False)
+    for col in ("id", "price", "label", "ts", "day"):
+        assert (got.loc[col, "min"], got.loc[col, "max"]) == one(
+            f"SELECT min({col}), max({col}) FROM explore_prof"
+        ), col
+    for col in ("id", "price"):
+        mean, std, quartiles = one(
+            f"SELECT avg({col})::float8, stddev_samp({col})::float8, percentile_cont("
+            f"ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY {col}) FROM explore_prof"
+        )
+        assert got.loc[col, "mean"] == pytest.approx(mean, rel=1e-12)
+        assert got.loc[col, "std"] == pytest.approx(std, rel=1e-12)
+        assert [got.loc[col, q] for q in ("p25", "p50", "p75")] == pytest.approx(quartiles)
+    for col in ("ts", "day"):
+        quartiles = one(
+            f"SELECT percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY {col}) "
+            "FROM explore_prof"
+        )
+        assert [got.loc[col, q] for q in ("p25", "p50", "p75")] == quartiles, col
+    mean_ts, std_ts = one(
+        "SELECT to_timestamp(avg(extract(epoch FROM ts))::float8), "
+        "stddev_samp(extract(epoch FROM ts))::float8 FROM explore_prof"
+    )
+    assert got.loc["ts", "mean"] == mean_ts
+    assert got.loc["ts", "std"].total_seconds() == pytest.approx(std_ts, abs=1e-5)
+    for col in ("label", "flag"):
+        rows = db_conn.execute(
+            f"SELECT {col}::text, count(*) FROM explore_prof WHERE {col} IS NOT NULL "
+            f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"
+        ).fetchall()
+        assert got.loc[col, "top"] == ", ".join(f"{v}: {n:,}" for v, n in rows), col
+        assert got.loc[col, "mean"] is None
+    assert pd.isna(got.loc["id", "top"])
+
+
+def test_profile_estimates_distinct_above_the_size(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+) -> None:
+    scratch("explore_prof_est", "AS SELECT g AS id, g % 10 AS k FROM generate_series(1, 3000) g")
+    db_conn.execute("ANALYZE explore_prof_est")
+    connect(ip, password_config)
+    df = ok(ip, "%pgmonkey profile explore_prof_est --exact-below 100").set_index("column")
+    reltuples = one_value(
+        db_conn, "SELECT reltuples FROM pg_class WHERE relname = 'explore_prof_est'"
+    )
+    for col in ("id", "k"):
+        n_distinct = one_value(
+            db_conn,
+            "SELECT n_distinct FROM pg_stats "
+            f"WHERE tablename = 'explore_prof_est' AND attname = '{col}'",
+        )
+        expected = round(-n_distinct * reltuples) if n_distinct < 0 else round(n_distinct)
+        assert (df.loc[col, "distinct"], df.loc[col, "distinct_estimated"]) == (expected, True)
+    # Below the size the count is exact.
+    df = ok(ip, "%pgmonkey profile explore_prof_est").set_index("column")
+    assert (df.loc["k", "distinct"], df.loc["k", "distinct_estimated"]) == (10, False)
+
+
+def test_profile_of_a_missing_table_fails_short(
+    ip: InteractiveShell, password_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect(ip, password_config)
+    out = fails(ip, "%pgmonkey profile no_such_table_here", capsys)
+    assert "UndefinedTable" in out
+
+
+def one_value(conn: psycopg.Connection[Any], query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]

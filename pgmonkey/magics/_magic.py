@@ -26,7 +26,14 @@ from traitlets import Bool
 
 from pgmonkey.errors import MagicCellError, MagicError, PgMonkeyError
 
-from . import _cmd_config, _cmd_connections, _cmd_explain, _cmd_schema, _cmd_transfer
+from . import (
+    _cmd_config,
+    _cmd_connections,
+    _cmd_explain,
+    _cmd_profile,
+    _cmd_schema,
+    _cmd_transfer,
+)
 from ._args import LINE_OPTIONS, HelpShown, query_parser, split_args, split_words
 from ._cmd_connections import Entry
 from ._display import error_message
@@ -100,6 +107,7 @@ class PgMonkeyMagics(MagicsBase):
         Looking at data (aggregates run in SQL; only they travel)::
 
             %pgmonkey explain [--analyze] [--buffers] SQL     (or %%pgmonkey explain)
+            %pgmonkey profile TABLE [--schema S]              (per-column statistics)
         """
         # Local variables first (a magic called inside a function), then the notebook's.
         user_ns = self.shell.user_ns if self.shell is not None else {}
@@ -255,6 +263,7 @@ _COMMANDS: dict[str, Callable[[PgMonkeyMagics, list[str], Mapping[str, Any]], An
     "tables": _cmd_schema.tables,
     "columns": _cmd_schema.columns,
     "persist": _cmd_transfer.persist,
+    "profile": _cmd_profile.profile,
 }
 
 # Commands over SQL: they get the text after their name as written (never split like a
