@@ -10,7 +10,7 @@ than ``--exact-below`` rows; above, they come from ``pg_stats`` (what ``ANALYZE`
 where it has them, and the ``distinct_estimated`` column says which.
 
 The statements are built by one generator (:func:`_steps`) that yields queries and receives
-their rows, so the sync and async drivers differ only in ``await``.
+their rows, run by the shared drivers of :mod:`._steps`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg import sql
 
 from ._args import ArgumentParser, expander
+from ._steps import Query, drive
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,37 +83,13 @@ def profile(magics: PgMonkeyMagics, args: list[str], ns: Mapping[str, Any]) -> p
     opts = p.parse_args(args)
     name = f"{opts.schema}.{opts.table}" if opts.schema else opts.table
 
-    def sync(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-        steps = _steps(name, opts.top, opts.exact_below)
-        rows: Any = None  # a generator starts with None
-        with conn.cursor() as cur:
-            while True:
-                try:
-                    query, params = steps.send(rows)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                cur.execute(query, params)
-                rows = cur.fetchall()
-
-    async def async_(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
-        steps = _steps(name, opts.top, opts.exact_below)
-        rows: Any = None  # a generator starts with None
-        async with conn.cursor() as cur:
-            while True:
-                try:
-                    query, params = steps.send(rows)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                await cur.execute(query, params)
-                rows = await cur.fetchall()
-
     import pandas as pd
 
-    records = magics.using(magics.entry(opts.conn), sync, async_)
+    records = drive(magics, opts.conn, lambda: _steps(name, opts.top, opts.exact_below))
     return pd.DataFrame.from_records(records, columns=list(COLUMNS))
 
 
-Step = tuple[sql.SQL | sql.Composed | str, Any]
+Step = tuple[Query, Any]
 
 
 def _steps(
