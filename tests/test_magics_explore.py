@@ -6,6 +6,11 @@ what PostgreSQL itself says (the EXPLAIN JSON, direct SQL aggregates) or with nu
 
 from __future__ import annotations
 
+import contextlib
+import select
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +18,12 @@ from typing import Any
 import pandas as pd
 import psycopg
 import pytest
+import yaml
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
 from pgmonkey.magics import PgMonkeyMagics
 from pgmonkey.magics._cmd_explain import MISESTIMATE, Plan
+from tests.tcp_proxy import TcpProxy
 
 TYPES = ("normal", "pool", "async", "async_pool")
 
@@ -333,3 +340,222 @@ def one_value(conn: psycopg.Connection[Any], query: str) -> Any:
     row = conn.execute(query).fetchone()
     assert row is not None
     return row[0]
+
+
+# -- plot -----------------------------------------------------------------------------------
+
+PLOT_TABLE = """AS SELECT g AS id,
+    CASE WHEN g % 97 = 0 THEN NULL ELSE (sin(g) * 1000 + (g % 13) * 17.25)::numeric(10, 3) END AS v,
+    'g' || (g % 3) AS grp,
+    (ARRAY['red', 'green', 'blue', 'cyan', 'gray'])[1 + (g * g) % 5] AS color,
+    timestamptz '2024-01-01 00:00+00' + g * interval '17 minutes' AS ts
+  FROM generate_series(1, 4000) g"""
+
+
+@pytest.fixture
+def plt() -> Iterator[Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    yield pyplot
+    pyplot.close("all")
+
+
+def column_values(conn: psycopg.Connection[Any], query: str) -> Any:
+    import numpy as np
+
+    return np.array([r[0] for r in conn.execute(query).fetchall()], dtype=np.float64)
+
+
+@pytest.mark.parametrize("ctype", ["normal", "async_pool"])
+def test_plot_hist_bins_equal_numpy_histogram(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+    plt: Any,
+    ctype: str,
+) -> None:
+    import numpy as np
+
+    scratch("explore_plot", PLOT_TABLE)
+    connect(ip, password_config, ctype)
+    data = column_values(db_conn, "SELECT v FROM explore_plot WHERE v IS NOT NULL")
+    for bins in (1, 7, 20, 64):
+        ax = ok(ip, f"%pgmonkey plot hist explore_plot --column v --bins {bins}")
+        counts, edges = np.histogram(data, bins=bins)
+        assert [p.get_height() for p in ax.patches] == counts.tolist()
+        assert [p.get_x() for p in ax.patches] == edges[:-1].tolist()
+        assert ax.patches[-1].get_x() + ax.patches[-1].get_width() == pytest.approx(edges[-1])
+    # Groups share the edges of the whole column; each outline is that group's histogram.
+    ax = ok(ip, "%pgmonkey plot hist explore_plot --column v --by grp --bins 12")
+    _counts, edges = np.histogram(data, bins=12)
+    steps = {s.get_label(): s.get_data() for s in ax.patches}
+    assert sorted(steps) == ["g0", "g1", "g2"]
+    for grp, stairs in steps.items():
+        part = column_values(
+            db_conn, f"SELECT v FROM explore_plot WHERE v IS NOT NULL AND grp = '{grp}'"
+        )
+        assert stairs.values.tolist() == np.histogram(part, bins=edges)[0].tolist()
+        assert stairs.edges.tolist() == edges.tolist()
+
+
+def test_plot_query_source_cell_form_and_parameters(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+    plt: Any,
+) -> None:
+    import numpy as np
+
+    scratch("explore_plot", PLOT_TABLE)
+    connect(ip, password_config)
+    ip.user_ns["lo"] = 2500
+    query = "SELECT v * 2 AS w FROM explore_plot WHERE id > :lo AND grp <> 'g1'"
+    expected = np.histogram(
+        column_values(db_conn, query.replace(":lo", "2500") + " AND v IS NOT NULL"), bins=9
+    )[0]
+    ax = ok(ip, f'%pgmonkey plot hist "{query}" --column w --bins 9')
+    assert [p.get_height() for p in ax.patches] == expected.tolist()
+    ax = ok(ip, f"%%pgmonkey plot hist --column w --bins 9\n{query}")
+    assert [p.get_height() for p in ax.patches] == expected.tolist()
+
+
+def test_plot_box_equals_matplotlib_statistics(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+    plt: Any,
+) -> None:
+    from matplotlib import cbook
+
+    scratch("explore_plot", PLOT_TABLE)
+    # A few far values, so the whiskers stop short of the extremes.
+    db_conn.execute("UPDATE explore_plot SET v = v * 40 WHERE id % 401 = 0")
+    connect(ip, password_config)
+    ax = ok(ip, "%pgmonkey plot box explore_plot --column v")
+    (expected,) = cbook.boxplot_stats(
+        column_values(db_conn, "SELECT v FROM explore_plot WHERE v IS NOT NULL")
+    )
+    ys = {round(float(y), 6) for line in ax.lines for y in line.get_ydata()}
+    for key in ("q1", "med", "q3", "whislo", "whishi", "mean"):
+        assert round(float(expected[key]), 6) in ys, key
+    outliers = len(expected["fliers"])
+    assert outliers > 0
+    assert f"{outliers:,} outliers" in ax.get_xticklabels()[0].get_text()
+
+
+def test_plot_bar_and_line_counts_equal_group_by(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+    plt: Any,
+) -> None:
+    scratch("explore_plot", PLOT_TABLE)
+    connect(ip, password_config)
+    ax = ok(ip, "%pgmonkey plot bar explore_plot --column color --top 3")
+    expected = db_conn.execute(
+        "SELECT color, count(*) FROM explore_plot GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"
+    ).fetchall()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert list(zip(labels, [p.get_height() for p in ax.patches], strict=True)) == expected
+    ax = ok(ip, "%pgmonkey plot bar explore_plot --column grp --y v --agg max")
+    expected = db_conn.execute(
+        "SELECT grp, max(v)::float8 FROM explore_plot GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert list(zip(labels, [p.get_height() for p in ax.patches], strict=True)) == expected
+    # Ten equal bins over the time column: every row is in one of them.
+    ax = ok(ip, "%pgmonkey plot line explore_plot --column ts --bins 10 --by grp")
+    lines = {line.get_label(): line.get_ydata() for line in ax.lines}
+    for grp, counts in lines.items():
+        total = one_value(db_conn, f"SELECT count(*) FROM explore_plot WHERE grp = '{grp}'")
+        assert len(counts) == 10 and sum(counts) == total
+
+
+def test_plot_errors_are_short(
+    ip: InteractiveShell,
+    password_config: Path,
+    scratch: Callable[[str, str], None],
+    capsys: pytest.CaptureFixture[str],
+    plt: Any,
+) -> None:
+    scratch("explore_plot", PLOT_TABLE)
+    connect(ip, password_config)
+    assert "UndefinedColumn" in fails(ip, "%pgmonkey plot hist explore_plot -c nope", capsys)
+    assert "line --bins" in fails(ip, "%pgmonkey plot hist explore_plot -c ts", capsys)
+    assert "invalid choice" in fails(ip, "%pgmonkey plot pie explore_plot -c v", capsys)
+    assert "--agg needs --y" in fails(ip, "%pgmonkey plot bar explore_plot -c v --agg sum", capsys)
+
+
+class CountingProxy(TcpProxy):
+    """The test proxy, counting the bytes the server sends to the client."""
+
+    received = 0
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        from_server = src.getpeername()[1] == self.target[1]
+        try:
+            while self._running():
+                readable, _w, _x = select.select([src], [], [], 0.1)
+                if not readable:
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_server:
+                    self.received += len(data)
+                dst.sendall(data)
+        except (OSError, ValueError):
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+def test_plot_of_a_large_table_receives_only_aggregates(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+    tmp_path: Path,
+    plt: Any,
+) -> None:
+    rows = 2_000_000
+    scratch("explore_big", f"AS SELECT g::float8 * 0.37 AS v FROM generate_series(1, {rows}) g")
+    size = one_value(db_conn, "SELECT pg_relation_size('explore_big')")
+    settings = yaml.safe_load(password_config.read_text())
+    target = settings["connection_settings"]
+    with CountingProxy(target["host"], int(target["port"]), lifetime=120) as proxy:
+        target.update(host=proxy.host, port=str(proxy.port))
+        config = tmp_path / "proxied.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        config.chmod(0o600)
+        connect(ip, config)
+        before = proxy.received
+        ax = ok(ip, "%pgmonkey plot hist explore_big --column v --bins 50")
+        received = proxy.received - before
+        assert sum(p.get_height() for p in ax.patches) == rows
+        ax = ok(ip, "%pgmonkey plot box explore_big --column v")
+        received_box = proxy.received - before - received
+        ok(ip, "%pgmonkey disconnect")
+    # The table is tens of megabytes; what came back is a few kilobytes of aggregates.
+    assert size > 50_000_000
+    assert 0 < received < 20_000, received
+    assert 0 < received_box < 20_000, received_box
+
+
+def test_matplotlib_is_imported_only_to_draw() -> None:
+    code = (
+        "import sys, pgmonkey, pgmonkey.magics, pgmonkey.cli\nprint('matplotlib' in sys.modules)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert res.stdout.strip() == "False"

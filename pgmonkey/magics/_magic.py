@@ -30,6 +30,7 @@ from . import (
     _cmd_config,
     _cmd_connections,
     _cmd_explain,
+    _cmd_plot,
     _cmd_profile,
     _cmd_schema,
     _cmd_transfer,
@@ -108,6 +109,7 @@ class PgMonkeyMagics(MagicsBase):
 
             %pgmonkey explain [--analyze] [--buffers] SQL     (or %%pgmonkey explain)
             %pgmonkey profile TABLE [--schema S]              (per-column statistics)
+            %pgmonkey plot hist|box|bar|line TABLE_OR_QUERY --column C [--by G] [--bins N]
         """
         # Local variables first (a magic called inside a function), then the notebook's.
         user_ns = self.shell.user_ns if self.shell is not None else {}
@@ -270,6 +272,7 @@ _COMMANDS: dict[str, Callable[[PgMonkeyMagics, list[str], Mapping[str, Any]], An
 # shell, so the SQL keeps its quotes) and, in a %%pgmonkey cell, the cell's body.
 _SQL_COMMANDS: dict[str, Callable[[PgMonkeyMagics, str, str | None, Mapping[str, Any]], Any]] = {
     "explain": _cmd_explain.explain,
+    "plot": _cmd_plot.plot,
 }
 
 
