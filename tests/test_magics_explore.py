@@ -559,3 +559,62 @@ def test_matplotlib_is_imported_only_to_draw() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert res.stdout.strip() == "False"
+
+
+# -- snippets -------------------------------------------------------------------------------
+
+
+def test_snippets_save_with_and_list(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scratch("explore_snip", "AS SELECT g AS id, g % 4 AS k FROM generate_series(1, 100) g")
+    connect(ip, password_config)
+    ip.user_ns["limit"] = 50
+    # --save runs the query and keeps it; :limit is bound each time the snippet is used.
+    df = ok(ip, "%%pgmonkey --save small\nSELECT * FROM explore_snip WHERE id <= :limit;")
+    assert len(df) == 50
+    assert (
+        ok(ip, "%%pgmonkey --save ks --with small --no-execute\nSELECT DISTINCT k FROM small")
+        is None
+    )
+    df = ok(ip, "%%pgmonkey --with ks\nSELECT count(*) AS n FROM ks")
+    assert df["n"].tolist() == [4]
+    # Both snippets are in the query: ks reads small, so small comes first.
+    ip.user_ns["limit"] = 2
+    df = ok(
+        ip,
+        "%pgmonkey --with ks --with small SELECT (SELECT count(*) FROM ks) AS a, "
+        "(SELECT count(*) FROM small) AS b",
+    )
+    assert df.to_dict("list") == {"a": [2], "b": [2]}
+    # A cell with its own WITH gets the snippets in front of its CTEs.
+    df = ok(
+        ip,
+        "%%pgmonkey --with small\nWITH doubled AS (SELECT id * 2 AS d FROM small)\n"
+        "SELECT sum(d) AS s FROM doubled",
+    )
+    assert df["s"].tolist() == [6]
+    expected = db_conn.execute("SELECT count(*) FROM explore_snip WHERE id <= 2").fetchone()
+    assert expected == (2,)
+    listed = ok(ip, "%pgmonkey snippets")
+    assert listed["name"].tolist() == ["small", "ks"]
+    assert listed["with"].tolist() == ["", "small"]
+    assert listed["sql"].tolist()[1] == "SELECT DISTINCT k FROM small"
+    assert "used by 'ks'" in fails(ip, "%pgmonkey snippets --delete small", capsys)
+    assert "no snippet named 'nope'" in fails(ip, "%%pgmonkey --with nope\nSELECT 1", capsys)
+    assert "built on itself" in fails(ip, "%%pgmonkey --save small --with ks\nSELECT 1", capsys)
+    assert ok(ip, "%pgmonkey snippets --delete ks")["name"].tolist() == ["small"]
+
+
+def test_snippet_error_position_counts_the_cell(
+    ip: InteractiveShell, password_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect(ip, password_config)
+    ok(ip, "%%pgmonkey --save one --no-execute\nSELECT 1 AS x")
+    out = fails(ip, "%%pgmonkey --with one\nSELECT x\nFROM one WHERE nope = 1", capsys)
+    assert "(line 3, column 16)" in out
+    assert "FROM one WHERE nope = 1" in out

@@ -34,6 +34,7 @@ from . import (
     _cmd_profile,
     _cmd_schema,
     _cmd_transfer,
+    _snippets,
 )
 from ._args import LINE_OPTIONS, HelpShown, query_parser, split_args, split_words
 from ._cmd_connections import Entry
@@ -69,6 +70,7 @@ class PgMonkeyMagics(MagicsBase):
         self.current: str | None = None
         self.loop = LoopThread()
         self._manager: Any = None
+        self.snippets: dict[str, _snippets.Snippet] = {}
         ref = weakref.ref(self)
         atexit.register(_close_at_exit, ref)
 
@@ -110,6 +112,11 @@ class PgMonkeyMagics(MagicsBase):
             %pgmonkey explain [--analyze] [--buffers] SQL     (or %%pgmonkey explain)
             %pgmonkey profile TABLE [--schema S]              (per-column statistics)
             %pgmonkey plot hist|box|bar|line TABLE_OR_QUERY --column C [--by G] [--bins N]
+
+        Snippets (saved queries, composed as CTEs)::
+
+            %%pgmonkey --save NAME [--no-execute]     then  %%pgmonkey --with NAME
+            %pgmonkey snippets [--delete NAME]
         """
         # Local variables first (a magic called inside a function), then the notebook's.
         user_ns = self.shell.user_ns if self.shell is not None else {}
@@ -146,6 +153,10 @@ class PgMonkeyMagics(MagicsBase):
         if m:
             opts = query_parser("%pgmonkey").parse_args(split_args(m.group(1)))
             conn, out, line = opts.conn, opts.out, m.group(2)
+            sql, added = _snippets.prepare(self, opts, line)
+            if sql is None:
+                return None
+            return self.query(sql, ns, conn_name=conn, out=out, first_line=1 - added)
         return self.query(line, ns, conn_name=conn, out=out)
 
     def _cell(self, line: str, cell: str, ns: Mapping[str, Any]) -> Any:
@@ -153,8 +164,11 @@ class PgMonkeyMagics(MagicsBase):
         if first in _SQL_COMMANDS:
             return _SQL_COMMANDS[first](self, line.strip()[len(first) :], cell, ns)
         opts = query_parser("%%pgmonkey").parse_args(split_args(line))
+        sql, added = _snippets.prepare(self, opts, cell)
+        if sql is None:
+            return None
         # Error positions count the %%pgmonkey line, as the notebook shows the cell.
-        return self.query(cell, ns, conn_name=opts.conn, out=opts.out, first_line=2)
+        return self.query(sql, ns, conn_name=opts.conn, out=opts.out, first_line=2 - added)
 
     # -- the connection registry ----------------------------------------------------------
 
@@ -266,6 +280,7 @@ _COMMANDS: dict[str, Callable[[PgMonkeyMagics, list[str], Mapping[str, Any]], An
     "columns": _cmd_schema.columns,
     "persist": _cmd_transfer.persist,
     "profile": _cmd_profile.profile,
+    "snippets": _snippets.snippets,
 }
 
 # Commands over SQL: they get the text after their name as written (never split like a
