@@ -7,6 +7,7 @@ what PostgreSQL itself says (the EXPLAIN JSON, direct SQL aggregates) or with nu
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import socket
 import subprocess
@@ -618,3 +619,42 @@ def test_snippet_error_position_counts_the_cell(
     out = fails(ip, "%%pgmonkey --with one\nSELECT x\nFROM one WHERE nope = 1", capsys)
     assert "(line 3, column 16)" in out
     assert "FROM one WHERE nope = 1" in out
+
+
+# -- display --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def display_settings(ip: InteractiveShell) -> Iterator[InteractiveShell]:
+    """``%config`` changes of a test, undone after it (the shell's config outlives tests)."""
+    try:
+        yield ip
+    finally:
+        ok(ip, "%config PgMonkeyMagics.displaylimit = 0")
+        ok(ip, "%config PgMonkeyMagics.footer = False")
+
+
+def test_displaylimit_truncates_the_rendering_not_the_value(
+    display_settings: InteractiveShell, password_config: Path
+) -> None:
+    ip = display_settings
+    connect(ip, password_config, "--name", "db")
+    ok(ip, "%config PgMonkeyMagics.displaylimit = 3")
+    df = ok(ip, "%pgmonkey SELECT g AS n FROM generate_series(1, 10) g")
+    assert df["n"].tolist() == list(range(1, 11))
+    data, _meta = ip.display_formatter.format(df)
+    assert data["text/html"] == df.head(3)._repr_html_()
+    assert data["text/plain"] == repr(df.head(3))
+    # Frames made from it, and frames pgmonkey did not return, render as pandas renders them.
+    for other in (df.head(5), df.copy(), pd.DataFrame({"n": range(10)})):
+        data, _meta = ip.display_formatter.format(other)
+        assert data["text/html"] == other._repr_html_()
+        assert data["text/plain"] == repr(other)
+    ok(ip, "%config PgMonkeyMagics.footer = True")
+    data, _meta = ip.display_formatter.format(df)
+    for text in (data["text/html"], data["text/plain"]):
+        assert re.search(r"10 rows × 1 column \(first 3 shown\) · [0-9.]+ m?s · db", text), text
+    ok(ip, "%config PgMonkeyMagics.displaylimit = 0")
+    data, _meta = ip.display_formatter.format(df)
+    assert data["text/html"].startswith(df._repr_html_())
+    assert re.search(r"10 rows × 1 column · [0-9.]+ m?s · db", data["text/plain"])

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import time
 import weakref
 from collections import ChainMap
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from traitlets import Bool
+from traitlets import Bool, Int
 
 from pgmonkey.errors import MagicCellError, MagicError, PgMonkeyError
 
@@ -34,6 +35,7 @@ from . import (
     _cmd_profile,
     _cmd_schema,
     _cmd_transfer,
+    _show,
     _snippets,
 )
 from ._args import LINE_OPTIONS, HelpShown, query_parser, split_args, split_words
@@ -62,6 +64,12 @@ class PgMonkeyMagics(MagicsBase):
     ).tag(config=True)
     decimal = Bool(
         False, help="Return numeric columns as decimal.Decimal objects instead of float64."
+    ).tag(config=True)
+    displaylimit = Int(
+        0, help="Render at most this many rows of a result (0: no limit); the value keeps all."
+    ).tag(config=True)
+    footer = Bool(
+        False, help="Show rows x columns, elapsed time and connection under each result."
     ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
@@ -248,7 +256,9 @@ class PgMonkeyMagics(MagicsBase):
         params = [st.params(ns) for st in statements]
         entry = self.entry(conn_name)
         run = Run(sql, statements, params, self.decimal, first_line)
+        started = time.perf_counter()
         result = self.using(entry, run.sync, run.async_)
+        _show.remember(self, result, entry.name, time.perf_counter() - started)
         if isinstance(result, Affected):
             if self.feedback:
                 print(result.message())
