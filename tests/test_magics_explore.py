@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import IPython.core.completer
 import pandas as pd
 import psycopg
 import pytest
@@ -658,3 +659,92 @@ def test_displaylimit_truncates_the_rendering_not_the_value(
     data, _meta = ip.display_formatter.format(df)
     assert data["text/html"].startswith(df._repr_html_())
     assert re.search(r"10 rows × 1 column · [0-9.]+ m?s · db", data["text/plain"])
+
+
+# -- completion -----------------------------------------------------------------------------
+
+
+# Completion uses IPython's matcher API v2 (IPython 8.6 and later).
+needs_matcher_v2 = pytest.mark.skipif(
+    not hasattr(IPython.core.completer, "context_matcher"),
+    reason="IPython before 8.6 has no matcher API v2",
+)
+
+
+def completions(ip: InteractiveShell, text: str) -> list[str]:
+    """What IPython's completer offers with the cursor at the end of *text*."""
+    from IPython.core.completer import provisionalcompleter
+
+    with provisionalcompleter():
+        return [c.text for c in ip.Completer.completions(text, len(text))]
+
+
+def magics_of(ip: InteractiveShell) -> PgMonkeyMagics:
+    return next(c for c in reversed(ip.configurables) if isinstance(c, PgMonkeyMagics))
+
+
+@needs_matcher_v2
+def test_completion_of_commands_connections_and_snippets(
+    ip: InteractiveShell, password_config: Path
+) -> None:
+    assert completions(ip, "%pgmonkey pro") == ["profile"]
+    assert completions(ip, "df = %pgmonkey ex") == ["explain", "export"]
+    assert completions(ip, "%%pgmonkey ex") == ["explain", "export"]
+    assert completions(ip, "%%pgmonkey --w") == ["--with"]
+    assert completions(ip, "%pgmonkey explain --a") == ["--analyze"]
+    assert sorted(completions(ip, "%pgmonkey plot hist t --b")) == ["--bins", "--by"]
+    connect(ip, password_config, "--name", "first")
+    connect(ip, password_config, "--name", "second")
+    assert completions(ip, "%pgmonkey use ") == ["first", "second"]
+    assert completions(ip, "%%pgmonkey --conn s") == ["second"]
+    ok(ip, "%%pgmonkey --save recent --no-execute\nSELECT 1 AS x")
+    assert completions(ip, "%%pgmonkey --with r") == ["recent"]
+    # Plain Python is left to IPython's own matchers.
+    ip.user_ns["pgmonkey_probe_variable"] = 1
+    assert "pgmonkey_probe_variable" in completions(ip, "pgmonkey_probe_v")
+
+
+@needs_matcher_v2
+def test_completion_of_tables_and_columns_cached_and_refreshed(
+    ip: InteractiveShell,
+    password_config: Path,
+    db_conn: psycopg.Connection[Any],
+    scratch: Callable[[str, str], None],
+) -> None:
+    db_conn.execute("CREATE SCHEMA IF NOT EXISTS explore_s")
+    scratch("explore_s.explore_orders", "(order_id int, order_total numeric, placed date)")
+    scratch("explore_customers", "(customer_id int, customer_name text)")
+    scratch("explore_late", "(x int)")  # dropped now, created by the test, dropped after
+    db_conn.execute("DROP TABLE explore_late")
+    connect(ip, password_config)
+    magics = magics_of(ip)
+    assert completions(ip, "%pgmonkey SELECT * FROM explore_cu") == ["explore_customers"]
+    assert completions(ip, "%pgmonkey SELECT * FROM explore_s.explore_o") == [
+        "explore_s.explore_orders"
+    ]
+    assert "explore_s" in completions(ip, "%pgmonkey SELECT * FROM explore_")
+    # Columns: of the tables the statement names, and after "table.".
+    cell = "%%pgmonkey\nSELECT customer_\nFROM explore_customers"
+    with_cursor = cell.split("\n")
+    assert completions_at(ip, cell, 1, len(with_cursor[1])) == ["customer_id", "customer_name"]
+    assert completions(ip, "%%pgmonkey\nSELECT explore_s.explore_orders.order_") == [
+        "explore_s.explore_orders.order_id",
+        "explore_s.explore_orders.order_total",
+    ]
+    assert completions(ip, "%pgmonkey plot hist explore_s.explore_orders --column order_t") == [
+        "order_total"
+    ]
+    assert completions(ip, "%pgmonkey profile explore_cus") == ["explore_customers"]
+    assert magics.completer is not None and magics.completer.reads == 1  # cached
+    # DDL through the magics drops the cache: the new table completes.
+    ok(ip, "%pgmonkey CREATE TABLE explore_late (x int)")
+    assert completions(ip, "%pgmonkey SELECT * FROM explore_la") == ["explore_late"]
+    assert magics.completer.reads == 2
+
+
+def completions_at(ip: InteractiveShell, text: str, line: int, column: int) -> list[str]:
+    from IPython.core.completer import provisionalcompleter
+
+    offset = sum(len(x) + 1 for x in text.split("\n")[:line]) + column
+    with provisionalcompleter():
+        return [c.text for c in ip.Completer.completions(text, offset)]

@@ -35,6 +35,7 @@ from . import (
     _cmd_profile,
     _cmd_schema,
     _cmd_transfer,
+    _complete,
     _show,
     _snippets,
 )
@@ -79,6 +80,7 @@ class PgMonkeyMagics(MagicsBase):
         self.loop = LoopThread()
         self._manager: Any = None
         self.snippets: dict[str, _snippets.Snippet] = {}
+        self.completer = _complete.install(self) if shell is not None else None
         ref = weakref.ref(self)
         atexit.register(_close_at_exit, ref)
 
