@@ -727,6 +727,8 @@ def test_completion_of_tables_and_columns_cached_and_refreshed(
     cell = "%%pgmonkey\nSELECT customer_\nFROM explore_customers"
     with_cursor = cell.split("\n")
     assert completions_at(ip, cell, 1, len(with_cursor[1])) == ["customer_id", "customer_name"]
+    line = "%pgmonkey SELECT customer_n FROM explore_customers"
+    assert completions_at(ip, line, 0, line.index(" FROM")) == ["customer_name"]
     assert completions(ip, "%%pgmonkey\nSELECT explore_s.explore_orders.order_") == [
         "explore_s.explore_orders.order_id",
         "explore_s.explore_orders.order_total",
@@ -740,6 +742,7 @@ def test_completion_of_tables_and_columns_cached_and_refreshed(
     ok(ip, "%pgmonkey CREATE TABLE explore_late (x int)")
     assert completions(ip, "%pgmonkey SELECT * FROM explore_la") == ["explore_late"]
     assert magics.completer.reads == 2
+    db_conn.execute("DROP SCHEMA explore_s CASCADE")
 
 
 def completions_at(ip: InteractiveShell, text: str, line: int, column: int) -> list[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pgmonkey.errors import MagicError
@@ -73,6 +72,7 @@ class Chart:
     data: dict[Any, Any] = field(default_factory=dict)
     edges: Any = None
     ylabel: str = "rows"
+    measure: str = ""  # what is plotted when it is not rows of the column
 
 
 def plot(magics: PgMonkeyMagics, text: str, cell: str | None, ns: Mapping[str, Any]) -> Any:
@@ -110,8 +110,7 @@ def _source(text: str, ns: Mapping[str, Any]) -> Source:
     if len(statements) != 1:
         raise MagicError(f"plot: give one query, not {len(statements)} statements")
     st = statements[0]
-    title = " ".join(text.split())
-    return Source(st.query, st.params(ns), title if len(title) <= 60 else title[:57] + "...")
+    return Source(st.query, st.params(ns), "")  # a query makes a poor title: none
 
 
 def _steps(opts: Any, src: Source) -> Generator[Any, Any, Chart]:
@@ -185,6 +184,7 @@ GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1"""
             agg = opts.agg or "avg"
             value = f"{agg}({quote_ident(opts.y)})"
             chart.ylabel = f"{agg}({opts.y})"
+            chart.measure = f"{agg}({opts.y}) per {opts.column}"
         elif opts.agg and opts.agg != "count":
             raise MagicError("--agg needs --y COLUMN (the column to aggregate)")
         x = c
@@ -214,12 +214,20 @@ def _bucketed(src: Source, c: str, typ: str, bins: int, chart: Chart) -> Generat
         return c
     width = (hi - lo) / bins or 1.0
     edge = f"({lo!r} + least(floor(({x} - {lo!r}) / {width!r}), {bins - 1}) * {width!r})"
-    chart.ylabel += f" per {timedelta(seconds=round(width))}" if is_time else f" per {width:g}"
+    chart.ylabel += f" per {_span(width)}" if is_time else f" per {width:g}"
     if typ == "timestamp with time zone":
         return f"to_timestamp({edge})"
     if is_time:
         return f"(to_timestamp({edge}) AT TIME ZONE 'UTC')"
     return edge
+
+
+def _span(seconds: float) -> str:
+    """A bin width in seconds, in the unit a reader thinks in."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} seconds"
 
 
 def _draw(chart: Chart) -> Any:
@@ -229,7 +237,8 @@ def _draw(chart: Chart) -> Any:
         raise MagicError("plot draws with matplotlib: pip install 'pgmonkey[plot]'") from None
 
     _fig, ax = plt.subplots()
-    title = f"{chart.kind} of {chart.column} in {chart.title}"
+    title = f"{chart.kind} of {chart.measure or chart.column}"
+    title += f" in {chart.title}" if chart.title else ""
     if chart.by:
         title += f" by {chart.by}"
     ax.set_title(title)
@@ -252,7 +261,7 @@ def _draw(chart: Chart) -> Any:
         for grp in groups:
             d = chart.data[grp]
             label = "" if chart.by is None else str(grp)
-            label += f"\n(n={d['n']:,}, {d['outliers']:,} outliers)"
+            label += f"\nn={d['n']:,}\n{d['outliers']:,} outliers"
             stats.append({**d, "label": label.strip(), "fliers": []})
         ax.bxp(stats, showfliers=False, showmeans=True)
         ax.set_ylabel(chart.column)

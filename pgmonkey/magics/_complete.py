@@ -8,7 +8,7 @@ What completes, by place:
 - after ``--column``/``-c``/``--by``/``--y`` (plot): columns of the tables the line names;
 - elsewhere (SQL, table arguments): ``schema.`` gives that schema's tables, ``table.`` its
   columns; a bare word gives the tables visible on the search path, schemas, snippets and
-  the columns of the tables the statement names.
+  the columns of the tables the statement names (before or after the cursor).
 
 Names come from the current connection's catalog, read once and cached per connection; the
 cache is dropped after any cell that may have changed the schema (DDL, import, persist,
@@ -56,7 +56,7 @@ _DDL = re.compile(
 )
 _WORD = re.compile(r'[\w$."]*\Z')
 _OPTION = re.compile(r"(?<!\S)--?[\w-]*\Z")
-_FROM = re.compile(r'\b(?:from|join|update|into|table)\s+([\w$."]+)|^([\w$."]+)$', re.I)
+_NAME = re.compile(r'[\w$"]+(?:\.[\w$"]+)?')
 
 
 @dataclass
@@ -169,11 +169,10 @@ class Completer:
         cat = self.catalog()
         if cat is None:
             return None
-        text = "\n".join(lines[1:]) if head and head.group(1) == "%%pgmonkey" else before
-        if on_magic_line and head and head.group(1) == "%%pgmonkey":
-            text = "\n".join(lines)
-        named = {m.group(1) or m.group(2) for m in _FROM.finditer(text)}
-        named |= {w for w in words if w in cat.visible or w.count(".") == 1}
+        # Tables named anywhere in the statement, before or after the cursor.
+        in_cell = head is not None and head.group(1) == "%%pgmonkey"
+        text = full_text if in_cell else lines[line]
+        named = {w for w in _NAME.findall(text) if w.strip('"') in cat.visible or "." in w}
         mentioned = [c for n in sorted(named) for c in cat.columns_of(n)]
         if prev in ("--column", "-c", "--by", "--y"):
             return token, _starting(_unique(mentioned), token)
