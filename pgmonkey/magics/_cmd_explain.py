@@ -35,6 +35,10 @@ from ._params import parse
 if TYPE_CHECKING:
     from ._magic import PgMonkeyMagics
 
+# The time bars: the node alone (dark), the node with its children (light).
+_DARK = "#1f5fbf"
+_LIGHT = "#bcd4f6"
+
 #: A node whose row estimate is off by more than this factor (either way) is flagged.
 MISESTIMATE = 10.0
 
@@ -315,7 +319,20 @@ class Plan:
 
     def _repr_html_(self) -> str:
         unit = "ms" if self.analyzed else "cost"
-        head = ["node", f"time ({unit}): self ▮ / inclusive ▯", "self", "inclusive"]
+
+        def swatch(colour: str) -> str:
+            return (
+                '<span style="display:inline-block;width:10px;height:10px;'
+                f'background:{colour};margin:0 3px"></span>'
+            )
+
+        what = "time" if self.analyzed else "cost"
+        head = [
+            "node",
+            f"{what}:{swatch(_DARK)}self{swatch(_LIGHT)}with children",
+            f"self ({unit})",
+            f"inclusive ({unit})",
+        ]
         head += ["rows (actual / est)", "loops"] if self.analyzed else ["est rows"]
         head.append("buffers")
         out = [
@@ -323,9 +340,7 @@ class Plan:
             f'<div style="margin-bottom:4px">{html.escape(self._summary())}</div>',
             '<table style="border-collapse:collapse;font-size:12px">',
             "<thead><tr>"
-            + "".join(
-                f'<th style="text-align:left;padding:2px 8px">{html.escape(h)}</th>' for h in head
-            )
+            + "".join(f'<th style="text-align:left;padding:2px 8px">{h}</th>' for h in head)
             + "</tr></thead><tbody>",
         ]
         for node in self.nodes:
@@ -348,9 +363,9 @@ class Plan:
         bar = (
             '<div style="position:relative;width:160px;height:12px;background:#f1f1f1">'
             f'<div style="position:absolute;left:0;top:0;height:12px;width:{inc_w:.1f}%;'
-            'background:#bcd4f6"></div>'
+            f'background:{_LIGHT}"></div>'
             f'<div style="position:absolute;left:0;top:0;height:12px;width:{exc_w:.1f}%;'
-            'background:#1f5fbf"></div></div>'
+            f'background:{_DARK}"></div></div>'
         )
         fmt = "{:.3f}" if self.analyzed else "{:,.2f}"
         cells = [
