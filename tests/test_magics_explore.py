@@ -485,6 +485,7 @@ def test_plot_errors_are_short(
     password_config: Path,
     scratch: Callable[[str, str], None],
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
     plt: Any,
 ) -> None:
     scratch("explore_plot", PLOT_TABLE)
@@ -493,6 +494,9 @@ def test_plot_errors_are_short(
     assert "line --bins" in fails(ip, "%pgmonkey plot hist explore_plot -c ts", capsys)
     assert "invalid choice" in fails(ip, "%pgmonkey plot pie explore_plot -c v", capsys)
     assert "--agg needs --y" in fails(ip, "%pgmonkey plot bar explore_plot -c v --agg sum", capsys)
+    # A line of 4,000 distinct values is refused past the limit, not fetched.
+    monkeypatch.setattr("pgmonkey.magics._cmd_plot.MAX_POINTS", 1000)
+    assert "add --bins N" in fails(ip, "%pgmonkey plot line explore_plot -c id", capsys)
 
 
 class CountingProxy(TcpProxy):
@@ -705,18 +709,20 @@ def test_completion_of_commands_connections_and_snippets(
 
 
 @needs_matcher_v2
+@pytest.mark.parametrize("ctype", ["normal", "async"])
 def test_completion_of_tables_and_columns_cached_and_refreshed(
     ip: InteractiveShell,
     password_config: Path,
     db_conn: psycopg.Connection[Any],
     scratch: Callable[[str, str], None],
+    ctype: str,
 ) -> None:
     db_conn.execute("CREATE SCHEMA IF NOT EXISTS explore_s")
     scratch("explore_s.explore_orders", "(order_id int, order_total numeric, placed date)")
     scratch("explore_customers", "(customer_id int, customer_name text)")
     scratch("explore_late", "(x int)")  # dropped now, created by the test, dropped after
     db_conn.execute("DROP TABLE explore_late")
-    connect(ip, password_config)
+    connect(ip, password_config, ctype)
     magics = magics_of(ip)
     assert completions(ip, "%pgmonkey SELECT * FROM explore_cu") == ["explore_customers"]
     assert completions(ip, "%pgmonkey SELECT * FROM explore_s.explore_o") == [

@@ -11,8 +11,8 @@ per bin, box or bar. matplotlib draws; the command returns the Axes.
 - ``box``: quartiles by ``percentile_cont`` and whiskers at 1.5 IQR (matplotlib's rule), per
   group with ``--by``; outliers are counted in the label, not fetched.
 - ``bar``: rows per value of C, the ``--top`` most frequent; ``--by G`` splits each bar.
-- ``line``: rows per value of C in C's order, or per ``--bins`` equal-width bins of C (for a
-  numeric or time column with many values); ``--by G`` draws one line per group.
+- ``line``: rows per value of C in C's order (at most 10,000 points), or per ``--bins``
+  equal-width bins of C (numbers or times); ``--by G`` draws one line per group.
 
 ``--y COLUMN --agg avg|sum|min|max|count`` (bar, line) plots an aggregate of another column
 instead of the row count.
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 KINDS = ("hist", "box", "bar", "line")
 AGGREGATES = ("count", "sum", "avg", "min", "max")
+#: A line without --bins draws at most this many points (x values times groups).
+MAX_POINTS = 10_000
 # A bare (possibly schema-qualified, possibly quoted) table name; anything else is a query.
 _TABLE_NAME = re.compile(r'(?:"(?:[^"]|"")+"|[^\W\d][\w$]*)(?:\.(?:"(?:[^"]|"")+"|[^\W\d][\w$]*))?')
 _TIME_TYPES = frozenset({"date", "timestamp without time zone", "timestamp with time zone"})
@@ -198,8 +200,17 @@ GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1"""
                 f"LIMIT {int(opts.top)}) GROUP BY 1, 2"
             )
         else:
-            query = f"SELECT {x} AS x, {group}, {value} FROM pgm_src GROUP BY 1, 2 ORDER BY 1, 2"
+            # One more point than allowed tells that there are too many (never all of them).
+            query = (
+                f"SELECT {x} AS x, {group}, {value} FROM pgm_src GROUP BY 1, 2 ORDER BY 1, 2 "
+                f"LIMIT {MAX_POINTS + 1}"
+            )
         rows = yield src.text(query), src.params
+        if len(rows) > MAX_POINTS:
+            raise MagicError(
+                f"line: more than {MAX_POINTS:,} points of {opts.column!r}: "
+                "add --bins N to bucket them"
+            )
         for xv, grp, v in rows:
             chart.data.setdefault(grp, {})[xv] = v
     return chart
