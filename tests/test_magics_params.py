@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgmonkey.errors import MagicError
-from pgmonkey.magics._params import parse, tokenize
+from pgmonkey.frames._sqltext import tokenize
+from pgmonkey.magics._params import parse
 
 
 def queries(sql: str) -> list[str]:

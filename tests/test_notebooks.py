@@ -45,6 +45,7 @@ KEY_MATERIAL = ("BEGIN " + "PRIVATE KEY", "PRIVATE " + "KEY-----", "BEGIN CERTIF
 # pgmonkey.sandbox makes passwords with secrets.token_urlsafe(24): 32 URL-safe characters.
 TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_BINARY_IMAGES = ("image/png", "image/jpeg")
 NBVAL_TIMEOUT = 180
 
 
@@ -56,6 +57,10 @@ def _output_texts(nb: Any) -> Iterator[str]:
     """Every piece of text a stored output holds (streams, every MIME type, errors)."""
     for cell in nb.cells:
         for out in cell.get("outputs", []):
+            # Base64 of a PNG or JPEG holds no text to leak, and its letters look like tokens.
+            if any(k in _BINARY_IMAGES for k in out.get("data", {})):
+                data = {k: v for k, v in out["data"].items() if k not in _BINARY_IMAGES}
+                out = {**out, "data": data}
             yield json.dumps(out, ensure_ascii=False)
             # The raw strings too: json escapes newlines, a PEM header is on one line anyway.
             if "text" in out:

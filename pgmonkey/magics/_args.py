@@ -18,7 +18,9 @@ from IPython.utils.text import DollarFormatter
 from pgmonkey.errors import MagicError
 
 # Leading options of a line query: %pgmonkey --conn NAME --out VAR SELECT ...
-LINE_OPTIONS = re.compile(r"\s*((?:--(?:conn|out)(?:=|\s+)\S+\s*)+)(.*)", re.DOTALL)
+LINE_OPTIONS = re.compile(
+    r"\s*((?:--(?:conn|out|save|with)(?:=|\s+)\S+\s*|--no-execute\s+)+)(.*)", re.DOTALL
+)
 
 
 class HelpShown(Exception):
@@ -41,6 +43,15 @@ def query_parser(prog: str) -> ArgumentParser:
     p = ArgumentParser(prog=prog)
     p.add_argument("--out", help="also store the result in this variable")
     p.add_argument("--conn", help="connection name (default: the current one)")
+    p.add_argument("--save", metavar="NAME", help="save the query as a snippet")
+    p.add_argument(
+        "--with",
+        dest="with_",
+        metavar="NAME",
+        action="append",
+        help="put a saved snippet in front as a CTE (repeatable)",
+    )
+    p.add_argument("--no-execute", action="store_true", help="with --save: only save")
     return p
 
 

@@ -16,17 +16,29 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import time
 import weakref
 from collections import ChainMap
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from traitlets import Bool
+from traitlets import Bool, Int
 
 from pgmonkey.errors import MagicCellError, MagicError, PgMonkeyError
 
-from . import _cmd_config, _cmd_connections, _cmd_schema, _cmd_transfer
+from . import (
+    _cmd_config,
+    _cmd_connections,
+    _cmd_explain,
+    _cmd_plot,
+    _cmd_profile,
+    _cmd_schema,
+    _cmd_transfer,
+    _complete,
+    _show,
+    _snippets,
+)
 from ._args import (
     LINE_OPTIONS,
     HelpShown,
@@ -61,6 +73,12 @@ class PgMonkeyMagics(MagicsBase):
     decimal = Bool(
         False, help="Return numeric columns as decimal.Decimal objects instead of float64."
     ).tag(config=True)
+    displaylimit = Int(
+        0, help="Render at most this many rows of a result (0: no limit); the value keeps all."
+    ).tag(config=True)
+    footer = Bool(
+        False, help="Show rows x columns, elapsed time and connection under each result."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -68,6 +86,8 @@ class PgMonkeyMagics(MagicsBase):
         self.current: str | None = None
         self.loop = LoopThread()
         self._manager: Any = None
+        self.snippets: dict[str, _snippets.Snippet] = {}
+        self.completer = _complete.install(self) if shell is not None else None
         ref = weakref.ref(self)
         atexit.register(_close_at_exit, ref)
 
@@ -103,6 +123,17 @@ class PgMonkeyMagics(MagicsBase):
             %pgmonkey export schema.table out.csv | export --query "SELECT ..." out.csv
             %pgmonkey tables [schema] | columns schema.table
             %pgmonkey persist DF schema.table [--if-exists fail|append|replace]
+
+        Looking at data (aggregates run in SQL; only they travel)::
+
+            %pgmonkey explain [--analyze] [--buffers] SQL     (or %%pgmonkey explain)
+            %pgmonkey profile TABLE [--schema S]              (per-column statistics)
+            %pgmonkey plot hist|box|bar|line TABLE_OR_QUERY --column C [--by G] [--bins N]
+
+        Snippets (saved queries, composed as CTEs)::
+
+            %%pgmonkey --save NAME [--no-execute]     then  %%pgmonkey --with NAME
+            %pgmonkey snippets [--delete NAME]
         """
         # Local variables first (a magic called inside a function), then the notebook's.
         user_ns = self.shell.user_ns if self.shell is not None else {}
@@ -129,6 +160,8 @@ class PgMonkeyMagics(MagicsBase):
         if not stripped:
             raise MagicError("nothing to do: give a command or SQL (see %pgmonkey?)")
         first = stripped.split(None, 1)[0].lower()
+        if first in _SQL_COMMANDS:
+            return _SQL_COMMANDS[first](self, stripped[len(first) :], None, ns)
         command = _COMMANDS.get(first)
         if command is not None:
             return command(self, split_words(stripped)[1:], ns)
@@ -137,12 +170,22 @@ class PgMonkeyMagics(MagicsBase):
         if m:
             opts = query_parser("%pgmonkey").parse_args(split_args(m.group(1)))
             conn, out, line = opts.conn, opts.out, m.group(2)
+            sql, added = _snippets.prepare(self, opts, line)
+            if sql is None:
+                return None
+            return self.query(sql, ns, conn_name=conn, out=out, first_line=1 - added)
         return self.query(line, ns, conn_name=conn, out=out)
 
     def _cell(self, line: str, cell: str, ns: Mapping[str, Any]) -> Any:
+        first = (line.split(None, 1) or [""])[0].lower()
+        if first in _SQL_COMMANDS:
+            return _SQL_COMMANDS[first](self, line.strip()[len(first) :], cell, ns)
         opts = query_parser("%%pgmonkey").parse_args(split_args(line))
+        sql, added = _snippets.prepare(self, opts, cell)
+        if sql is None:
+            return None
         # Error positions count the %%pgmonkey line, as the notebook shows the cell.
-        return self.query(cell, ns, conn_name=opts.conn, out=opts.out, first_line=2)
+        return self.query(sql, ns, conn_name=opts.conn, out=opts.out, first_line=2 - added)
 
     # -- the connection registry ----------------------------------------------------------
 
@@ -222,7 +265,9 @@ class PgMonkeyMagics(MagicsBase):
         params = [st.params(ns) for st in statements]
         entry = self.entry(conn_name)
         run = Run(sql, statements, params, self.decimal, first_line, ns)
+        started = time.perf_counter()
         result = self.using(entry, run.sync, run.async_)
+        _show.remember(self, result, entry.name, time.perf_counter() - started)
         if isinstance(result, Affected):
             if self.feedback:
                 print(result.message())
@@ -253,6 +298,15 @@ _COMMANDS: dict[str, Callable[[PgMonkeyMagics, list[str], Mapping[str, Any]], An
     "tables": _cmd_schema.tables,
     "columns": _cmd_schema.columns,
     "persist": _cmd_transfer.persist,
+    "profile": _cmd_profile.profile,
+    "snippets": _snippets.snippets,
+}
+
+# Commands over SQL: they get the text after their name as written (never split like a
+# shell, so the SQL keeps its quotes) and, in a %%pgmonkey cell, the cell's body.
+_SQL_COMMANDS: dict[str, Callable[[PgMonkeyMagics, str, str | None, Mapping[str, Any]], Any]] = {
+    "explain": _cmd_explain.explain,
+    "plot": _cmd_plot.plot,
 }
 
 
