@@ -186,7 +186,8 @@ def open_config(
     """A new connection for a validated config, its ``sync_settings`` applied."""
     from pgmonkey.config import session_settings
 
-    conn = sanitized_connect(psycopg.connect, **_connect_kwargs(config, autocommit))
+    kwargs = _connect_kwargs(config, autocommit)
+    conn = sanitized_connect(psycopg.connect, **kwargs)
     try:
         apply_settings(conn, session_settings(config, "normal"), "sync_settings")
     except BaseException:

@@ -19,9 +19,9 @@ span that only names a command that needs flags (prose such as "`pgmonkey pgimpo
 ...") is checked to exist by running it with ``--help``.
 
 Placeholders are the sandbox's: ``config.yaml`` / ``CONFIG`` a copy of the session
-sandbox's password config, ``file.yaml`` the same with the password as ``${VAR}`` (for
-``--resolve-env``), a sandbox config name (``ssl.yaml``, ``../password.yaml``,
-``standby1.yaml``, ``~/.pgmonkey/sandbox/ssl.yaml``) the file of the sandbox the documents
+sandbox's password config (so is a notebook's ``{variable}``), ``file.yaml`` the same with
+the password as ``${VAR}`` (for ``--resolve-env``), a sandbox config name (``ssl.yaml``,
+``../password.yaml``, ``standby1.yaml``, ``~/.pgmonkey/sandbox/ssl.yaml``) the file of the sandbox the documents
 start (its own folder, ``PGMONKEY_SANDBOX_DIR`` and ``DIR``), else of the session sandbox;
 ``--port N`` that sandbox's port when it runs (a free one otherwise), ``--standbys N`` 1;
 each ``--table`` name a table of this test holding rows; ``data.csv`` a small CSV. Each
@@ -232,6 +232,8 @@ class Runner:
         """The placeholders of one expanded line replaced; `pgmonkey` made this Python's."""
         if not self.bouncer:
             text = text.replace(" --pgbouncer", "")  # the binary is missing on this machine
+        # A notebook passes a config path in a Python variable: "{config_path}" and the like.
+        text = re.sub(r'(?<!\S)"?\{[A-Za-z_]\w*\}"?(?!\S)', "config.yaml", text)
         text = re.sub(r"(?<!\S)(config\.yaml|CONFIG)(?!\S)", "config.yaml", text)
         text = _SANDBOX_CONFIGS.sub(lambda m: shlex.quote(self._sandbox_file(m.group(1))), text)
         text = re.sub(r"(?<!\S)DIR(?!\S)", shlex.quote(str(self.own)), text)

@@ -30,6 +30,7 @@ from pgmonkey.magics import _run
 RENAME = {
     "apply_settings_async": "apply_settings",
     "open_config_async": "open_config",
+    "sanitized_connect_async": "sanitized_connect",
     "async_connection": "connection",
     "read_sql_async": "read_sql",
     "to_sql_async": "to_sql",
@@ -103,7 +104,7 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
         _connect.open_config,
         _connect.open_config_async,
         [
-            ("psycopg.Connection.connect(", "psycopg.connect("),
+            ("psycopg.Connection.connect,", "psycopg.connect,"),
             ("config, 'async'), 'async_settings'", "config, 'normal'), 'sync_settings'"),
         ],
     ),
