@@ -22,8 +22,9 @@ Placeholders are the sandbox's: ``config.yaml`` / ``CONFIG`` a copy of the sessi
 sandbox's password config (so is a notebook's ``{variable}``), ``file.yaml`` the same with
 the password as ``${VAR}`` (for ``--resolve-env``), a sandbox config name (``ssl.yaml``,
 ``../password.yaml``, ``standby1.yaml``, ``~/.pgmonkey/sandbox/ssl.yaml``) the file of the
-sandbox the documents start (its own folder, ``PGMONKEY_SANDBOX_DIR`` and ``DIR``), else of the session sandbox;
-``--port N`` that sandbox's port when it runs (a free one otherwise), ``--standbys N`` 1;
+sandbox the documents start (its own folder, ``PGMONKEY_SANDBOX_DIR`` and ``DIR``), else of
+the session sandbox; ``--port N`` that sandbox's port when it runs (a free one otherwise),
+``--standbys N`` 1;
 each ``--table`` name a table of this test holding rows; ``data.csv`` a small CSV. Each
 line runs in a fresh folder. It must exit 0, or with its documented code (``--strict``: 0
 or 3); no traceback and no password in its output.
