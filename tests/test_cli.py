@@ -533,7 +533,7 @@ def test_sandbox_status_without_one(cli: Any, tmp_path: Path) -> None:
 
 
 def test_secrets_never_in_error_lines() -> None:
-    from pgmonkey.cli import _one_line
+    from pgmonkey.cli._run import _one_line
 
     err = psycopg.OperationalError("bad dsn: host=x password=s3cret user=u\n  detail")
     assert _one_line(err) == "bad dsn: host=x password=*** user=u detail"

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pgmonkey import cli
+from pgmonkey.cli import _commands, _run
 from pgmonkey.errors import PgMonkeyError
 
 # Text that Python (and so fire) would read as something else, or that fire treats specially.
@@ -70,7 +70,7 @@ class Recorder:
 @pytest.fixture
 def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     r = Recorder()
-    monkeypatch.setattr(cli, "_load", r.load)
+    monkeypatch.setattr(_commands, "_load", r.load)
 
     class Imported:
         def report(self) -> str:
@@ -110,7 +110,7 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.run(list(args))
+    code = _run.run(list(args))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -237,7 +237,7 @@ def test_equals_and_positional_forms(rec: Recorder, capsys: pytest.CaptureFixtur
 def test_fire_itself_passes_the_text(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     """The commands tell fire not to parse (fire.Fire on the component, no CLI wrapper)."""
     command = ["pgexport", "--table", "2024_01", "--connconfig", "{a:1}", "--export_file", "1e3"]
-    fire.Fire(cli.PgMonkey(), command=command, name="pgmonkey")
+    fire.Fire(_commands.PgMonkey(), command=command, name="pgmonkey")
     assert rec.seen == {"config": "{a:1}", "export_file": "1e3", "table": "2024_01", "query": None}
 
 
@@ -292,7 +292,7 @@ def test_fuzz_any_text_reaches_the_command(
 ) -> None:
     def flag(name: str, value: str) -> list[str]:
         # A value that looks like a flag (`-x`, `--...`) can only be given as --name=value.
-        if equals or cli._FLAG.match(value):
+        if equals or _run._FLAG.match(value):
             return [f"--{name}={value}"]
         return [f"--{name}", value]
 
