@@ -241,10 +241,10 @@ def _late_outlier() -> Shape:
         _csv(rows, lineterminator="\n").encode(),
         4,
         says=[
-            "line 39460: 'nil' is not numeric",
+            "line 39460: 'nil' is not a number (numeric); lines 2-39459 fit numeric",
             "set null_string: 'nil'",
             "numeric from line 45001 '2.5'",
-            "line 49001: '2023-02-30' is not date",
+            "line 49001: '2023-02-30' is not an ISO date",
         ],
         types=["bigint", "text", "numeric", "text"],
     )

@@ -614,5 +614,5 @@ def test_review_prints_the_evidence(tmp_path: Path) -> None:
     text = import_csv(src, "public.t", object()).report()
     assert "header: line 1: 'id' is not bigint like the values below it" in text
     assert "delimiter: ',': 2 fields on every sampled line (lines 1-3)" in text
-    assert "'amount' -> amount text: line 3: 'nil' is not numeric" in text
+    assert "'amount' -> amount text: line 3: 'nil' is not a number (numeric)" in text
     assert "set null_string: 'nil'" in text

@@ -309,7 +309,7 @@ def test_a_late_value_sets_the_type_and_the_review_names_it(tmp_path: Path) -> N
     s = detect_csv(p)
     assert [c.type for c in s.columns] == ["numeric", "text", "timestamp"]
     review = _review(s)
-    assert "text: line 45002: 'nil' is not numeric" in review
+    assert "text: line 45002: 'nil' is not a number (numeric); lines 2-45001 fit numeric" in review
     assert "set null_string: 'nil'" in review
     assert "numeric from line 50002 '50000.5'" in review
     assert "timestamp from line 50002 '2024-01-01 10:00:00'" in review

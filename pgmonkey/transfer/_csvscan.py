@@ -288,14 +288,24 @@ def narrowest(raw: str, quote: str, null: str) -> str | None:
     return None if kind == NULL_ONLY else kind
 
 
-def why_text(raw: str, quote: str, null: str, before: str) -> str:
-    """Why a value makes its column text, for the review step."""
+# What a value of each type is, for messages.
+A_TYPE: Final = {
+    NULL_ONLY: "a number, boolean, date or timestamp",
+    "bigint": "a whole number (bigint)",
+    "numeric": "a number (numeric)",
+    "double precision": "a number (double precision)",
+    "boolean": "a boolean",
+    "date": "an ISO date",
+    "timestamp": "an ISO timestamp",
+    "timestamptz": "an ISO timestamp with a time zone",
+}
+
+
+def special_reason(raw: str, quote: str, null: str) -> str | None:
+    """Why a value that looks typed is still text (quoting, spaces, zeros), if it is so."""
     value = unquote(raw, quote)
     if raw == quote * 2:
-        return (
-            f"a quoted empty string {raw} (COPY loads it as '', which only text holds; "
-            "an unquoted empty field is NULL)"
-        )
+        return f"a quoted empty string {raw} (COPY reads it as '', not NULL: only text holds '')"
     if value == "" and null != "":
         return f"an empty field (NULL is {null!r} here, so this is '', which only text holds)"
     shown = _show(value)
@@ -303,15 +313,26 @@ def why_text(raw: str, quote: str, null: str, before: str) -> str:
         return f"{_show(raw)} is quoted in part (COPY reads {shown}; kept as text)"
     if value != value.strip():
         return f"{shown} has spaces around it (kept as written, as text)"
-    if re.fullmatch(r"[+-]?0[0-9]+(?:\.[0-9]*)?", value):
+    if re.fullmatch(r"-?0[0-9]+(?:\.[0-9]*)?", value):
         return f"{shown} has a leading zero (a number would drop it)"
     if re.fullmatch(r"\+[0-9.]+", value):
         return f"{shown} has a plus sign (a number would drop it)"
-    what = {NULL_ONLY: "a number, boolean, date or timestamp"}.get(before, before)
-    hint = ""
-    if value in NA_MARKERS and raw == value:
-        hint = f" (if {value!r} means a missing value, set null_string: {value!r})"
-    return f"{shown} is not {what}{hint}"
+    return None
+
+
+def na_hint(raw: str, quote: str) -> str:
+    """A hint when a value that forces text may be a missing-value marker."""
+    if raw in NA_MARKERS:
+        return f"if {raw!r} means a missing value, set null_string: {raw!r}"
+    return ""
+
+
+def why_text(raw: str, quote: str, null: str, before: str) -> str:
+    """Why a value makes a column of type ``before`` text, for the review step."""
+    special = special_reason(raw, quote, null)
+    if special is not None:
+        return special
+    return f"{_show(unquote(raw, quote))} is not {A_TYPE.get(before, before)}"
 
 
 def _show(value: str, width: int = 40) -> str:

@@ -50,9 +50,11 @@ from ._csvscan import (
     accepts,
     collapse,
     eol_name,
+    na_hint,
     narrowest,
     read_record,
     scan_file,
+    special_reason,
     unquote,
     why_text,
     widen,
@@ -343,22 +345,21 @@ def _classes(value: str) -> frozenset[str]:
 
 
 def _progressions(cells: Sequence[int | None]) -> list[tuple[int, int, int]]:
-    """Runs (start, stop, step) of whole numbers counting up or down by one step."""
+    """Runs (start, stop, step) of whole numbers going up or down by one step: three or
+    more, or two that differ by one."""
     runs = []
     i = 0
-    while i < len(cells):
-        a = cells[i]
-        if a is None or i + 1 >= len(cells) or cells[i + 1] is None:
+    while i + 1 < len(cells):
+        a, b = cells[i], cells[i + 1]
+        if a is None or b is None or a == b:
             i += 1
             continue
-        step = cells[i + 1] - a  # type: ignore[operator]
-        j = i + 1
-        while j + 1 < len(cells) and cells[j + 1] is not None and cells[j + 1] - cells[j] == step:  # type: ignore[operator]
-            j += 1
-        length = j - i + 1
-        if step != 0 and (length >= 3 or (length == 2 and step == 1)):
+        step, j, last = b - a, i + 1, b
+        while j + 1 < len(cells) and (c := cells[j + 1]) is not None and c - last == step:
+            j, last = j + 1, c
+        if j - i + 1 >= 3 or step == 1:
             runs.append((i, j + 1, step))
-        i = j + 1 if length > 1 else i + 1
+        i = j
     return runs
 
 
@@ -395,8 +396,9 @@ def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: s
             continue
         header_points += 2
         counted.update(range(start, stop))
+        way = "up" if step > 0 else "down"
         for_header.append(
-            f"{unquote(cells[start], quote)}..{unquote(cells[stop - 1], quote)} count up "
+            f"{unquote(cells[start], quote)}..{unquote(cells[stop - 1], quote)} count {way} "
             "across the columns (numbers as column names)"
         )
     for i, raw in enumerate(cells):
@@ -718,25 +720,32 @@ def _type_text(ctype: str, changes: Sequence[Change], quote: str, null: str) -> 
     """Why a column has its type: the lines and values that set it."""
     if not changes:
         return "text: no value on any line (every field is NULL)"
-    last = changes[-1]
+    first, last = changes[0], changes[-1]
     if ctype == TEXT:
-        before = last.before
-        why = why_text(last.raw, quote, null, before)
-        if before == NULL_ONLY:
-            if why.startswith(repr(unquote(last.raw, quote))) and " is not " in why:
-                return f"text: line {last.line} {_show(unquote(last.raw, quote))}"
-            return f"text: line {last.line}: {why}"
-        since = changes[0]
-        return (
-            f"text: line {last.line}: {why}; the values before it are {before} "
-            f"(from line {since.line})"
-        )
-    first = changes[0]
-    shown = _show(unquote(first.raw, quote))
-    text = f"{ctype}: {_TYPE_WORDS[ctype]} on every line (from line {first.line} {shown}"
-    for c in changes[1:]:
-        text += f"; {c.after} from line {c.line} {_show(unquote(c.raw, quote))}"
-    return text + ")"
+        if last.before == NULL_ONLY:
+            special = special_reason(last.raw, quote, null)
+            if special is not None:
+                return f"text: line {last.line}: {special}"
+            hint = na_hint(last.raw, quote)
+            return f"text: from line {last.line} ({_value(last, quote)})" + (
+                f"; {hint}" if hint else ""
+            )
+        text = f"text: line {last.line}: {why_text(last.raw, quote, null, last.before)}"
+        if last.line - 1 > first.line:
+            text += f"; lines {first.line}-{last.line - 1} fit {last.before}"
+        elif last.line - 1 == first.line:
+            text += f"; line {first.line} fits {last.before}"
+        hint = na_hint(last.raw, quote)
+        return text + (f"; {hint}" if hint else "")
+    if len(changes) == 1:
+        since = f"from line {first.line} {_value(first, quote)}"
+        return f"{ctype}: {_TYPE_WORDS[ctype]} on every line ({since})"
+    steps = ", ".join(f"{c.after} from line {c.line} {_value(c, quote)}" for c in changes)
+    return f"{ctype}: every value fits ({steps})"
+
+
+def _value(c: Change, quote: str) -> str:
+    return _show(unquote(c.raw, quote))
 
 
 def _show(value: str) -> str:
