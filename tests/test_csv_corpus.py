@@ -20,17 +20,19 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from pgmonkey.transfer import import_csv
+from pgmonkey.transfer import ColumnSpec, detect_csv, import_csv
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 PSQL = "/usr/bin/psql"
@@ -572,15 +574,29 @@ def test_corpus_file_imports_as_psql_loads_it(
         assert [c.type for c in detected] == shape.types, said
 
     result = import_csv(path, f"{corpus_schema}.{shape.name}", db_conn)
-    truth = _ground_truth(shape, path, superuser_dsn, corpus_schema)
+    _compare(shape, path, result.rows, detected, db_conn, superuser_dsn, corpus_schema, said)
+
+
+def _compare(
+    shape: Shape,
+    path: Path,
+    rows: int,
+    columns: Sequence[ColumnSpec],
+    db_conn: Conn,
+    dsn: str,
+    schema: str,
+    said: str = "",
+) -> None:
+    """The imported table ``shape.name`` against psql's load of ``path`` into text."""
+    truth = _ground_truth(shape, path, dsn, schema)
     row = db_conn.execute(
-        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(corpus_schema, truth))
+        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, truth))
     ).fetchone()
     assert row is not None
-    assert result.rows == row[0], said
+    assert rows == row[0], said
 
     checks = []
-    for i, c in enumerate(detected, 1):
+    for i, c in enumerate(columns, 1):
         ours, theirs = sql.Identifier("a", c.name), sql.Identifier("b", f"c{i}")
         if c.type in _SAME_TEXT:
             checks.append(sql.SQL("{}::text IS NOT DISTINCT FROM {}").format(ours, theirs))
@@ -594,8 +610,8 @@ def test_corpus_file_imports_as_psql_loads_it(
         "SELECT n_, to_jsonb(a), to_jsonb(b) FROM a FULL JOIN b USING (n_) "
         "WHERE NOT ({checks}) OR a.n_ IS NULL OR b.n_ IS NULL ORDER BY n_ LIMIT 3"
     ).format(
-        ours=sql.Identifier(corpus_schema, shape.name),
-        truth=sql.Identifier(corpus_schema, truth),
+        ours=sql.Identifier(schema, shape.name),
+        truth=sql.Identifier(schema, truth),
         checks=sql.SQL(" AND ").join(checks),
     )
     changed = db_conn.execute(query).fetchall()
@@ -621,3 +637,75 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+
+
+# -- random tables of awkward values: detection and import agree with psql -------------------
+
+_RAW = [
+    "",
+    '""',
+    "1",
+    "-2",
+    "007",
+    "1.5",
+    "742.94",
+    "1e5",
+    "-0",
+    "+3",
+    "9223372036854775808",
+    "2024-01-31",
+    "2024-02-30",
+    "2024-01-31 10:00:00",
+    "2024-01-31T10:00:00+02:00",
+    "true",
+    "f",
+    "NA",
+    "nil",
+    "Zoë",
+    "a b",
+    " 1",
+    '"x, y"',
+    '"two\nlines"',
+    '"say ""hi"""',
+    '"5"',
+]
+
+
+@st.composite
+def _tables(draw: st.DrawFn) -> tuple[list[list[str]], str, str]:
+    width = draw(st.integers(2, 4))
+    rows = draw(
+        st.lists(
+            st.lists(st.sampled_from(_RAW), min_size=width, max_size=width), min_size=1, max_size=12
+        )
+    )
+    return rows, draw(st.sampled_from([",", ";", "\t", "|"])), draw(st.sampled_from(["\n", "\r\n"]))
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(table=_tables(), header=st.booleans())
+def test_random_tables_import_as_psql_loads_them(
+    tmp_path_factory: pytest.TempPathFactory,
+    db_conn: Conn,
+    superuser_dsn: str,
+    corpus_schema: str,
+    table: tuple[list[list[str]], str, str],
+    header: bool,
+) -> None:
+    rows, delimiter, eol = table
+    width = len(rows[0])
+    lines = [delimiter.join(f"h{i}" for i in range(width))] if header else []
+    lines += [delimiter.join(r) for r in rows]
+    name = f"r_{uuid.uuid4().hex[:10]}"
+    shape = Shape(name, (eol.join(lines) + eol).encode(), width, header, delimiter)
+    path = tmp_path_factory.mktemp("rnd") / f"{name}.csv"
+    path.write_bytes(shape.data)
+    # The header is the one guess random data can defeat: tell it; find the rest.
+    found = detect_csv(path, has_headers=header)
+    assert found.delimiter == delimiter
+    result = import_csv(path, f"{corpus_schema}.{name}", db_conn, settings=found)
+    _compare(shape, path, result.rows, found.columns, db_conn, superuser_dsn, corpus_schema)
