@@ -516,29 +516,7 @@ def detect_csv(
     if not rows:
         raise TransferError(f"{name!r}: no rows found")
 
-    # The table: the usual field count; lines before it with other counts are not part of it.
-    counts = [len(r.fields) for r in rows]
-    blank = [r.fields == [""] for r in rows]
-    filled = [c for c, b in zip(counts, blank, strict=True) if not b] or [1]
-    tally = Counter(filled)
-    n = max(tally, key=lambda c: (tally[c], c))
-    start = 0
-    if n > 1:
-        for i in range(min(len(rows), MAX_META + 1)):
-            if counts[i] == n and (i + 1 == len(rows) or counts[i + 1] == n):
-                start = i
-                break
-    short_header = False
-    if (
-        start >= 1
-        and counts[start - 1] == n - 1
-        and not blank[start - 1]
-        and has_headers is not False
-    ):
-        verdict = _judge_header(rows[start], rows[start + 1 :], n, quote, null_string)
-        if not (verdict.header and verdict.sure):
-            start -= 1
-            short_header = True
+    n, start, short_header = _table(rows, has_headers, quote, null_string)
     skipped = rows[:start]
     first = rows[start]
     dialect = Dialect(delim, quote, first.eol or "\n", whitespace)
@@ -598,16 +576,6 @@ def detect_csv(
     line_endings = _line_endings(scan, dialect, name)
     types = [TEXT if t == NULL_ONLY else t for t in scan.types]
 
-    skipped_why = ""
-    if skipped:
-        last = first.line - 1
-        span = "line 1" if last == 1 else f"lines 1-{last}"
-        shown = ", ".join(repr(_shorten(_join_fields(r.fields, dialect))) for r in skipped[:3])
-        more = ", ..." if len(skipped) > 3 else ""
-        skipped_why = (
-            f"{span} (skip_lines: {last}): not part of the table, their field counts "
-            f"({', '.join(str(c) for c in counts[:start][:6])}) are not its {n}: {shown}{more}"
-        )
     preview = tuple(tuple(unquote(f, quote) for f in r.fields) for r in data[:PREVIEW_ROWS])
     evidence = Evidence(
         encoding=f"{encoding}: {encoding_why}",
@@ -618,7 +586,7 @@ def detect_csv(
         ),
         line_endings=line_endings,
         header=header_why,
-        skipped=skipped_why,
+        skipped=_skipped_text(skipped, first.line, n, dialect),
         rows=_rows_text(scan),
         columns=tuple(
             _type_text(t, ch, quote, null_string) for t, ch in zip(types, scan.changes, strict=True)
@@ -641,6 +609,51 @@ def detect_csv(
         collapse_whitespace=whitespace,
         preview=preview,
         evidence=evidence,
+    )
+
+
+def _table(
+    rows: Sequence[_Row], has_headers: bool | None, quote: str, null: str
+) -> tuple[int, int, bool]:
+    """(fields per row, index of the table's first row, whether that row is a header with
+    one name fewer). Rows before it have other field counts: a title, notes, blank lines."""
+    counts = [len(r.fields) for r in rows]
+    filled = [len(r.fields) for r in rows if r.fields != [""]] or [1]
+    tally = Counter(filled)
+    n = max(tally, key=lambda c: (tally[c], c))
+    start = 0
+    if n > 1:
+        for i in range(min(len(rows), MAX_META + 1)):
+            if counts[i] == n and (i + 1 == len(rows) or counts[i + 1] == n):
+                start = i
+                break
+    if (
+        start >= 1
+        and counts[start - 1] == n - 1
+        and rows[start - 1].fields != [""]
+        and has_headers is not False
+    ):
+        # A header one name short (R's write.table over row names), unless the row after
+        # it is the header and it only a title of that width.
+        verdict = _judge_header(rows[start], rows[start + 1 :], n, quote, null)
+        if not (verdict.header and verdict.sure):
+            return n, start - 1, True
+    return n, start, False
+
+
+def _skipped_text(skipped: Sequence[_Row], first_line: int, n: int, d: Dialect) -> str:
+    if not skipped:
+        return ""
+    last = first_line - 1
+    span = "line 1" if last == 1 else f"lines 1-{last}"
+    counts = ", ".join(str(len(r.fields)) for r in skipped[:6]) + (
+        ", ..." if len(skipped) > 6 else ""
+    )
+    shown = ", ".join(repr(_shorten(_join_fields(r.fields, d))) for r in skipped[:3])
+    more = ", ..." if len(skipped) > 3 else ""
+    return (
+        f"{span} (skip_lines: {last}): not part of the table, their field counts "
+        f"({counts}) are not its {n}: {shown}{more}"
     )
 
 
