@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pgmonkey.errors import TransferError
 from pgmonkey.transfer import (
@@ -486,3 +488,62 @@ def test_detection_does_not_depend_on_where_chunks_end(
             small = detect_csv(p)
         assert small == whole, shape.name
         assert small.evidence == whole.evidence, shape.name
+
+
+_PLAIN = st.text(alphabet="0123456789-+.:eETZtruefalsNyo ", max_size=26)
+_TRICKY = st.sampled_from(
+    [
+        "",
+        "0",
+        "-0",
+        "-0.0",
+        "-0.05",
+        "007",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "1" * 38 + ".5",
+        "1" * 39,
+        "1e99",
+        "1e100",
+        "2024-02-29",
+        "2023-02-29",
+        "2000-02-29",
+        "1900-02-29",
+        "0000-01-01",
+        "2024-12-31 23:59:59.123456",
+        "2024-12-31 24:00:00",
+        "2024-01-01T00:00Z",
+        "2024-01-01 00:00:00+14:00",
+        "2024-01-01 00:00:00+15",
+        "TRUE",
+        "No",
+        "NaN",
+    ]
+)
+
+
+@st.composite
+def _raw_field(draw: st.DrawFn) -> str:
+    value = draw(st.one_of(_TRICKY, _PLAIN, st.text(max_size=8)))
+    if draw(st.booleans()):
+        return '"' + value.replace('"', '""') + '"'
+    return "".join(c for c in value if c not in ',"\r\n')
+
+
+@given(raws=st.lists(_raw_field(), min_size=1, max_size=3), as_bytes=st.booleans())
+def test_the_whole_file_scan_and_the_value_check_agree(raws: list[str], as_bytes: bool) -> None:
+    # The scan's one regex per record and the per-value check (which explains a refusal)
+    # must agree on every value, or a refused record would never be explained.
+    from pgmonkey.transfer._csvscan import NULL_ONLY, TYPES, Dialect, accepts, records_pattern
+
+    d = Dialect(",", '"', "\n", False)
+    record = ",".join(raws) + "\n"
+    for ctype in (NULL_ONLY, *TYPES):
+        pattern = records_pattern(d, (ctype,) * len(raws), "", True, False, as_bytes)
+        data = record.encode() if as_bytes else record
+        m = pattern.match(data)  # zero or more records: all of it, or nothing
+        assert m is not None
+        scanned = m.end() == len(data)
+        assert scanned == all(accepts(ctype, r, '"', "") for r in raws), (ctype, raws)

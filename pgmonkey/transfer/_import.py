@@ -287,8 +287,8 @@ def _load(
     """Create or check the table and COPY the file in, in one transaction."""
     file_encoding = pg_encoding(s.encoding)
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in s.columns)
-    # Aligned columns reach COPY rewritten with tabs (see _csvscan.collapse).
-    sent = replace(s, delimiter="\t") if s.collapse_whitespace else s
+    # Aligned columns reach COPY split by single spaces (see _csvscan.collapse).
+    sent = replace(s, delimiter=" ") if s.collapse_whitespace else s
     stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
         target.ident,
         columns,
