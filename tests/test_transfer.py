@@ -613,6 +613,6 @@ def test_review_prints_the_evidence(tmp_path: Path) -> None:
     src.write_text("id,amount\n1,742.94\n2,nil\n", encoding="utf-8")
     text = import_csv(src, "public.t", object()).report()
     assert "header: line 1: 'id' is not bigint like the values below it" in text
-    assert "delimiter: ',': 2 fields on every sampled line (lines 1-3)" in text
+    assert "delimiter: ',': 2 fields on each of the 3 sampled lines" in text
     assert "'amount' -> amount text: line 3: 'nil' is not a number (numeric)" in text
     assert "set null_string: 'nil'" in text

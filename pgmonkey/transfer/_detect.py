@@ -187,6 +187,7 @@ class _Fit:
     total: int  # lines of the table
     name: str = ""
     short: bool = False  # the table's first line has one field fewer (a header)
+    first_line: int = 1  # where the table starts (counting quoted line breaks as none)
 
     @property
     def ok(self) -> bool:
@@ -217,7 +218,7 @@ def _fit(counts: Sequence[int], blank: Sequence[bool]) -> _Fit:
         body = idx[prefix:]
         total = len(body)
     bad = sum(1 for i in body if counts[i] != mode)
-    return _Fit(mode, prefix, bad, total, short=short)
+    return _Fit(mode, prefix, bad, total, short=short, first_line=idx[prefix] + 1)
 
 
 def _sniff_quote(text: str) -> str:
@@ -251,12 +252,12 @@ def _sniff_delimiter(text: str, complete: bool, quote: str) -> tuple[str, bool, 
         return found
 
     def said(f: _Fit, what: str) -> str:
-        first = f.prefix + 1
-        where = f"lines {first}-{f.prefix + f.total}" if f.total > 1 else f"line {first}"
         counted = f"{f.mode + 1} fields"
+        lines = f"{f.total:,} sampled {'line' if f.total == 1 else 'lines'}"
+        since = f" from line {f.first_line}" if f.first_line > 1 else ""
         if f.bad:
-            return f"{what}: {counted} on {f.total - f.bad} of {f.total} sampled lines ({where})"
-        return f"{what}: {counted} on every sampled line ({where})"
+            return f"{what}: {counted} on {f.total - f.bad:,} of the {lines}{since}"
+        return f"{what}: {counted} on each of the {lines}{since}"
 
     # Candidates by tier: the usual delimiters, a single space, runs of spaces, any other
     # character. The best splits the most lines the same way from the earliest line on.
@@ -709,13 +710,13 @@ def _rows_text(scan: ScanResult) -> str:
 
 
 _TYPE_WORDS: Final = {
-    "bigint": "whole numbers",
-    "numeric": "decimal numbers",
-    "double precision": "numbers with an exponent (double precision)",
-    "boolean": "true/false values",
-    "date": "ISO dates",
-    "timestamp": "ISO timestamps without a time zone",
-    "timestamptz": "ISO timestamps with a time zone",
+    "bigint": "is a whole number",
+    "numeric": "is a decimal number",
+    "double precision": "is a number (with an exponent)",
+    "boolean": "is true or false",
+    "date": "is an ISO date",
+    "timestamp": "is an ISO timestamp",
+    "timestamptz": "is an ISO timestamp with a time zone",
 }
 
 
@@ -751,8 +752,8 @@ def _type_text(ctype: str, changes: Sequence[Change], quote: str, null: str) -> 
         hint = na_hint(last.raw, quote)
         return text + (f"; {hint}" if hint else "")
     if len(changes) == 1:
-        since = f"from line {first.line} {_value(first, quote)}"
-        return f"{ctype}: {_TYPE_WORDS[ctype]} on every line ({since})"
+        shown = _value(first, quote)
+        return f"{ctype}: every value {_TYPE_WORDS[ctype]} (first: line {first.line} {shown})"
     steps = ", ".join(f"{c.after} from line {c.line} {_value(c, quote)}" for c in changes)
     return f"{ctype}: every value fits ({steps})"
 
