@@ -565,7 +565,7 @@ def detect_csv(
     names = column_names(headers, enforce_lowercase=enforce_lowercase)
 
     data = rows[start + 1 :] if has_headers else rows[start:]
-    seed, changes = _seed_types(data[:HEADER_ROWS], width, quote, null_string)
+    seed, changes = _seed_types(data, width, quote, null_string)
     try:
         scan = scan_file(
             p, encoding, dialect, null_string, seed, start + (1 if has_headers else 0), where
