@@ -547,3 +547,21 @@ def test_the_whole_file_scan_and_the_value_check_agree(raws: list[str], as_bytes
         assert m is not None
         scanned = m.end() == len(data)
         assert scanned == all(accepts(ctype, r, '"', "") for r in raws), (ctype, raws)
+
+
+@pytest.mark.parametrize(
+    ("text", "header", "sure"),
+    [
+        ("5,3\n2.5,1.75\n0.5,4.25\n", False, False),  # whole numbers over decimals alone: data
+        ("name\nAlice\nBob\n", False, False),  # one weak sign: kept as data
+        ("name,city\nAlice,Paris\nBob,Rome\n", True, False),  # two: a header, said to be weak
+        ("Name,Age\nAlice,30\nBob,41\n", True, True),
+        ("x,1\n2,3\n4,5\n", True, False),  # a name over numbers, but a number beside it
+    ],
+)
+def test_header_evidence_and_doubt(tmp_path: Path, text: str, header: bool, sure: bool) -> None:
+    s = detect_csv(_write(tmp_path, text.encode()))
+    assert s.has_headers is header, _review(s)
+    assert s.evidence is not None
+    doubt = any("has_headers" in n for n in s.evidence.notes)
+    assert doubt is not sure, s.evidence.notes

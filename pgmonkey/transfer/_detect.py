@@ -383,6 +383,7 @@ def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: s
         return cache[raw]
 
     header_points = 0.0
+    supporting = 0.0  # whole numbers over decimals: a header's sign only beside another
     data_points = 0.0
     for_header: list[str] = []
     for_data: list[str] = []
@@ -431,7 +432,7 @@ def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: s
                 and kind(raw) == "bigint"
                 and values.count("bigint") <= 0.1 * len(values)
             ):
-                header_points += 1
+                supporting += 0.5
                 for_header.append(f"{shown} is a whole number over decimals")
             elif profile == "boolean":
                 data_points += 0.5  # t, f, yes, no: short names too
@@ -453,9 +454,13 @@ def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: s
                 if mine - union or common - mine:
                     header_points += 0.5
                     for_header.append(f"{shown} is written unlike the values below it")
-    if header_points >= 2 and header_points > data_points:
+    if header_points:
+        header_points += supporting
+    # Two signs at least (a name over numbers is two); one weak sign is not enough to
+    # drop a line from the data: then the row is kept as data and the review says so.
+    if header_points >= 2 and header_points > 2 * data_points:
         return _Verdict(True, True, for_header)
-    if header_points > data_points:
+    if header_points >= 1 and header_points > data_points:
         return _Verdict(True, False, for_header)
     if data_points > header_points:
         return _Verdict(False, True, for_data)
@@ -541,10 +546,10 @@ def detect_csv(
                     "set has_headers: false"
                 )
             else:
+                why = "; ".join(verdict.reasons[:2]) or "nothing tells it from the lines below"
                 notes.append(
-                    f"line {first.line} may be a header: nothing tells it from the lines "
-                    "below, so it is imported as data and no line is lost; if it is a "
-                    "header, set has_headers: true"
+                    f"line {first.line} may be a header ({why}): it is imported as data so "
+                    "that no line is lost; if it is a header, set has_headers: true"
                 )
     else:
         verdict = _Verdict(has_headers, True)
