@@ -302,7 +302,7 @@ def _iris_metadata_line() -> Shape:
         "iris_metadata_line",
         ("\n".join(lines) + "\n").encode(),
         5,
-        says=["'setosa' is not numeric", "'150' is a whole number over decimals"],
+        says=["header: line 1: 'setosa' is not numeric like the values below it"],
         types=["numeric"] * 4 + ["bigint"],
     )
 

@@ -345,6 +345,23 @@ def _classes(value: str) -> frozenset[str]:
     return frozenset(out)
 
 
+_CLASS_NAMES: Final = {
+    "upper": "capital letters",
+    "lower": "lowercase letters",
+    "digit": "digits",
+    "space": "spaces",
+    "other": "punctuation",
+}
+
+
+def _written_unlike(mine: frozenset[str], union: frozenset[str], common: frozenset[str]) -> str:
+    """How a header cell is written unlike every value below it."""
+    if extra := sorted(mine - union):
+        return f"has {' and '.join(_CLASS_NAMES[c] for c in extra)}, unlike every value below it"
+    missing = sorted(common - mine)
+    return f"has no {' or '.join(_CLASS_NAMES[c] for c in missing)}, unlike every value below it"
+
+
 def _progressions(cells: Sequence[int | None]) -> list[tuple[int, int, int]]:
     """Runs (start, stop, step) of whole numbers going up or down by one step: three or
     more, or two that differ by one."""
@@ -386,6 +403,7 @@ def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: s
     supporting = 0.0  # whole numbers over decimals: a header's sign only beside another
     data_points = 0.0
     for_header: list[str] = []
+    weak: list[str] = []  # listed after the strong signs
     for_data: list[str] = []
     cells = first.fields[:n]
     # Whole numbers counting up across the columns, where the rows below do not: numbers
@@ -433,7 +451,7 @@ def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: s
                 and values.count("bigint") <= 0.1 * len(values)
             ):
                 supporting += 0.5
-                for_header.append(f"{shown} is a whole number over decimals")
+                weak.append(f"{shown} is a whole number over decimals")
             elif profile == "boolean":
                 data_points += 0.5  # t, f, yes, no: short names too
                 for_data.append(f"{shown} is boolean like the values below it")
@@ -453,7 +471,8 @@ def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: s
                 common = frozenset.intersection(*seen)
                 if mine - union or common - mine:
                     header_points += 0.5
-                    for_header.append(f"{shown} is written unlike the values below it")
+                    weak.append(f"{shown} {_written_unlike(mine, union, common)}")
+    for_header += weak
     if header_points:
         header_points += supporting
     # Two signs at least (a name over numbers is two); one weak sign is not enough to
