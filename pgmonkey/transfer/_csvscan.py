@@ -25,7 +25,7 @@ import codecs
 import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -122,19 +122,6 @@ def _field_re(delimiter: str, quote: str, as_bytes: bool) -> re.Pattern[Any]:
     d, q = re.escape(delimiter), re.escape(quote)
     source = f"(?:[^{d}{q}\\r\\n]++|{q}(?:[^{q}]++|{q}{q})*+{q})*+"
     return re.compile(source.encode("ascii")) if as_bytes else re.compile(source)
-
-
-@dataclass
-class Record:
-    """One record: its raw fields (quotes included), where it ends and how."""
-
-    fields: list[str]
-    end: int
-    eol: str  # "" at the end of the file
-
-    @property
-    def spans_lines(self) -> bool:
-        return any("\n" in f or "\r" in f for f in self.fields)
 
 
 class Unterminated(Exception):
@@ -441,11 +428,6 @@ class ScanResult:
     quoted_newline_line: int | None = None
     last_line_ends: bool = True
     records: int = 0  # data records (exact when no quoted value spans lines)
-    notes: list[str] = field(default_factory=list)
-
-
-class Ragged(TransferError):
-    """A record with another number of fields than the table's."""
 
 
 def scan_file(
@@ -554,7 +536,7 @@ def _diagnose(
             what = "is empty"
         else:
             what = f"has {len(raw)} fields"
-        raise Ragged(
+        raise TransferError(
             f"{where(line)}: the line {what} where the table has {n} "
             f"{'column' if n == 1 else 'columns'} (a ragged row: COPY would refuse it); "
             "detection stopped here: fix the line, or set delimiter and quotechar "

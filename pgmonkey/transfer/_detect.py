@@ -616,7 +616,7 @@ def detect_csv(
         columns=tuple(
             _type_text(t, ch, quote, null_string) for t, ch in zip(types, scan.changes, strict=True)
         ),
-        notes=tuple(notes + scan.notes + _type_notes(types)),
+        notes=tuple(notes + _type_notes(types)),
     )
     return ImportSettings(
         delimiter=delim,
