@@ -735,7 +735,7 @@ def _rows_text(scan: ScanResult) -> str:
 
 _TYPE_WORDS: Final = {
     "bigint": "is a whole number",
-    "numeric": "is a decimal number",
+    "numeric": "is a number, kept exactly as written",
     "double precision": "is a number (with an exponent)",
     "boolean": "is true or false",
     "date": "is an ISO date",
