@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -480,3 +481,138 @@ def test_unwritable_export_path_is_one_clear_error(tmp_path: Path, db_conn: Conn
     out = tmp_path / "no" / "such" / "dir.csv"
     with pytest.raises(TransferError, match=r"cannot write .*dir\.csv"):
         export_csv(db_conn, out, query="SELECT 1")
+
+
+# -- a file that changes while it is imported (issue 15 item 3) ------------------------------
+
+
+def _changing_progress(src: Path, change: Any) -> type:
+    """A progress bar that changes ``src`` after the first chunk went to COPY."""
+    from pgmonkey.transfer._progress import Progress
+
+    class Changing(Progress):
+        done = False
+
+        def update(self, nbytes: int) -> None:
+            super().update(nbytes)
+            if not Changing.done:
+                Changing.done = True
+                change()
+
+    return Changing
+
+
+@pytest.mark.parametrize("how", ["truncated", "grown"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_a_file_changed_during_the_import_commits_nothing(
+    tmp_path: Path,
+    db_conn: Conn,
+    schema: str,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    existing: bool,
+) -> None:
+    from pgmonkey.transfer import _import
+
+    src = tmp_path / "big.csv"
+    data = b"a\n" + b"".join(b"%d\n" % i for i in range(100_000))
+    src.write_bytes(data)
+    cut = data.index(b"\n", 300_000) + 1  # a line end, so the rest still parses
+
+    def change() -> None:
+        if how == "truncated":
+            os.truncate(src, cut)
+        else:
+            with open(src, "ab") as f:
+                f.write(b"1\n2\n")
+
+    monkeypatch.setattr(_import, "CHUNK", 64 << 10)
+    monkeypatch.setattr(_import, "Progress", _changing_progress(src, change))
+    settings = ImportSettings(columns=(ColumnSpec("a", "a", "bigint"),), if_exists="append")
+    if existing:
+        db_conn.execute(f'CREATE TABLE "{schema}".t (a bigint)')
+    with pytest.raises(TransferError) as info:
+        import_csv(src, f"{schema}.t", db_conn, settings=settings)
+    message = str(info.value)
+    assert "the file changed while it was imported" in message
+    assert f"{len(data)} bytes when the import started" in message
+    assert "nothing was imported" in message
+    if existing:
+        assert db_conn.execute(f'SELECT count(*) FROM "{schema}".t').fetchone() == (0,)
+    else:
+        assert not _exists(db_conn, schema, "t")
+
+
+def test_a_file_changed_during_a_rewritten_import_commits_nothing(
+    tmp_path: Path, db_conn: Conn, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same through the rewriting path (skipped lines, CRLF sent as LF, UTF-16).
+    from pgmonkey.transfer import _import
+
+    src = tmp_path / "big.csv"
+    text = "title\r\na\r\n" + "".join(f"{i}\r\n" for i in range(50_000))
+    src.write_bytes(text.encode("utf-16"))
+    monkeypatch.setattr(_import, "CHUNK", 64 << 10)
+    monkeypatch.setattr(
+        _import, "Progress", _changing_progress(src, lambda: os.truncate(src, 200_000))
+    )
+    settings = ImportSettings(
+        encoding="utf-16",
+        skip_lines=1,
+        normalise_newlines=True,
+        columns=(ColumnSpec("a", "a", "bigint"),),
+    )
+    with pytest.raises(TransferError, match="the file changed while it was imported"):
+        import_csv(src, f"{schema}.t", db_conn, settings=settings)
+    assert not _exists(db_conn, schema, "t")
+
+
+# -- rewritten on the way to COPY: skipped lines, mixed line endings, aligned columns ---------
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])
+def test_detected_rewrites_import_every_row(
+    tmp_path: Path, db_conn: Conn, schema: str, encoding: str
+) -> None:
+    text = (
+        "Stations, measured by hand\r\n"
+        "\r\n"
+        "  station   temp   note\r\n"
+        '  Zoë       -3.5   "a b"\r\n'
+        "  Åre       10.0   x\r\n"
+        "  Oslo       2.25  y\n"
+    )
+    src = tmp_path / "aligned.csv"
+    src.write_bytes(text.encode(encoding))
+    result = _import_twice(src, f"{schema}.st", db_conn)
+    s = result.settings
+    assert (s.skip_lines, s.collapse_whitespace, s.normalise_newlines) == (2, True, True)
+    assert result.rows == 3
+    rows = db_conn.execute(f'SELECT * FROM "{schema}".st ORDER BY ctid').fetchall()
+    assert rows == [
+        ("Zoë", pytest.approx(-3.5), "a b"),
+        ("Åre", pytest.approx(10), "x"),
+        ("Oslo", pytest.approx(2.25), "y"),
+    ]
+
+
+def test_errors_name_the_file_line_after_skipped_lines(
+    tmp_path: Path, db_conn: Conn, schema: str
+) -> None:
+    src = tmp_path / "t.csv"
+    src.write_text("Report\n\nid,v\n1,x\n2,y\nz,w\n", encoding="utf-8")
+    settings = ImportSettings(
+        skip_lines=2, columns=(ColumnSpec("id", "id", "bigint"), ColumnSpec("v", "v"))
+    )
+    with pytest.raises(TransferError, match=r"line 6, column 'id'"):
+        import_csv(src, f"{schema}.t", db_conn, settings=settings)
+
+
+def test_review_prints_the_evidence(tmp_path: Path) -> None:
+    src = tmp_path / "data.csv"
+    src.write_text("id,amount\n1,742.94\n2,nil\n", encoding="utf-8")
+    text = import_csv(src, "public.t", object()).report()
+    assert "header: line 1: 'id' is not bigint like the values below it" in text
+    assert "delimiter: ',': 2 fields on each of the 3 sampled lines" in text
+    assert "'amount' -> amount text: line 3: 'nil' is not a number (numeric)" in text
+    assert "set null_string: 'nil'" in text

@@ -31,9 +31,8 @@ def import_csv(magics: PgMonkeyMagics, args: list[str], ns: Mapping[str, Any]) -
     entry = magics.entry(opts.conn)
     result = import_csv(opts.csv, opts.table, sync_con(entry), if_exists=opts.if_exists)
     if magics.feedback:
-        print(result.message)
-        if result.review_needed:
-            print(result.preview_text())
+        # On a review: the evidence behind each choice, the preview, then the next step.
+        print(result.report())
 
 
 def export_csv(magics: PgMonkeyMagics, args: list[str], ns: Mapping[str, Any]) -> None:

@@ -17,6 +17,7 @@ from ._export import ExportResult, export_csv
 from ._import import ImportResult, import_csv
 from ._settings import (
     ColumnSpec,
+    Evidence,
     ExportSettings,
     ImportSettings,
     export_settings_path,
@@ -29,6 +30,7 @@ from ._settings import (
 
 __all__ = [
     "ColumnSpec",
+    "Evidence",
     "ExportResult",
     "ExportSettings",
     "ImportResult",

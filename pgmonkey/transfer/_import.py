@@ -8,7 +8,6 @@ in one transaction, so a failed import leaves neither rows nor a new table behin
 from __future__ import annotations
 
 import codecs
-import csv
 import os
 import re
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ from psycopg import sql
 from pgmonkey import _connect
 from pgmonkey.errors import TransferError
 
+from ._csvscan import Dialect, Unterminated, collapse, read_record, unquote
 from ._detect import detect_csv
 from ._progress import Progress
 from ._settings import (
@@ -38,6 +38,9 @@ from ._sql import TableName, copy_options, parse_table, rows_text
 
 CHUNK: Final = 1 << 20
 _PREVIEW_WIDTH: Final = 24
+_HEADER_BYTES: Final = 1 << 20
+_LINE_END: Final = re.compile(r"\r\n|\n|\r")
+_LINE_END_BYTES: Final = re.compile(rb"\r\n|\n|\r")
 
 
 @dataclass(frozen=True)
@@ -78,28 +81,34 @@ class ImportResult:
             lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
         return "\n".join(lines)
 
+    def evidence_text(self) -> str:
+        """What detection based each choice on (the lines that decided), for the review."""
+        s = self.settings
+        ev = s.evidence
+        why = ev.columns if ev is not None and len(ev.columns) == len(s.columns) else ()
+        mapping = []
+        for i, c in enumerate(s.columns):
+            head = f"  {c.csv!r} -> {c.name}" if c.csv is not None else f"  {c.name}"
+            mapping.append(f"{head} {why[i]}" if why else f"{head} {c.type}")
+        lines = [
+            f"detected in {os.fspath(self.path)!r}: encoding {s.encoding}, "
+            f"delimiter {_delimiter_text(s)}, quotechar {s.quotechar!r}, "
+            f"header row {'yes' if s.has_headers else 'no'}"
+            + (f", skip_lines {s.skip_lines}" if s.skip_lines else ""),
+        ]
+        if ev is not None:
+            lines += ev.lines()
+        lines += [f"columns of {self.table} (type: why):" if why else f"columns of {self.table}:"]
+        lines += mapping
+        if ev is not None and ev.notes:
+            lines += ["check:", *(f"  - {note}" for note in ev.notes)]
+        return "\n".join(lines)
+
     def report(self) -> str:
-        """The full text the CLI prints (detection, preview and next step on a review)."""
+        """The full text the CLI prints (detection, evidence, preview and next step on a review)."""
         if not self.review_needed:
             return self.message
-        s = self.settings
-        mapping = [
-            f"  {c.csv!r} -> {c.name} {c.type}" if c.csv is not None else f"  {c.name} {c.type}"
-            for c in s.columns
-        ]
-        return "\n".join(
-            [
-                f"detected in {os.fspath(self.path)!r}: encoding {s.encoding}, "
-                f"delimiter {s.delimiter!r}, quotechar {s.quotechar!r}, "
-                f"header row {'yes' if s.has_headers else 'no'}",
-                f"columns of {self.table}:",
-                *mapping,
-                "",
-                self.preview_text(),
-                "",
-                self.message,
-            ]
-        )
+        return "\n".join([self.evidence_text(), "", self.preview_text(), "", self.message])
 
     def __str__(self) -> str:
         return self.report()
@@ -184,31 +193,84 @@ def _complete(p: Path, s: ImportSettings) -> ImportSettings:
         enforce_lowercase=s.enforce_lowercase,
         null_string=s.null_string,
     )
-    return replace(s, columns=found.columns, preview=found.preview)
+    return replace(
+        s,
+        columns=found.columns,
+        preview=found.preview,
+        skip_lines=s.skip_lines or found.skip_lines,
+        normalise_newlines=s.normalise_newlines or found.normalise_newlines,
+    )
+
+
+def _delimiter_text(s: ImportSettings) -> str:
+    return "runs of spaces (aligned columns)" if s.collapse_whitespace else repr(s.delimiter)
 
 
 def _check_header(p: Path, s: ImportSettings) -> None:
     """The header must be the one the settings were made for (same columns, same order)."""
     if not s.has_headers:
         return
+    line = s.skip_lines + 1
     try:
-        with open(p, encoding=s.encoding, errors="replace", newline="") as f:
-            header = next(csv.reader(f, delimiter=s.delimiter, quotechar=s.quotechar), [])
-    except (OSError, csv.Error) as exc:
+        header = _header_row(p, s)
+    except (OSError, UnicodeError, LookupError) as exc:
         raise TransferError(f"{os.fspath(p)!r}: cannot read the header row: {exc}") from None
-    if header and header[0].startswith("\ufeff"):
-        header[0] = header[0][1:]
-    if len(header) != len(s.columns):
+    # Leading columns without a header cell (R's row names) are not in the header row.
+    unnamed = 0
+    while unnamed < len(s.columns) and s.columns[unnamed].csv is None:
+        unnamed += 1
+    expected = s.columns
+    if unnamed and len(header) == len(s.columns) - unnamed:
+        expected = s.columns[unnamed:]
+    if len(header) != len(expected):
         raise TransferError(
-            f"{os.fspath(p)!r}: line 1: the header has {len(header)} columns, "
+            f"{os.fspath(p)!r}: line {line}: the header has {len(header)} columns, "
             f"the settings list {len(s.columns)}{_from(s)}"
         )
-    for got, col in zip(header, s.columns, strict=True):
+    for got, col in zip(header, expected, strict=True):
         if col.csv is not None and got != col.csv:
             raise TransferError(
-                f"{os.fspath(p)!r}: line 1: header {got!r} where the settings expect "
+                f"{os.fspath(p)!r}: line {line}: header {got!r} where the settings expect "
                 f"{col.csv!r}{_from(s)}"
             )
+
+
+def _header_row(p: Path, s: ImportSettings) -> list[str]:
+    """The header's values, read as COPY reads them (after ``skip_lines``)."""
+    with open(p, "rb") as f:
+        head = f.read(_HEADER_BYTES)
+    text = codecs.getincrementaldecoder(s.encoding)(errors="replace").decode(head)
+    text = text.removeprefix("\ufeff")
+    pos = _skip_lines_at(text, s.skip_lines)
+    if pos is None:
+        return []
+    d = Dialect(s.delimiter, s.quotechar, "\n", s.collapse_whitespace)
+    if s.collapse_whitespace:
+        text = collapse(text[pos:], s.quotechar)
+        pos = 0
+    try:
+        rec = read_record(text, pos, d, len(head) < _HEADER_BYTES)
+    except Unterminated:
+        rec = None
+    if rec is None:
+        return []
+    return [unquote(f, s.quotechar) for f in rec[0]]
+
+
+def _skip_lines_at(text: Any, k: int, final: bool = True) -> int | None:
+    """The offset after the first ``k`` lines of ``text`` (str or bytes); None when it
+    holds fewer (or, not ``final``, ends on a CR that a LF may follow)."""
+    line_end = _LINE_END_BYTES if isinstance(text, bytes) else _LINE_END
+    pos = 0
+    for _ in range(k):
+        m = line_end.search(text, pos)
+        if m is None:
+            return None
+        pos = m.end()
+    cr = b"\r" if isinstance(text, bytes) else "\r"
+    if not final and pos == len(text) and text[-1:] == cr:
+        return None
+    return pos
 
 
 def _from(s: ImportSettings) -> str:
@@ -225,10 +287,12 @@ def _load(
     """Create or check the table and COPY the file in, in one transaction."""
     file_encoding = pg_encoding(s.encoding)
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in s.columns)
+    # Aligned columns reach COPY split by single spaces (see _csvscan.collapse).
+    sent = replace(s, delimiter=" ") if s.collapse_whitespace else s
     stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
         target.ident,
         columns,
-        copy_options(s),
+        copy_options(sent),
     )
     try:
         with conn.transaction():
@@ -284,46 +348,109 @@ def _stream(
     write: Any,
     progress: bool | None,
 ) -> None:
-    """Feed the raw file to COPY in chunks (transcoding only what PostgreSQL cannot read)."""
-    size = p.stat().st_size
-    with open(p, "rb") as f, Progress(size, p.name, progress) as bar:
+    """Feed the file to COPY in chunks: as it is, or transcoded (what PostgreSQL cannot read)
+    and rewritten (``skip_lines``, ``normalise_newlines``, ``collapse_whitespace``) chunk by
+    chunk, never row by row. The file must keep its size while it is read: a file truncated
+    or grown meanwhile fails the import (nothing is committed)."""
+    with open(p, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        read = _send(f, p, s, file_encoding, write, size, progress)
+        now = os.fstat(f.fileno()).st_size
+    if read != size or now != size:
+        raise TransferError(
+            f"{os.fspath(p)!r}: the file changed while it was imported ({size} bytes when the "
+            f"import started, {read} bytes read, {now} bytes now): nothing was imported"
+        )
+
+
+def _send(
+    f: Any,
+    p: Path,
+    s: ImportSettings,
+    file_encoding: str | None,
+    write: Any,
+    size: int,
+    progress: bool | None,
+) -> int:
+    """Write the open file to COPY; return the number of bytes read."""
+    with Progress(size, p.name, progress) as bar:
+        read = 0
         if file_encoding == "UTF8":
             bom = f.read(len(codecs.BOM_UTF8))
-            if bom != codecs.BOM_UTF8:  # COPY would take a BOM for data
+            if bom == codecs.BOM_UTF8:  # COPY would take a BOM for data
+                read = len(bom)
+            else:
                 f.seek(0)
-        if file_encoding is None:
-            _transcode(f, p, s, write, bar)
-            return
-        while chunk := f.read(CHUNK):
-            write(chunk)
-            bar.update(len(chunk))
+        plain = file_encoding is not None and not (
+            s.skip_lines or s.normalise_newlines or s.collapse_whitespace
+        )
+        if plain:
+            while chunk := f.read(CHUNK):
+                read += len(chunk)
+                write(chunk)
+                bar.update(len(chunk))
+        else:
+            read += _rewrite(f, p, s, file_encoding is None, write, bar)
+    return read
 
 
-def _transcode(f: Any, p: Path, s: ImportSettings, write: Any, bar: Progress) -> None:
-    """Decode what PostgreSQL cannot (UTF-16, ...) and send UTF-8; a bad byte names its line."""
-    decoder = codecs.getincrementaldecoder(s.encoding)()
+def _rewrite(f: Any, p: Path, s: ImportSettings, transcode: bool, write: Any, bar: Progress) -> int:
+    """Stream the file rewritten; return the bytes read. A bad byte names its line."""
+    decoder = codecs.getincrementaldecoder(s.encoding)() if transcode else None
     lines = 1
-    final = False
-    while not final:
+    read = 0
+    to_skip = s.skip_lines
+    tail: Any = "" if transcode else b""
+    last = False
+    while not last:
         chunk = f.read(CHUNK)
-        final = not chunk
-        state = decoder.getstate()
-        try:
-            text = decoder.decode(chunk, final)
-        except UnicodeDecodeError as exc:
-            # Decode the good part again from the same state, only to count its lines
-            # (exc.start counts from the bytes the decoder held back from the last chunk).
-            again = codecs.getincrementaldecoder(s.encoding)(errors="replace")
-            again.setstate(state)
-            good = again.decode(chunk[: max(0, exc.start - len(state[0]))])
-            raise TransferError(
-                f"{os.fspath(p)!r}: line {lines + good.count(chr(10))}: "
-                f"not valid {s.encoding!r} ({exc.reason}; set encoding in the settings file); "
-                "nothing was imported"
-            ) from None
-        lines += text.count("\n")
-        write(text.encode("utf-8"))
+        read += len(chunk)
+        last = not chunk
+        if decoder is not None:
+            state = decoder.getstate()
+            try:
+                text: Any = decoder.decode(chunk, last)
+            except UnicodeDecodeError as exc:
+                # Decode the good part again from the same state, only to count its lines
+                # (exc.start counts from the bytes the decoder held back from the last chunk).
+                again = codecs.getincrementaldecoder(s.encoding)(errors="replace")
+                again.setstate(state)
+                good = again.decode(chunk[: max(0, exc.start - len(state[0]))])
+                raise TransferError(
+                    f"{os.fspath(p)!r}: line {lines + good.count(chr(10))}: "
+                    f"not valid {s.encoding!r} ({exc.reason}; set encoding in the settings file); "
+                    "nothing was imported"
+                ) from None
+            lines += text.count("\n")
+        else:
+            text = chunk
+        buf = tail + text
+        if to_skip:
+            pos = _skip_lines_at(buf, to_skip, last)
+            if pos is None:
+                tail = buf if not last else buf[:0]
+                bar.update(len(chunk))
+                continue
+            buf = buf[pos:]
+            to_skip = 0
+        # Whole lines only (a CRLF or an aligned line is never cut in two), except at the end.
+        if last:
+            cut = len(buf)
+        elif s.collapse_whitespace:
+            cut = buf.rfind("\n" if transcode else b"\n") + 1
+        elif s.normalise_newlines and buf[-1:] == ("\r" if transcode else b"\r"):
+            cut = len(buf) - 1
+        else:
+            cut = len(buf)
+        out, tail = buf[:cut], buf[cut:]
+        if s.normalise_newlines:
+            out = out.replace("\r\n", "\n") if transcode else out.replace(b"\r\n", b"\n")
+        if s.collapse_whitespace:
+            out = collapse(out, s.quotechar)
+        if out:
+            write(out.encode("utf-8") if transcode else out)
         bar.update(len(chunk))
+    return read
 
 
 _LINE_RE: Final = re.compile(r", line (\d+)(.*)", re.DOTALL)
@@ -346,7 +473,8 @@ def _data_error(
     m = _LINE_RE.match(rest) or _LINE_RE.search(rest)
     where = f"{os.fspath(p)!r}"
     if m is not None:
-        where += f": line {m.group(1)}"
+        # COPY counts the lines it was sent: skipped lines come before them.
+        where += f": line {int(m.group(1)) + s.skip_lines}"
         tail = m.group(2)
         if tail.startswith(", column "):
             named = tail[len(", column ") :]

@@ -41,7 +41,14 @@ LEGACY_KEYS: Final = frozenset(
         "enforce_lowercase",
     }
 )
-IMPORT_KEYS: Final = LEGACY_KEYS | {"columns", "if_exists", "null_string"}
+IMPORT_KEYS: Final = LEGACY_KEYS | {
+    "columns",
+    "if_exists",
+    "null_string",
+    "skip_lines",
+    "normalise_newlines",
+    "collapse_whitespace",
+}
 EXPORT_KEYS: Final = frozenset(
     {"delimiter", "quotechar", "encoding", "has_headers", "null_string", "force_quote"}
 )
@@ -107,8 +114,49 @@ class ColumnSpec:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What detection based its choices on, line by line, for the review step (not saved).
+
+    Each text names the lines that decided; ``columns`` holds one text per column (its type
+    and the value that set it); ``notes`` what a person should check (unsure choices, hints).
+    """
+
+    encoding: str = ""
+    delimiter: str = ""
+    line_endings: str = ""
+    header: str = ""
+    skipped: str = ""
+    rows: str = ""
+    columns: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        """The evidence as indented lines (without the columns)."""
+        out = []
+        for label, text in (
+            ("encoding", self.encoding),
+            ("delimiter", self.delimiter),
+            ("line endings", self.line_endings),
+            ("skipped", self.skipped),
+            ("header", self.header),
+            ("rows", self.rows),
+        ):
+            if text:
+                out.append(f"  {label}: {text}")
+        return out
+
+
+@dataclass(frozen=True)
 class ImportSettings:
-    """How to read a CSV and which table columns it fills (the ``.import.yaml`` file)."""
+    """How to read a CSV and which table columns it fills (the ``.import.yaml`` file).
+
+    ``skip_lines``: lines before the header (or the first row) that are not part of the
+    table (a title, notes). ``normalise_newlines``: the file mixes CRLF and LF line endings
+    (and no quoted value holds one): CRLF is sent as LF. ``collapse_whitespace``: columns are
+    aligned with spaces: each run of spaces or tabs separates two fields, spaces at the
+    start and end of a line are dropped (``delimiter`` is then unused). These three are
+    written to the settings file only when detection sets them.
+    """
 
     delimiter: str = ","
     quotechar: str = '"'
@@ -119,22 +167,39 @@ class ImportSettings:
     null_string: str = ""
     auto_create_table: bool = True
     enforce_lowercase: bool = True
-    # Not saved: the file the settings came from, and the first data rows (detection only).
+    skip_lines: int = 0
+    normalise_newlines: bool = False
+    collapse_whitespace: bool = False
+    # Not saved: the file the settings came from, the first data rows and what detection
+    # based its choices on (detection only).
     source: Path | None = field(default=None, compare=False)
     preview: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
+    evidence: Evidence | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as written to ``<csv>.import.yaml``."""
-        return {
+        out: dict[str, Any] = {
             "delimiter": self.delimiter,
             "quotechar": self.quotechar,
             "encoding": self.encoding,
             "has_headers": self.has_headers,
-            "null_string": self.null_string,
-            "if_exists": self.if_exists,
-            "auto_create_table": self.auto_create_table,
-            "columns": [{"csv": c.csv, "name": c.name, "type": c.type} for c in self.columns],
         }
+        # Only when set: a plain file's settings read as they always have.
+        if self.skip_lines:
+            out["skip_lines"] = self.skip_lines
+        if self.normalise_newlines:
+            out["normalise_newlines"] = True
+        if self.collapse_whitespace:
+            out["collapse_whitespace"] = True
+        out.update(
+            {
+                "null_string": self.null_string,
+                "if_exists": self.if_exists,
+                "auto_create_table": self.auto_create_table,
+                "columns": [{"csv": c.csv, "name": c.name, "type": c.type} for c in self.columns],
+            }
+        )
+        return out
 
 
 @dataclass(frozen=True)
@@ -184,12 +249,20 @@ def load_import_settings(path: str | os.PathLike[str]) -> ImportSettings:
             f"{os.fspath(p)!r}: if_exists must be one of {', '.join(IF_EXISTS)}, got {if_exists!r}"
         )
     columns = _columns(data.get("columns"), p)
+    skip_lines = data.get("skip_lines", 0)
+    if isinstance(skip_lines, bool) or not isinstance(skip_lines, int) or skip_lines < 0:
+        raise TransferError(
+            f"{os.fspath(p)!r}: skip_lines must be a whole number >= 0, got {skip_lines!r}"
+        )
     return ImportSettings(
         **common,
         columns=columns,
         if_exists=if_exists,
         auto_create_table=_bool(data, "auto_create_table", True, p),
         enforce_lowercase=_bool(data, "enforce_lowercase", True, p),
+        skip_lines=skip_lines,
+        normalise_newlines=_bool(data, "normalise_newlines", False, p),
+        collapse_whitespace=_bool(data, "collapse_whitespace", False, p),
         source=p,
     )
 
