@@ -44,8 +44,8 @@ def client() -> Iterator[Any]:
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
-        worker_dashboard_address=None,
+        dashboard_address=":0",
+        worker_dashboard_address=":0",
     )
     client = distributed.Client(cluster)
     try:
@@ -474,3 +474,62 @@ def test_bad_partitioning_requests(password_config: Path, db_conn: psycopg.Conne
     with dask.config.set(scheduler="sync"):
         one = pmd.read_sql("SELECT * FROM dask_bad", password_config)
         assert one.npartitions == 1
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A sandbox of its own with one streaming standby (the session's stays single)."""
+    from pgmonkey import sandbox as sb
+
+    path = tmp_path_factory.mktemp("dask-scaled")
+    running = sb.start(path, standbys=1)
+    try:
+        yield running
+    finally:
+        sb.stop(path)
+
+
+def _replicated_table(scaled: Any, rows: int = 2000) -> None:
+    with psycopg.connect(scaled.superuser_conninfo, autocommit=True) as conn:
+        _make_table(conn, "dask_replica", rows)
+        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # type: ignore[index]
+    (standby,) = scaled.standbys
+    standby_dsn = scaled.superuser_conninfo.replace(f"port={scaled.port}", f"port={standby.port}")
+    with psycopg.connect(standby_dsn, autocommit=True) as conn:
+        _poll(
+            "the standby to replay the table",
+            lambda: conn.execute(
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)
+            ).fetchone()[0],  # type: ignore[index]
+        )
+
+
+def test_prefer_standby_reads_every_partition_on_the_standby(client: Any, scaled: Any) -> None:
+    _replicated_table(scaled)
+    query = "SELECT id, v, s, inet_server_port() AS port FROM dask_replica"
+    ddf = pmd.read_sql(query, scaled.configs["readonly"], partition_on="id", partitions=4)
+    got = ddf.compute()
+    (standby,) = scaled.standbys
+    assert set(got["port"]) == {standby.port}
+    whole = pgmonkey.read_sql(query, scaled.configs["readonly"])
+    pd.testing.assert_frame_equal(_sorted(got), _sorted(whole))
+
+
+def test_consistent_multi_host_read_stays_on_the_exporting_server(
+    client: Any, scaled: Any, tmp_path: Path
+) -> None:
+    import yaml
+
+    _replicated_table(scaled)
+    config = yaml.safe_load(Path(scaled.configs["multihost"]).read_text())
+    config["connection_settings"]["load_balance_hosts"] = "random"
+    config["connection_settings"]["target_session_attrs"] = "any"
+    path = tmp_path / "balanced.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    query = "SELECT id, v, s, inet_server_port() AS port FROM dask_replica"
+    for _ in range(3):  # each time the snapshot may come from either server
+        ddf = pmd.read_sql(query, path, partition_on="id", partitions=6, consistent=True)
+        got = ddf.compute()
+        assert len(set(got["port"])) == 1
+        assert len(got) == 2000

@@ -127,9 +127,9 @@ def read_sql(
             row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
             assert row is not None
             snapshot = Snapshot(conn, row[0])
-            if _multi_host(conn):
-                # A snapshot can only be imported on the server that exported it.
-                source = source.pinned(conn.info.host, str(conn.info.port))
+            # A snapshot can only be imported on the server that exported it (with a
+            # multi-host config, tasks could reach another).
+            source = source.pinned(conn)
         queries, meta = _plan(conn, query, partition_on, partitions, bounds, meta)
     except BaseException:
         conn.close()
@@ -188,11 +188,6 @@ def _conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     out = frame.__class__(dict(enumerate(columns)), index=frame.index)
     out.columns = meta.columns
     return out
-
-
-def _multi_host(conn: psycopg.Connection[Any]) -> bool:
-    params = conn.info.get_parameters()
-    return any("," in params.get(key, "") for key in ("host", "hostaddr", "port"))
 
 
 def table_name(query: str) -> sql.Identifier | None:

@@ -43,7 +43,7 @@ class Source:
     resolve_env: bool = False
     # Host and port to use instead of the config's (a snapshot lives on one server: every
     # task of a consistent read must reach the server that exported it).
-    pin: tuple[str, str] | None = field(default=None)
+    pin: tuple[str, str, str] | None = field(default=None)
 
     @classmethod
     def of(cls, config: Any, *, resolve_env: bool) -> Source:
@@ -66,8 +66,12 @@ class Source:
             f"not {type(config).__name__}"
         )
 
-    def pinned(self, host: str, port: str) -> Source:
-        return Source(self.path, self.config, self.resolve_env, (host, port))
+    def pinned(self, conn: psycopg.Connection[Any]) -> Source:
+        """This source, held to the server *conn* is connected to."""
+        info = conn.info
+        return Source(
+            self.path, self.config, self.resolve_env, (info.host, str(info.port), info.hostaddr)
+        )
 
     def load(self) -> dict[str, Any]:
         """The validated config (references resolved if asked), pinned if asked."""
@@ -75,8 +79,9 @@ class Source:
         config = _connect.config_of(source, resolve_env=self.resolve_env)
         if self.pin is not None:
             settings = dict(config.get("connection_settings") or {})
-            settings["host"], settings["port"] = self.pin
-            settings.pop("hostaddr", None)
+            settings["host"], settings["port"], hostaddr = self.pin
+            if "hostaddr" in settings:
+                settings["hostaddr"] = hostaddr
             settings.pop("load_balance_hosts", None)
             settings.pop("target_session_attrs", None)
             config = {**config, "connection_settings": settings}
