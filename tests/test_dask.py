@@ -533,3 +533,20 @@ def test_consistent_multi_host_read_stays_on_the_exporting_server(
         got = ddf.compute()
         assert len(set(got["port"])) == 1
         assert len(got) == 2000
+
+
+def test_to_sql_without_a_cluster(password_config: Path, db_conn: psycopg.Connection[Any]) -> None:
+    # The synchronous scheduler runs the tasks in this process; object columns are typed
+    # from their values (dicts: jsonb), as pgmonkey.to_sql types them.
+    db_conn.execute("DROP TABLE IF EXISTS dask_sync")
+    frame = pd.DataFrame({"a": range(10), "j": [{"k": i} for i in range(10)]})
+    with dask.config.set(scheduler="sync"):
+        written = pmd.to_sql(dd.from_pandas(frame, npartitions=3), "dask_sync", password_config)
+    assert written == 10
+    row = db_conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = 'dask_sync'::regclass AND attname = 'j'"
+    ).fetchone()
+    assert row == ("jsonb",)
+    got = pgmonkey.read_sql("SELECT * FROM dask_sync ORDER BY a", password_config)
+    pd.testing.assert_frame_equal(got, frame)

@@ -115,7 +115,7 @@ def to_sql(
     tasks = write_tasks(ddf, source, target)
     # pgmonkey.to_sql types an object column (dicts, Decimals, UUIDs, ...) by its first
     # value; the meta holds none, so the first rows of the first partition are looked at.
-    sample = ddf.head(SAMPLE_ROWS, npartitions=1) if _has_objects(meta) else meta
+    sample = _first_rows(ddf) if _has_objects(meta) else meta
     with source.connect() as conn:
         exists = _exists(conn, target.target)
         if exists and if_exists == "fail":
@@ -158,6 +158,17 @@ def write_partition(frame: pd.DataFrame, part: WritePart, number: int) -> int:
         except pg_errors.UniqueViolation:
             pass  # an earlier attempt of this partition committed: its rows are there
     return len(frame)
+
+
+def _first_rows(ddf: dd.DataFrame) -> pd.DataFrame:
+    # Not ddf.head(): it warns when the partition is shorter than asked.
+    first = ddf.partitions[0].map_partitions(_head, SAMPLE_ROWS, meta=ddf._meta)
+    frame: pd.DataFrame = first.compute()
+    return frame
+
+
+def _head(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    return frame.head(rows)
 
 
 def _has_objects(meta: pd.DataFrame) -> bool:
