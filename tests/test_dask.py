@@ -550,3 +550,42 @@ def test_to_sql_without_a_cluster(password_config: Path, db_conn: psycopg.Connec
     assert row == ("jsonb",)
     got = pgmonkey.read_sql("SELECT * FROM dask_sync ORDER BY a", password_config)
     pd.testing.assert_frame_equal(got, frame)
+
+
+@pytest.mark.parametrize("ctype", ["normal", "async_pool"])
+def test_magics_dask_query_and_persist(
+    client: Any, password_config: Path, db_conn: psycopg.Connection[Any], ctype: str
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from pgmonkey.magics import PgMonkeyMagics
+
+    _make_table(db_conn, "dask_magic", rows=500)
+    db_conn.execute("DROP TABLE IF EXISTS dask_magic_copy")
+    shell = InteractiveShell.instance()
+    magics = PgMonkeyMagics(shell=shell)
+    shell.register_magics(magics)
+
+    def ok(code: str) -> Any:
+        result = shell.run_cell(code, store_history=False)
+        assert result.error_in_exec is None, result.error_in_exec
+        return result.result
+
+    try:
+        ok(f"%pgmonkey connect {password_config} {ctype}")
+        shell.user_ns["low"] = 100
+        ok(
+            "%pgmonkey --out ddf --dask --partition-on id --partitions 3 "
+            "SELECT id, v, s FROM dask_magic WHERE id > :low"
+        )
+        ddf = shell.user_ns["ddf"]
+        assert isinstance(ddf, dd.DataFrame) and ddf.npartitions == 3
+        whole = pgmonkey.read_sql("SELECT id, v, s FROM dask_magic WHERE id > 100", password_config)
+        pd.testing.assert_frame_equal(_sorted(ddf.compute()), _sorted(whole))
+        ok("%pgmonkey persist ddf dask_magic_copy --if-exists replace")
+        copied = pgmonkey.read_sql("SELECT * FROM dask_magic_copy", password_config)
+        pd.testing.assert_frame_equal(_sorted(copied), _sorted(whole))
+        bad = shell.run_cell("%pgmonkey --partitions 3 SELECT 1", store_history=False)
+        assert "go with --dask" in str(bad.error_in_exec)
+    finally:
+        magics.close_all()

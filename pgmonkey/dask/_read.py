@@ -21,6 +21,7 @@ import itertools
 import math
 import re
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -82,6 +83,7 @@ def read_sql(
     query: str,
     config: Any,
     *,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
     partition_on: str | None = None,
     partitions: int | None = None,
     bounds: tuple[Any, Any] | None = None,
@@ -110,7 +112,8 @@ def read_sql(
     Dtypes are :func:`pgmonkey.read_sql`'s for the whole result; ``meta`` (an empty frame)
     overrides them and saves the planning scan's NULL checks. ``consistent=True``: every
     partition reads the same snapshot of the database. ``resolve_env``: resolve the config's
-    references (on the caller and on each worker).
+    references (on the caller and on each worker). ``params`` are bound by psycopg on the
+    caller (``%s`` / ``%(name)s``), so the tasks carry the bound text: never a secret there.
     """
     import dask
     import dask.dataframe as dd
@@ -130,6 +133,8 @@ def read_sql(
             # A snapshot can only be imported on the server that exported it (with a
             # multi-host config, tasks could reach another).
             source = source.pinned(conn)
+        if params is not None:
+            query = psycopg.ClientCursor(conn).mogrify(query, params)
         queries, meta = _plan(conn, query, partition_on, partitions, bounds, meta)
     except BaseException:
         conn.close()

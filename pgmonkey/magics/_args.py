@@ -16,8 +16,11 @@ from IPython.utils.text import DollarFormatter
 
 from pgmonkey.errors import MagicError
 
-# Leading options of a line query: %pgmonkey --conn NAME --out VAR SELECT ...
-LINE_OPTIONS = re.compile(r"\s*((?:--(?:conn|out)(?:=|\s+)\S+\s*)+)(.*)", re.DOTALL)
+# Leading options of a line query: %pgmonkey --conn NAME --out VAR [--dask ...] SELECT ...
+LINE_OPTIONS = re.compile(
+    r"\s*((?:--(?:conn|out|partition-on|partitions)(?:=|\s+)\S+\s*|--dask(?:\s+|\Z))+)(.*)",
+    re.DOTALL,
+)
 
 
 class HelpShown(Exception):
@@ -40,6 +43,11 @@ def query_parser(prog: str) -> ArgumentParser:
     p = ArgumentParser(prog=prog)
     p.add_argument("--out", help="also store the result in this variable")
     p.add_argument("--conn", help="connection name (default: the current one)")
+    p.add_argument(
+        "--dask", action="store_true", help="a Dask DataFrame (pgmonkey.dask.read_sql), lazy"
+    )
+    p.add_argument("--partition-on", help="with --dask: split by ranges of this column")
+    p.add_argument("--partitions", type=int, help="with --dask: how many partitions")
     return p
 
 
