@@ -589,3 +589,27 @@ def test_magics_dask_query_and_persist(
         assert "go with --dask" in str(bad.error_in_exec)
     finally:
         magics.close_all()
+
+
+def test_autocommit_config(
+    client: Any, password_config: Path, db_conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    # autocommit: true in the config must not end the snapshot's transaction early, nor
+    # split a partition's write from its ledger row.
+    import yaml
+
+    config = yaml.safe_load(password_config.read_text())
+    config["connection_settings"]["autocommit"] = True
+    path = tmp_path / "autocommit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    _make_table(db_conn, "dask_auto", rows=1000)
+    db_conn.execute("ALTER TABLE dask_auto DROP COLUMN f")  # see test_to_sql_writes_every_partition
+    whole = pgmonkey.read_sql("SELECT * FROM dask_auto", password_config)
+    ddf = pmd.read_sql("dask_auto", path, partitions=3, consistent=True)
+    db_conn.execute("DELETE FROM dask_auto WHERE id > 500")
+    pd.testing.assert_frame_equal(_sorted(ddf.compute()), _sorted(whole))
+    db_conn.execute("DROP TABLE IF EXISTS dask_auto_copy")
+    assert pmd.to_sql(ddf, "dask_auto_copy", path) == len(whole)
+    assert db_conn.execute("SELECT count(*) FROM dask_auto_copy").fetchone() == (len(whole),)
+    assert _stage_tables(db_conn) == []

@@ -125,6 +125,8 @@ def read_sql(
     snapshot: Snapshot | None = None
     try:
         if consistent:
+            # The snapshot lives as long as this transaction (even with autocommit: true).
+            conn.autocommit = False
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()

@@ -129,8 +129,14 @@ def to_sql(
         counts = dask.compute(*tasks)
         with source.connect() as conn, conn.transaction():
             _finish(conn, target, if_exists, len(tasks), meta)
-    except BaseException:
-        _drop(source, target)
+    except BaseException as exc:
+        try:
+            _drop(source, target)
+        except Exception as cleanup:
+            exc.add_note(
+                f"the staging tables {target.stage!r} and {target.stage + '_done'!r} could "
+                f"not be dropped: {type(cleanup).__name__}: {cleanup}"
+            )
         raise
     return int(sum(counts))
 
