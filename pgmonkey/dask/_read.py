@@ -109,6 +109,9 @@ def read_sql(
     - otherwise one partition.
 
     ``partitions`` defaults to one per million rows (column ranges) or per 64 MiB of table.
+    A column range without an index on that column costs each partition a scan of the whole
+    source; blocks never do. Rows come partition by partition, each partition's index
+    starting at 0, as :func:`pgmonkey.read_sql`'s does (divisions are unknown).
     Dtypes are :func:`pgmonkey.read_sql`'s for the whole result; ``meta`` (an empty frame)
     overrides them and saves the planning scan's NULL checks. ``consistent=True``: every
     partition reads the same snapshot of the database. ``resolve_env``: resolve the config's
