@@ -613,3 +613,28 @@ def test_autocommit_config(
     assert pmd.to_sql(ddf, "dask_auto_copy", path) == len(whole)
     assert db_conn.execute("SELECT count(*) FROM dask_auto_copy").fetchone() == (len(whole),)
     assert _stage_tables(db_conn) == []
+
+
+def test_a_partition_written_twice_lands_once(
+    password_config: Path, db_conn: psycopg.Connection[Any]
+) -> None:
+    # A worker that dies after its partition committed, before reporting, gets the task
+    # retried: the ledger makes the second attempt a no-op. Driven directly, in-process.
+    from pgmonkey.dask._write import WritePart, _create, _drop, write_partition
+
+    frame = pd.DataFrame({"a": range(100), "s": [f"s{i}" for i in range(100)]})
+    source = Source.of(password_config, resolve_env=False)
+    target = Target.of("dask_twice", None)
+    with source.connect() as conn:
+        _create(conn, frame.iloc[:0], target)
+    try:
+        part = WritePart(source, target)
+        assert write_partition(frame, part, 7) == 100
+        assert write_partition(frame, part, 7) == 100
+        staged = db_conn.execute(f'SELECT count(*) FROM "{target.stage}"').fetchone()
+        ledger = db_conn.execute(f'SELECT part, rows FROM "{target.stage}_done"').fetchall()
+        assert staged == (100,)
+        assert ledger == [(7, 100)]
+    finally:
+        _drop(source, target)
+    assert _stage_tables(db_conn) == []
