@@ -193,13 +193,17 @@ def _columns(meta: pd.DataFrame) -> sql.Composable:
 
 
 def _create(conn: psycopg.Connection[Any], sample: pd.DataFrame, target: Target) -> None:
-    # Created by pgmonkey.to_sql itself, so the types are its own; the sample rows go.
-    frames.to_sql(sample, target.stage, conn, "fail", schema=target.schema)
-    if len(sample):
-        conn.execute(sql.SQL("TRUNCATE {}").format(target.staging))
-    conn.execute(
-        sql.SQL("CREATE TABLE {} (part int4 PRIMARY KEY, rows int8 NOT NULL)").format(target.ledger)
-    )
+    # One transaction (also under autocommit: true): both tables, or neither.
+    with conn.transaction():
+        # Created by pgmonkey.to_sql itself, so the types are its own; the sample rows go.
+        frames.to_sql(sample, target.stage, conn, "fail", schema=target.schema)
+        if len(sample):
+            conn.execute(sql.SQL("TRUNCATE {}").format(target.staging))
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (part int4 PRIMARY KEY, rows int8 NOT NULL)").format(
+                target.ledger
+            )
+        )
     conn.commit()
 
 
