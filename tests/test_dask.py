@@ -639,3 +639,27 @@ def test_a_partition_written_twice_lands_once(
     finally:
         _drop(source, target)
     assert _stage_tables(db_conn) == []
+
+
+def test_snapshot_lives_as_long_as_a_derived_frame(
+    client: Any, password_config: Path, db_conn: psycopg.Connection[Any]
+) -> None:
+    _make_table(db_conn, "dask_derived", rows=600)
+    ddf = pmd.read_sql("dask_derived", password_config, partitions=3, consistent=True)
+    derived = ddf[ddf["id"] > 100]
+    del ddf
+    gc.collect()
+    db_conn.execute("DELETE FROM dask_derived")
+    assert len(derived.compute()) == 500  # still the snapshot's rows
+
+
+def test_nulls_appearing_after_planning_are_named(
+    client: Any, password_config: Path, db_conn: psycopg.Connection[Any]
+) -> None:
+    # Without a snapshot the planned dtypes can go stale: the error says which column.
+    _make_table(db_conn, "dask_stale", rows=300)
+    ddf = pmd.read_sql("SELECT id, flag FROM dask_stale", password_config, partition_on="id")
+    assert str(ddf.dtypes["flag"]) == "bool"
+    db_conn.execute("UPDATE dask_stale SET flag = NULL WHERE id = 7")
+    with pytest.raises(TransferError, match="column 'flag' holds NULLs"):
+        ddf.compute()
