@@ -22,6 +22,7 @@ FLOORS = {
     "pgmonkey.transfer": 5,
     "pgmonkey.serveradvice": 5,
     "pgmonkey.codegen": 5,
+    "pgmonkey.dask": 5,
     "pgmonkey.sandbox": 6,
     "pgmonkey.cli": 7,
     "pgmonkey.magics": 7,

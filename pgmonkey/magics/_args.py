@@ -17,9 +17,11 @@ from IPython.utils.text import DollarFormatter
 
 from pgmonkey.errors import MagicError
 
-# Leading options of a line query: %pgmonkey --conn NAME --out VAR SELECT ...
+# Leading options of a line query: %pgmonkey --conn NAME --out VAR [--dask ...] SELECT ...
 LINE_OPTIONS = re.compile(
-    r"\s*((?:--(?:conn|out|save|with)(?:=|\s+)\S+\s*|--no-execute\s+)+)(.*)", re.DOTALL
+    r"\s*((?:--(?:conn|out|save|with|partition-on|partitions)(?:=|\s+)\S+\s*"
+    r"|--no-execute\s+|--dask(?:\s+|\Z))+)(.*)",
+    re.DOTALL,
 )
 
 
@@ -52,6 +54,11 @@ def query_parser(prog: str) -> ArgumentParser:
         help="put a saved snippet in front as a CTE (repeatable)",
     )
     p.add_argument("--no-execute", action="store_true", help="with --save: only save")
+    p.add_argument(
+        "--dask", action="store_true", help="a Dask DataFrame (pgmonkey.dask.read_sql), lazy"
+    )
+    p.add_argument("--partition-on", help="with --dask: split by ranges of this column")
+    p.add_argument("--partitions", type=int, help="with --dask: how many partitions")
     return p
 
 

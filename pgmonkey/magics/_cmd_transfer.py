@@ -9,6 +9,7 @@ import psycopg
 
 from pgmonkey.errors import MagicError
 
+from . import _cmd_dask
 from ._args import ArgumentParser, expander
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ def persist(magics: PgMonkeyMagics, args: list[str], ns: Mapping[str, Any]) -> N
     if opts.dataframe not in ns:
         raise MagicError(f"undefined variable {opts.dataframe!r}")
     df = ns[opts.dataframe]
+    if _cmd_dask.is_dask_frame(df):
+        _cmd_dask.persist(magics.entry(opts.conn), df, opts.table, opts.if_exists, magics.feedback)
+        return
     if not isinstance(df, pd.DataFrame):
         raise MagicError(f"{opts.dataframe!r} is a {type(df).__name__}, not a DataFrame")
     from pgmonkey import frames

@@ -30,6 +30,7 @@ from pgmonkey.errors import MagicCellError, MagicError, PgMonkeyError
 from . import (
     _cmd_config,
     _cmd_connections,
+    _cmd_dask,
     _cmd_explain,
     _cmd_plot,
     _cmd_profile,
@@ -110,7 +111,7 @@ class PgMonkeyMagics(MagicsBase):
         Queries (``:name`` binds the notebook variable ``name`` as a parameter)::
 
             df = %pgmonkey SELECT * FROM t WHERE id = :id
-            %%pgmonkey [--out VAR] [--conn NAME]
+            %%pgmonkey [--out VAR] [--conn NAME] [--dask [--partition-on COL] [--partitions N]]
             INSERT INTO t VALUES (:a);      -- all statements in one transaction,
             SELECT * FROM t                 -- the last one's rows returned
 
@@ -134,6 +135,9 @@ class PgMonkeyMagics(MagicsBase):
 
             %%pgmonkey --save NAME [--no-execute]     then  %%pgmonkey --with NAME
             %pgmonkey snippets [--delete NAME]
+
+        With ``--dask`` a query gives a Dask DataFrame (``pgmonkey.dask.read_sql`` on the
+        connection's config: one SELECT, read by the workers); ``persist`` takes one too.
         """
         # Local variables first (a magic called inside a function), then the notebook's.
         user_ns = self.shell.user_ns if self.shell is not None else {}
@@ -165,16 +169,16 @@ class PgMonkeyMagics(MagicsBase):
         command = _COMMANDS.get(first)
         if command is not None:
             return command(self, split_words(stripped)[1:], ns)
-        conn, out = None, None
         m = LINE_OPTIONS.fullmatch(line)
+        opts = query_parser("%pgmonkey").parse_args(split_args(m.group(1)) if m else [])
         if m:
-            opts = query_parser("%pgmonkey").parse_args(split_args(m.group(1)))
-            conn, out, line = opts.conn, opts.out, m.group(2)
-            sql, added = _snippets.prepare(self, opts, line)
-            if sql is None:
-                return None
-            return self.query(sql, ns, conn_name=conn, out=out, first_line=1 - added)
-        return self.query(line, ns, conn_name=conn, out=out)
+            line = m.group(2)
+        sql, added = _snippets.prepare(self, opts, line)
+        if sql is None:
+            return None
+        return self.query(
+            sql, ns, conn_name=opts.conn, out=opts.out, first_line=1 - added, dask=_dask(opts)
+        )
 
     def _cell(self, line: str, cell: str, ns: Mapping[str, Any]) -> Any:
         first = (line.split(None, 1) or [""])[0].lower()
@@ -185,7 +189,9 @@ class PgMonkeyMagics(MagicsBase):
         if sql is None:
             return None
         # Error positions count the %%pgmonkey line, as the notebook shows the cell.
-        return self.query(sql, ns, conn_name=opts.conn, out=opts.out, first_line=2 - added)
+        return self.query(
+            sql, ns, conn_name=opts.conn, out=opts.out, first_line=2 - added, dask=_dask(opts)
+        )
 
     # -- the connection registry ----------------------------------------------------------
 
@@ -255,6 +261,7 @@ class PgMonkeyMagics(MagicsBase):
         conn_name: str | None,
         out: str | None,
         first_line: int = 1,
+        dask: dict[str, Any] | None = None,
     ) -> Any:
         if out is not None:
             check_out_name(out)
@@ -264,9 +271,12 @@ class PgMonkeyMagics(MagicsBase):
         # Look every variable up before anything runs: a typo must not half-run a cell.
         params = [st.params(ns) for st in statements]
         entry = self.entry(conn_name)
-        run = Run(sql, statements, params, self.decimal, first_line, ns)
         started = time.perf_counter()
-        result = self.using(entry, run.sync, run.async_)
+        if dask is not None:
+            result = _cmd_dask.read(entry, statements, params, dask)
+        else:
+            run = Run(sql, statements, params, self.decimal, first_line, ns)
+            result = self.using(entry, run.sync, run.async_)
         _show.remember(self, result, entry.name, time.perf_counter() - started)
         if isinstance(result, Affected):
             if self.feedback:
@@ -283,6 +293,15 @@ class PgMonkeyMagics(MagicsBase):
         result = self.using(self.entry(name), run.sync, run.async_)
         assert not isinstance(result, Affected)
         return result
+
+
+def _dask(opts: Any) -> dict[str, Any] | None:
+    """The Dask options of a query (None: an ordinary query)."""
+    if not opts.dask:
+        if opts.partition_on is not None or opts.partitions is not None:
+            raise MagicError("--partition-on and --partitions go with --dask")
+        return None
+    return {"partition_on": opts.partition_on, "partitions": opts.partitions}
 
 
 _COMMANDS: dict[str, Callable[[PgMonkeyMagics, list[str], Mapping[str, Any]], Any]] = {

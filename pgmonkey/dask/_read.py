@@ -1,0 +1,390 @@
+"""Query -> Dask DataFrame: partitions planned on the caller, read by tasks on the workers.
+
+The caller (one connection) learns the result's columns and dtypes from a ``LIMIT 0``
+describe through :func:`pgmonkey.frames.read_sql`, then, in one scan, what the partitioning
+and the dtypes still need: the bounds of the partition column and whether the integer and
+boolean columns hold a NULL (``read_sql`` gives ``Int64``/``boolean`` only then, and every
+partition must carry the dtypes of the whole result). Each task then opens its own
+connection on its worker and reads its slice with :func:`pgmonkey.frames.read_sql`: the same
+COPY path, the same parser.
+
+A consistent read keeps the caller's connection in a ``REPEATABLE READ`` transaction that
+exported its snapshot; every task imports it (``SET TRANSACTION SNAPSHOT``) before reading,
+so all partitions see one state of the database. The transaction stays open while the Dask
+DataFrame (or anything derived from it) is alive, and ends when it is garbage collected.
+"""
+
+from __future__ import annotations
+
+import decimal
+import itertools
+import math
+import re
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import psycopg
+from psycopg import IsolationLevel, sql
+
+from pgmonkey import frames
+from pgmonkey.errors import TransferError
+
+from ._source import Source
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import pandas as pd
+
+ROWS_PER_PARTITION: Final = 1_000_000  # default partition size of a column range read
+BYTES_PER_PARTITION: Final = 64 << 20  # ... and of a block range read (table on disk)
+
+# A table name: `name` or `schema.name`, each part plain or double-quoted.
+_PART: Final = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_TABLE: Final = re.compile(rf"\s*({_PART})(?:\s*\.\s*({_PART}))?\s*;?\s*\Z")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One partition's task: where to connect, what to read, which snapshot, which dtypes."""
+
+    source: Source
+    query: str
+    snapshot: Any  # the snapshot id (a str on a worker), or None
+    meta: pd.DataFrame
+
+
+class Snapshot:
+    """An exported snapshot, held open by the caller's transaction until collected.
+
+    Pickled (into a task) it is only its id: the connection never leaves the caller.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], id: str) -> None:
+        self.id = id
+        self._release = weakref.finalize(self, conn.close)
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (str, (self.id,))
+
+    def __dask_tokenize__(self) -> str:
+        return self.id
+
+    def release(self) -> None:
+        """End the exporting transaction now (tasks that start later cannot import it)."""
+        self._release()
+
+
+def read_sql(
+    query: str,
+    config: Any,
+    *,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+    partition_on: str | None = None,
+    partitions: int | None = None,
+    bounds: tuple[Any, Any] | None = None,
+    meta: pd.DataFrame | None = None,
+    consistent: bool = False,
+    resolve_env: bool = False,
+) -> dd.DataFrame:
+    """A query's (or a table's) rows as a Dask DataFrame, read in parallel through ``COPY``.
+
+    ``query`` is a ``SELECT`` (or any query :func:`pgmonkey.read_sql` takes) or a table name
+    (``'table'``, ``'schema.table'``). ``config`` is a config path or a dict whose secrets are
+    references (see :class:`~pgmonkey.dask._source.Source`): each task opens its own
+    connection from it on its worker.
+
+    Partitioning:
+
+    - ``partition_on``: a numeric, date or timestamp column; ``partitions`` ranges of equal
+      width between ``bounds`` (``(low, high)``; by default ``min``/``max`` of the column).
+      Values below the first or above the last range, NULLs (first partition) and NaN (last)
+      are read too: every row lands in exactly one partition.
+    - a table name and no column: ranges of the table's blocks (TID range scans), so a table
+      without an index splits evenly.
+    - otherwise one partition.
+
+    ``partitions`` defaults to one per million rows (column ranges) or per 64 MiB of table.
+    A column range without an index on that column costs each partition a scan of the whole
+    source; blocks never do. Rows come partition by partition, each partition's index
+    starting at 0, as :func:`pgmonkey.read_sql`'s does (divisions are unknown).
+    Dtypes are :func:`pgmonkey.read_sql`'s for the whole result; ``meta`` (an empty frame)
+    overrides them and saves the planning scan's NULL checks. ``consistent=True``: every
+    partition reads the same snapshot of the database. ``resolve_env``: resolve the config's
+    references (on the caller and on each worker). ``params`` are bound by psycopg on the
+    caller (``%s`` / ``%(name)s``), so the tasks carry the bound text: never a secret there.
+    """
+    import dask
+    import dask.dataframe as dd
+
+    if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
+        raise TransferError(f"partitions must be a positive integer, not {partitions!r}")
+    source = Source.of(config, resolve_env=resolve_env)
+    conn = source.connect()
+    snapshot: Snapshot | None = None
+    try:
+        if consistent:
+            # The snapshot lives as long as this transaction (even with autocommit: true).
+            conn.autocommit = False
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+            assert row is not None
+            snapshot = Snapshot(conn, row[0])
+            # A snapshot can only be imported on the server that exported it (with a
+            # multi-host config, tasks could reach another).
+            source = source.pinned(conn)
+        if params is not None:
+            query = psycopg.ClientCursor(conn).mogrify(query, params)
+        queries, meta = _plan(conn, query, partition_on, partitions, bounds, meta)
+    except BaseException:
+        conn.close()
+        raise
+    if snapshot is None:
+        conn.close()
+    parts = [Part(source, q, snapshot, meta) for q in queries]
+    # Dask would turn object columns (json, arrays, ...) into Arrow strings: the dtypes are
+    # read_sql's, as they are.
+    with dask.config.set({"dataframe.convert-string": False}):
+        return dd.from_map(
+            read_partition,
+            parts,
+            meta=meta,
+            divisions=None,
+            label="pgmonkey-read_sql",
+            enforce_metadata=False,
+        )
+
+
+def read_partition(part: Part) -> pd.DataFrame:
+    """The task: read one partition on a fresh connection (in the snapshot, if any)."""
+    with part.source.connect() as conn:
+        if part.snapshot is None:
+            frame = frames.read_sql(part.query, conn)
+        else:
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(str(part.snapshot)))
+                )
+                frame = frames.read_sql(part.query, conn)
+    return _conform(frame, part.meta)
+
+
+def _conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """The partition in the dtypes of the whole result (``Int64`` where NULLs occur)."""
+    if len(frame.columns) != len(meta.columns):
+        raise TransferError(
+            f"a partition has {len(frame.columns)} columns, the result {len(meta.columns)}"
+        )
+    if all(a == b for a, b in zip(frame.dtypes, meta.dtypes, strict=True)):
+        return frame
+    columns = []
+    for i, want in enumerate(meta.dtypes):
+        series = frame.iloc[:, i]
+        if series.dtype != want:
+            if str(want) in ("int64", "bool") and series.isna().any():
+                raise TransferError(
+                    f"column {meta.columns[i]!r} holds NULLs that were not there when the "
+                    "read was planned: read with consistent=True, or pass meta"
+                )
+            series = series.astype(want)
+        columns.append(series)
+    out = frame.__class__(dict(enumerate(columns)), index=frame.index)
+    out.columns = meta.columns
+    return out
+
+
+def table_name(query: str) -> sql.Identifier | None:
+    """``query`` as a table identifier, if it is a bare (possibly qualified) table name."""
+    match = _TABLE.match(query)
+    if match is None:
+        return None
+    names = [_unquote(p) for p in match.groups() if p is not None]
+    return sql.Identifier(*names)
+
+
+def _unquote(part: str) -> str:
+    if part.startswith('"'):
+        return part[1:-1].replace('""', '"')
+    return part.lower()  # as PostgreSQL folds an unquoted name
+
+
+def _plan(
+    conn: psycopg.Connection[Any],
+    query: str,
+    partition_on: str | None,
+    partitions: int | None,
+    bounds: tuple[Any, Any] | None,
+    meta: pd.DataFrame | None,
+) -> tuple[list[str], pd.DataFrame]:
+    """The partitions' queries and the result's meta, planned on the caller's connection."""
+    table = table_name(query)
+    if table is not None:
+        body = sql.SQL("SELECT * FROM {}").format(table).as_string(conn)
+    else:
+        body = query.rstrip().rstrip(";").rstrip()
+    given_meta = meta is not None
+    if meta is None:
+        meta = frames.read_sql(f"SELECT * FROM (\n{body}\n) AS _q LIMIT 0", conn)
+    names = [str(c) for c in meta.columns]
+    # Integer and boolean columns: read_sql's dtype depends on whether a NULL occurs.
+    maybe_null = [] if given_meta else [i for i, d in enumerate(meta.dtypes) if _narrow(d)]
+    if table is not None and maybe_null:
+        not_null = _not_null_columns(conn, table)
+        maybe_null = [i for i in maybe_null if names[i] not in not_null]
+
+    key: int | None = None
+    if partition_on is not None:
+        if names.count(partition_on) != 1:
+            found = "several columns" if partition_on in names else "no column"
+            raise TransferError(f"the result has {found} named {partition_on!r}")
+        key = names.index(partition_on)
+        if not _rangeable(meta.dtypes.iloc[key]):
+            raise TransferError(
+                f"partition_on={partition_on!r} must be a numeric, date or timestamp column, "
+                f"not {meta.dtypes.iloc[key]}"
+            )
+    elif table is None and partitions not in (None, 1):
+        raise TransferError(
+            "a query splits into partitions by a column: give partition_on (or read a table "
+            "by its name to split it by blocks)"
+        )
+
+    want_bounds = key is not None and bounds is None
+    want_count = key is not None and partitions is None
+    aliases = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(len(names)))
+    aggs: list[sql.Composable] = [sql.SQL("count(*)")]
+    if want_bounds:
+        col = sql.Identifier(f"c{key}")
+        finite = (
+            sql.SQL("")
+            if _is_int(meta.dtypes.iloc[key])
+            else sql.SQL(" FILTER (WHERE {c} > '-infinity' AND {c} < 'infinity')").format(c=col)
+        )
+        aggs += [sql.SQL("min({})").format(col) + finite, sql.SQL("max({})").format(col) + finite]
+    aggs += [sql.SQL("bool_or({} IS NULL)").format(sql.Identifier(f"c{i}")) for i in maybe_null]
+    count = 0
+    if want_bounds or want_count or maybe_null:
+        scan = sql.SQL("SELECT {} FROM (\n{}\n) AS _q({})").format(
+            sql.SQL(", ").join(aggs), sql.SQL(body), aliases
+        )
+        row = conn.execute(scan).fetchone()
+        assert row is not None
+        count = row[0]
+        if want_bounds:
+            bounds = (row[1], row[2])
+        nulls = row[3:] if want_bounds else row[1:]
+        widen = [i for i, null in zip(maybe_null, nulls, strict=True) if null]
+        if widen:
+            meta = meta.astype({names[i]: _nullable(meta.dtypes.iloc[i]) for i in widen})
+
+    if key is not None:
+        assert bounds is not None
+        n = partitions or max(1, math.ceil(count / ROWS_PER_PARTITION))
+        queries = _range_queries(conn, body, names[key], bounds, n)
+    elif table is not None:
+        queries = _block_queries(conn, table, partitions)
+    else:
+        queries = [body]
+    return queries, meta
+
+
+def _range_queries(
+    conn: psycopg.Connection[Any], body: str, column: str, bounds: tuple[Any, Any], n: int
+) -> list[str]:
+    low, high = bounds
+    ref = sql.SQL("_q.{}").format(sql.Identifier(column))
+    edges = [] if low is None or high is None or n == 1 else _inner_edges(low, high, n)
+    if not edges:
+        return [body]
+    preds: list[sql.Composable] = [
+        sql.SQL("{c} < {e} OR {c} IS NULL").format(c=ref, e=sql.Literal(edges[0]))
+    ]
+    for a, b in itertools.pairwise(edges):
+        preds.append(
+            sql.SQL("{c} >= {a} AND {c} < {b}").format(c=ref, a=sql.Literal(a), b=sql.Literal(b))
+        )
+    # NaN sorts above every number in PostgreSQL: it lands here, with the top range.
+    preds.append(sql.SQL("{c} >= {e}").format(c=ref, e=sql.Literal(edges[-1])))
+    return [
+        sql.SQL("SELECT * FROM (\n{}\n) AS _q WHERE {}").format(sql.SQL(body), pred).as_string(conn)
+        for pred in preds
+    ]
+
+
+def _inner_edges(low: Any, high: Any, n: int) -> list[Any]:
+    """The n-1 boundaries between n equal ranges of [low, high], without repeats."""
+    if high <= low:
+        return []
+    edges: list[Any] = []
+    for k in range(1, n):
+        if isinstance(low, int):
+            edge: Any = low + (high - low) * k // n
+        elif isinstance(low, decimal.Decimal):
+            edge = low + (high - low) * k / decimal.Decimal(n)
+        else:  # float, date, datetime (a timedelta step; a date keeps whole days)
+            edge = low + (high - low) * k / n
+        if edge > low and (not edges or edge > edges[-1]):
+            edges.append(edge)
+    return edges
+
+
+def _block_queries(
+    conn: psycopg.Connection[Any], table: sql.Identifier, partitions: int | None
+) -> list[str]:
+    row = conn.execute(
+        "SELECT pg_catalog.pg_relation_size(%s::regclass), current_setting('block_size')::int8",
+        (table.as_string(conn),),
+    ).fetchone()
+    assert row is not None
+    size, block = row
+    n = partitions or max(1, math.ceil(size / BYTES_PER_PARTITION))
+    pages = size // block
+    edges = sorted({pages * k // n for k in range(1, n)} - {0})
+    select = sql.SQL("SELECT * FROM {}").format(table)
+    if not edges:
+        return [select.as_string(conn)]
+
+    def tid(page: int) -> sql.Composable:
+        return sql.SQL("{}::tid").format(sql.Literal(f"({page},0)"))
+
+    # The last range is open: blocks added after planning are read too.
+    preds = [sql.SQL("ctid < {}").format(tid(edges[0]))]
+    preds += [
+        sql.SQL("ctid >= {} AND ctid < {}").format(tid(a), tid(b))
+        for a, b in itertools.pairwise(edges)
+    ]
+    preds.append(sql.SQL("ctid >= {}").format(tid(edges[-1])))
+    return [sql.SQL("{} WHERE {}").format(select, p).as_string(conn) for p in preds]
+
+
+def _not_null_columns(conn: psycopg.Connection[Any], table: sql.Identifier) -> set[str]:
+    rows = conn.execute(
+        "SELECT attname FROM pg_catalog.pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND attnotnull AND NOT attisdropped",
+        (table.as_string(conn),),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _narrow(dtype: Any) -> bool:
+    return str(dtype) in ("int64", "bool")
+
+
+def _nullable(dtype: Any) -> str:
+    return "Int64" if str(dtype) == "int64" else "boolean"
+
+
+def _is_int(dtype: Any) -> bool:
+    return str(dtype) in ("int64", "Int64")
+
+
+def _rangeable(dtype: Any) -> bool:
+    text = str(dtype)
+    return text in ("int64", "Int64", "float64") or text.startswith("datetime64")
