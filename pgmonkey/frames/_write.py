@@ -208,6 +208,9 @@ class WritePlan:
                         f"column {name!r} of table {self.name!r} does not exist"
                     )
         routes = [_route(natural, targets.get(name)) for name, natural in self.columns]
+        for i, route in enumerate(routes):
+            if route == CAST and df.iloc[:, i].isna().all():
+                routes[i] = PARSE  # only NULLs: untyped, as NULL parameters are
         return Load(self, _decategorized(df), routes, targets, encoding, statements)
 
 
@@ -233,8 +236,9 @@ class Load:
             self.targets[n].spelling if route == PARSE else natural
             for (n, natural), route in zip(self.plan.columns, self.routes, strict=True)
         ]
-        if CAST in self.routes:
-            # Staged in natural types (strings in the column's own type), then cast.
+        if CAST in self.routes and len(self.df):
+            # Staged in natural types (strings in the column's own type), then cast; with
+            # no rows there is nothing to cast (an INSERT of no rows checks no types).
             self.staging = sql.Identifier("pg_temp", f"_pgmonkey_{uuid.uuid4().hex}")
             staged = [(n, t) for (n, _), t in zip(self.plan.columns, self.copy_types, strict=True)]
             self.before.append(
