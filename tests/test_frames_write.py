@@ -322,3 +322,24 @@ def test_python_timedeltas_keep_days_apart(db_conn: Conn, fresh: str) -> None:
     with db_conn.cursor() as cur:
         cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
     assert _texts(db_conn, fresh) == _texts(db_conn, "frames_w_twin")
+
+
+def test_a_sensitive_value_quoted_by_the_server_is_not_shown(db_conn: Conn, fresh: str) -> None:
+    db_conn.execute(f"CREATE TABLE {fresh} (k int, pin_secret integer)")
+    df = pd.DataFrame({"k": [1, 2], "pin_secret": ["12", "hunter2"]}, dtype="str")
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation) as info:
+        to_sql(df, fresh, db_conn, if_exists="append")
+    assert str(info.value) == (
+        f"invalid input syntax for type integer: column 'pin_secret', row 1, value {REDACTED}"
+    )
+    assert info.value.__cause__ is None  # the server's own message quotes the value
+
+
+def test_not_null_on_the_direct_binary_path_names_the_column(db_conn: Conn, fresh: str) -> None:
+    db_conn.execute(f"CREATE TABLE {fresh} (k bigint, v bigint NOT NULL)")
+    df = pd.DataFrame({"k": [1, 2], "v": pd.array([5, None], dtype="Int64")})
+    with pytest.raises(psycopg.errors.NotNullViolation) as info:
+        to_sql(df, fresh, db_conn, if_exists="append")
+    assert str(info.value).endswith("column 'v', row 1, value <NA>")
+    assert isinstance(info.value.__cause__, psycopg.errors.NotNullViolation)
+    assert _count(db_conn, fresh) == 0

@@ -149,7 +149,7 @@ def to_sql(
             told = load.copy_error(error)
             if told is None:
                 raise
-            raise told from error
+            raise told from load.cause(error)
         if load.insert is not None:
             try:
                 with conn.transaction():
@@ -163,7 +163,7 @@ def to_sql(
                     try:
                         statement = search.send(ok)  # type: ignore[arg-type]
                     except StopIteration as found:
-                        raise found.value from error
+                        raise found.value from load.cause(error)
                     try:
                         with conn.transaction(force_rollback=True):
                             cur.execute(statement)
@@ -206,7 +206,7 @@ async def to_sql_async(
             told = load.copy_error(error)
             if told is None:
                 raise
-            raise told from error
+            raise told from load.cause(error)
         if load.insert is not None:
             try:
                 async with conn.transaction():
@@ -220,7 +220,7 @@ async def to_sql_async(
                     try:
                         statement = search.send(ok)  # type: ignore[arg-type]
                     except StopIteration as found:
-                        raise found.value from error
+                        raise found.value from load.cause(error)
                     try:
                         async with conn.transaction(force_rollback=True):
                             await cur.execute(statement)

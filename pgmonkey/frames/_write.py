@@ -326,13 +326,24 @@ class Load:
             label = self.df.index[row]
             if label != row:
                 where += f" (index {_show(label)})"
+        secret = self.sensitive
         if 0 <= row < len(self.df) and column is not None:
             name = self.plan.columns[column][0]
-            value = self.df.iloc[row, column]
-            shown = REDACTED if _secret(name) else _show(value)
+            secret = _secret(name)
+            shown = REDACTED if secret else _show(self.df.iloc[row, column])
             where = f"column {name!r}, {where}, value {shown}"
-        error = kind(f"{message}: {where}")
-        return error
+        if secret:  # the server quotes the value it refused: keep it out
+            message = message.split(': "', 1)[0]
+        return kind(f"{message}: {where}")
+
+    @property
+    def sensitive(self) -> bool:
+        """Whether a column's name looks sensitive (its values are never shown)."""
+        return any(_secret(name) for name, _ in self.plan.columns)
+
+    def cause(self, error: psycopg.Error) -> psycopg.Error | None:
+        """The server's own error to chain, unless it may quote a sensitive value."""
+        return None if self.sensitive else error
 
     def copy_error(self, error: psycopg.Error) -> psycopg.Error | None:
         """The COPY's error told by column, row and value, when the server says where."""
@@ -348,6 +359,8 @@ class Load:
         matches = [i for i, n in enumerate(names) if rest.startswith(f", column {n}")]
         if matches:
             column = max(matches, key=lambda i: len(names[i]))
+        elif error.diag.column_name in names:  # a NOT NULL column, for one
+            column = names.index(error.diag.column_name or "")
         primary = error.diag.message_primary or str(error).split("\n")[0]
         return self.error(type(error), primary, column, row)
 
