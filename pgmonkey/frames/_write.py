@@ -89,6 +89,9 @@ DIRECT: Final = "direct"  # the table's type is the natural one: COPY straight i
 PARSE: Final = "parse"  # strings: parsed by the column type's input function
 CAST: Final = "cast"  # another type: staged, then cast as an INSERT would
 
+# varchar and char: a string's assignment cast to them checks the length exactly as their
+# input function does, so strings bound for them may travel as text, binary.
+_LENGTH_LIMITED: Final = frozenset({1043, 1042})
 # Names of the row-number column of the staging table.
 _ROW: Final = "_pgmonkey_row"
 # Parts of column names whose values are never shown in messages.
@@ -276,8 +279,10 @@ class Load:
         if self.staging is None:
             return None
         names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.plan.columns)
-        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {}").format(
-            self.plan.table, names, names, self.staging, sql.Identifier(self.row_column)
+        # No ORDER BY: a temporary table is never scanned in parallel nor from a
+        # synchronised start, so its rows come back in the order they were copied.
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            self.plan.table, names, names, self.staging
         )
 
     @property
@@ -427,7 +432,9 @@ def _route(natural: str, target: Target | None) -> str:
         return DIRECT
     if target.oid == NATURAL_OIDS[natural] and target.typmod == -1:
         return DIRECT
-    return PARSE if natural == "text" else CAST
+    if natural == "text" and target.oid not in _LENGTH_LIMITED:
+        return PARSE
+    return CAST
 
 
 def _secret(name: str) -> bool:
