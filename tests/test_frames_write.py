@@ -343,3 +343,23 @@ def test_not_null_on_the_direct_binary_path_names_the_column(db_conn: Conn, fres
     assert str(info.value).endswith("column 'v', row 1, value <NA>")
     assert isinstance(info.value.__cause__, psycopg.errors.NotNullViolation)
     assert _count(db_conn, fresh) == 0
+
+
+@pytest.mark.parametrize("style", ["postgres", "sql_standard", "iso_8601"])
+def test_python_timedeltas_under_every_interval_style(
+    superuser_dsn: str, fresh: str, style: str
+) -> None:
+    values = [
+        dt.timedelta(days=-1, seconds=5),
+        dt.timedelta(seconds=-1),
+        dt.timedelta(days=2, microseconds=-7),
+        dt.timedelta.max,
+        dt.timedelta.min,
+    ]
+    with _session(superuser_dsn, IntervalStyle=style) as conn:
+        df = pd.DataFrame({"k": range(len(values)), "t": pd.Series(values, dtype=object)})
+        to_sql(df, fresh, conn)
+        conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
+        assert _texts(conn, fresh) == _texts(conn, "frames_w_twin")

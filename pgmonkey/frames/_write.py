@@ -546,8 +546,12 @@ def _bytea(value: Any) -> str:
 
 
 def _interval(value: Any) -> str:
-    # Both forms keep days apart from the time of day, as psycopg's own dumper does;
-    # pandas' form carries nanoseconds, which the server rounds as it parses.
+    # Days apart from the time of day, as psycopg stores a timedelta. Every field carries
+    # its sign: under IntervalStyle sql_standard a lone leading '-' would negate them all.
+    # pandas' own form carries nanoseconds (which the server rounds as it parses) and
+    # always signs the time after negative days.
+    if isinstance(value, dt.timedelta) and not hasattr(value, "nanoseconds"):
+        return f"{value.days:+d} days {value.seconds:+d} seconds {value.microseconds:+d} us"
     return str(value)
 
 
