@@ -304,8 +304,8 @@ def _compare(conn: Conn, ours: Exception | None, theirs: Exception | None) -> No
         assert _texts(conn, NEW) == _texts(conn, TWIN)
 
 
-WRITE_EXAMPLES = 70
-APPEND_EXAMPLES = 90
+WRITE_EXAMPLES = 150
+APPEND_EXAMPLES = 200
 
 
 @settings(max_examples=WRITE_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

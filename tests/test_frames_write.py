@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from pgmonkey.config import REDACTED
-from pgmonkey.frames import read_sql, to_sql, to_sql_async
+from pgmonkey.frames import read_sql, read_sql_async, to_sql, to_sql_async
 
 Conn = psycopg.Connection[Any]
 
@@ -230,11 +230,14 @@ def test_append_across_time_zones_lands_at_the_servers_instant(
         conn.close()
 
 
-def test_a_leading_byte_order_mark_is_data(db_conn: Conn) -> None:
+async def test_a_leading_byte_order_mark_is_data(superuser_dsn: str, db_conn: Conn) -> None:
     query = "SELECT E'\\uFEFFa' AS s, 1 AS i UNION ALL SELECT E'\\uFEFF', 2"
     assert read_sql(query, db_conn)["s"].tolist() == ["\ufeffa", "\ufeff"]
     one = read_sql("SELECT E'\\uFEFF' AS s", db_conn)
     assert one["s"].tolist() == ["\ufeff"]
+    async with await psycopg.AsyncConnection.connect(superuser_dsn) as aconn:
+        got = await read_sql_async(query, aconn)
+    assert got["s"].tolist() == ["\ufeffa", "\ufeff"]
 
 
 def _count(conn: Conn, table: str) -> int:
@@ -363,3 +366,11 @@ def test_python_timedeltas_under_every_interval_style(
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
         assert _texts(conn, fresh) == _texts(conn, "frames_w_twin")
+
+
+def test_column_labels_that_are_not_strings(db_conn: Conn, fresh: str) -> None:
+    df = pd.DataFrame({0: [1, 2], 1: ["a", None], 2: [decimal.Decimal("1.5"), None]})
+    assert to_sql(df, fresh, db_conn) == 2
+    rows = db_conn.execute(f'SELECT "0", "1", "2" FROM {fresh} ORDER BY "0"').fetchall()
+    assert rows == [(1, "a", decimal.Decimal("1.5")), (2, None, None)]
+    assert to_sql(df[[0, 1]], fresh, db_conn, if_exists="append") == 2

@@ -256,8 +256,8 @@ class Load:
         if PARSE in self.routes:
             return False
         return all(
-            pg in BINARY_TYPES and (pg == "text" or self.df[name].dtype != object)
-            for (name, pg) in self.plan.columns
+            pg in BINARY_TYPES and (pg == "text" or str(dtype) != "object")
+            for (_, pg), dtype in zip(self.plan.columns, self.df.dtypes, strict=True)
         )
 
     def _names(self) -> list[str]:
