@@ -374,3 +374,19 @@ def test_column_labels_that_are_not_strings(db_conn: Conn, fresh: str) -> None:
     rows = db_conn.execute(f'SELECT "0", "1", "2" FROM {fresh} ORDER BY "0"').fetchall()
     assert rows == [(1, "a", decimal.Decimal("1.5")), (2, None, None)]
     assert to_sql(df[[0, 1]], fresh, db_conn, if_exists="append") == 2
+
+
+def test_times_with_a_zone_keep_it(db_conn: Conn, fresh: str) -> None:
+    zone = dt.timezone(dt.timedelta(hours=9, minutes=30))
+    values = [dt.time(12, 0, 1, 5, tzinfo=zone), None]
+    to_sql(pd.DataFrame({"k": [0, 1], "t": pd.Series(values, dtype=object)}), fresh, db_conn)
+    db_conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
+    kind = db_conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        f" WHERE attrelid = '{fresh}'::regclass AND attname = 't'"
+    ).fetchone()
+    assert kind == ("time with time zone",)
+    with db_conn.cursor() as cur:
+        cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
+    assert _texts(db_conn, fresh) == _texts(db_conn, "frames_w_twin")
+    assert _texts(db_conn, fresh)[0][1] == "12:00:01.000005+09:30"

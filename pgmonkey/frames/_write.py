@@ -59,7 +59,7 @@ _OBJECT_TYPES: Final[tuple[tuple[type, str], ...]] = (
     (decimal.Decimal, "numeric"),
     (dt.datetime, "timestamp"),  # tz-aware values: timestamptz, see _object_type
     (dt.date, "date"),
-    (dt.time, "time"),
+    (dt.time, "time"),  # with a zone: timetz
     (dt.timedelta, "interval"),
     (uuid.UUID, "uuid"),
     (bytes, "bytea"),
@@ -78,6 +78,7 @@ NATURAL_OIDS: Final[dict[str, int]] = {
     "numeric": 1700,
     "date": 1082,
     "time": 1083,
+    "timetz": 1266,
     "interval": 1186,
     "uuid": 2950,
     "bytea": 17,
@@ -483,8 +484,8 @@ def _object_type(series: pd.Series) -> str:
     first = values.iloc[0]
     for py_type, pg in _OBJECT_TYPES:
         if isinstance(first, py_type):
-            if py_type is dt.datetime and getattr(first, "tzinfo", None) is not None:
-                return "timestamptz"
+            if py_type in (dt.datetime, dt.time) and getattr(first, "tzinfo", None) is not None:
+                return "timestamptz" if py_type is dt.datetime else "timetz"
             return pg
     return "text"
 
