@@ -52,6 +52,15 @@ _ALPHABET = st.one_of(
     st.characters(codec="utf-8"),
 )
 TEXT = st.text(_ALPHABET, max_size=8)
+# Strings some other type can parse, so appends of strings into such columns succeed too.
+PARSEABLE = st.sampled_from(
+    [
+        *("1", "-7", " 42 ", "1e3", "NaN", "t", "abc", "abcdef", "x  ", "\\x00ff"),
+        *("2024-02-29", "12:30", "2024-02-29 12:00+05", "1 day", "-2 hours"),
+        *("{}", "[1]", '"x"'),
+    ]
+)
+STRINGS = st.one_of(TEXT, PARSEABLE)
 
 _I64 = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -134,6 +143,22 @@ def _aware(draw: st.DrawFn, n: int) -> pd.Series:
     return pd.Series(values, dtype="datetime64[ns]").dt.tz_localize("UTC").dt.tz_convert(zone)
 
 
+_OFFSETS = st.sampled_from(
+    [dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(-dt.timedelta(hours=14))]
+)
+
+
+def _pydatetime(draw: st.DrawFn, n: int) -> pd.Series:
+    """Python datetimes (object column): all naive, or all with a fixed offset."""
+    zone = draw(st.none() | _OFFSETS)
+    return pd.Series(_maybe(draw, st.datetimes(timezones=st.just(zone)), n), dtype=object)
+
+
+def _pytime(draw: st.DrawFn, n: int) -> pd.Series:
+    zone = draw(st.none() | _OFFSETS)
+    return pd.Series(_maybe(draw, st.times(timezones=st.just(zone)), n), dtype=object)
+
+
 def _dates(draw: st.DrawFn, n: int) -> pd.Series:
     return pd.Series(_maybe(draw, st.dates(), n), dtype=object)
 
@@ -153,11 +178,11 @@ def _decimal(draw: st.DrawFn, n: int) -> pd.Series:
 
 
 def _str(draw: st.DrawFn, n: int) -> pd.Series:
-    return pd.Series(_maybe(draw, TEXT, n), dtype="str")
+    return pd.Series(_maybe(draw, STRINGS, n), dtype="str")
 
 
 def _object_str(draw: st.DrawFn, n: int) -> pd.Series:
-    return pd.Series(_maybe(draw, TEXT, n), dtype=object)
+    return pd.Series(_maybe(draw, STRINGS, n), dtype=object)
 
 
 def _bytes(draw: st.DrawFn, n: int) -> pd.Series:
@@ -204,6 +229,8 @@ KINDS = [
     Kind("naive", _naive, ("timestamptz", "date", "timestamp(0)", "timestamptz(3)", "text")),
     Kind("aware", _aware, ("timestamp", "date", "timestamptz(0)", "time", "text")),
     Kind("date", _dates, ("timestamp", "timestamptz", "text")),
+    Kind("pydatetime", _pydatetime, ("timestamp", "timestamptz", "date", "time", "text")),
+    Kind("pytime", _pytime, ("time", "timetz", "time(0)", "text")),
     Kind("timedelta", _timedelta, ("interval(0)", "interval day to second", "text")),
     Kind("pytimedelta", _pytimedelta, ("interval(0)", "text")),
     Kind("decimal", _decimal, ("numeric(8,2)", "double precision", "real", "integer", "text")),
