@@ -4,7 +4,9 @@
     python benchmarks/bench_frames.py --rows 100000   # a quick run
     python benchmarks/bench_frames.py --dsn "host=... dbname=..."
 
-Data: bigint, float8, varchar, timestamptz, bool, numeric (generate_series). Every variant
+Data: bigint, float8, varchar, timestamptz, bool, numeric (generate_series). to_sql also
+appends into a table of other types (integer, real, varchar(16), timestamp, boolean,
+numeric(12,2)), the path where the server casts every value. Every variant
 runs in its own subprocess, timed best of ``--repeat`` (slow baselines once), and reports
 its peak RSS (``ru_maxrss``: tracemalloc misses numpy's and libpq's allocations) and its
 RSS before the first query (imports and connection). Ratios are against the baseline
@@ -30,6 +32,7 @@ TABLE = "bench_frames"
 QUERY = f"SELECT id, f, s, ts, b, n FROM {TABLE}"
 READ_BASELINE = "pandas.read_sql"
 WRITE_BASELINE = "pandas DataFrame.to_sql (SQLAlchemy)"
+APPEND_CAST = "pgmonkey.to_sql append, other types"
 # Variants that take tens of seconds at 1M rows are timed once.
 SLOW = {READ_BASELINE, "fetchall + from_records", WRITE_BASELINE}
 
@@ -82,9 +85,16 @@ def _write_variants(dsn: str) -> dict[str, Callable[[], Any]]:
 
     conn = psycopg.connect(dsn, autocommit=True)
     df = pgmonkey.read_sql(QUERY, conn)
+
+    def append_cast() -> Any:
+        # Into columns of other types: staged, then cast by the server as an INSERT would.
+        conn.execute("TRUNCATE bench_cast")
+        return pgmonkey.to_sql(df, "bench_cast", conn, if_exists="append")
+
     variants: dict[str, Callable[[], Any]] = {
         "__rows__": lambda: df,
         "pgmonkey.to_sql": lambda: pgmonkey.to_sql(df, "bench_out", conn, if_exists="replace"),
+        APPEND_CAST: append_cast,
     }
     try:
         import sqlalchemy
@@ -161,6 +171,11 @@ def _setup(dsn: str, rows: int) -> None:
             (rows,),
         )
         conn.execute(f"VACUUM ANALYZE {TABLE}")
+        conn.execute("DROP TABLE IF EXISTS bench_cast")
+        conn.execute(
+            "CREATE TABLE bench_cast (id integer, f real, s varchar(16), ts timestamp,"
+            " b boolean, n numeric(12, 2))"
+        )
 
 
 def _report(title: str, results: dict[str, dict[str, Any]], baseline: str) -> None:
@@ -202,7 +217,7 @@ def main() -> None:
         names = list(_read_variants_names())
         read = {n: r for n in names if (r := _run_worker("read", n, dsn, args.repeat))}
         _report("query -> DataFrame", read, READ_BASELINE)
-        write_names = ["pgmonkey.to_sql", WRITE_BASELINE]
+        write_names = ["pgmonkey.to_sql", APPEND_CAST, WRITE_BASELINE]
         write = {n: r for n in write_names if (r := _run_worker("write", n, dsn, args.repeat))}
         _report("DataFrame -> table", write, WRITE_BASELINE)
     finally:

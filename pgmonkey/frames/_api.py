@@ -162,15 +162,51 @@ def to_sql(
     exists), ``'append'`` (create it if missing), ``'replace'`` (drop and create, in the
     same transaction). ``table`` may be ``'schema.table'``; names are always quoted. Column
     types come from the dtypes; the index is not written (``df.reset_index()`` keeps it).
+    Appending stores what an ``INSERT`` of the same values would (see ``_write``); a value
+    the server rejects raises psycopg's error naming the column, row and value, and nothing
+    is written.
     """
     plan = WritePlan.build(df, table, schema, if_exists)
     with _connect.connection(con) as conn, conn.transaction(), conn.cursor() as cur:
         row = cur.execute(plan.exists_query()).fetchone()
-        for statement in plan.ddl(exists=row is not None and row[0] is not None):
+        exists = row is not None and row[0] is not None
+        existing = []
+        if exists and if_exists == "append":
+            existing = cur.execute(plan.columns_query()).fetchall()
+        load = plan.load(df, exists, existing, conn.info.encoding)
+        for statement in load.before:
             cur.execute(statement)
-        with cur.copy(plan.copy_statement()) as copy:
-            for chunk in plan.chunks(df):
-                copy.write(chunk)
+        try:
+            with cur.copy(load.copy_statement()) as copy:
+                for chunk in load.chunks():
+                    copy.write(chunk)
+        except psycopg.Error as error:
+            told = load.copy_error(error)
+            if told is None:
+                raise
+            raise told from load.cause(error)
+        if load.insert is not None:
+            try:
+                with conn.transaction():
+                    cur.execute(load.insert)
+            except psycopg.Error as error:
+                if not load.locatable(error):
+                    raise
+                search = load.locate(error)
+                ok = None
+                while True:
+                    try:
+                        statement = search.send(ok)  # type: ignore[arg-type]
+                    except StopIteration as found:
+                        raise found.value from load.cause(error)
+                    try:
+                        with conn.transaction(force_rollback=True):
+                            cur.execute(statement)
+                        ok = True
+                    except psycopg.Error:
+                        ok = False
+        for statement in load.after:
+            cur.execute(statement)
         return len(df)
 
 
@@ -190,11 +226,44 @@ async def to_sql_async(
         conn.cursor() as cur,
     ):
         row = await (await cur.execute(plan.exists_query())).fetchone()
-        for statement in plan.ddl(exists=row is not None and row[0] is not None):
+        exists = row is not None and row[0] is not None
+        existing = []
+        if exists and if_exists == "append":
+            existing = await (await cur.execute(plan.columns_query())).fetchall()
+        load = plan.load(df, exists, existing, conn.info.encoding)
+        for statement in load.before:
             await cur.execute(statement)
-        async with cur.copy(plan.copy_statement()) as copy:
-            for chunk in plan.chunks(df):
-                await copy.write(chunk)
+        try:
+            async with cur.copy(load.copy_statement()) as copy:
+                for chunk in load.chunks():
+                    await copy.write(chunk)
+        except psycopg.Error as error:
+            told = load.copy_error(error)
+            if told is None:
+                raise
+            raise told from load.cause(error)
+        if load.insert is not None:
+            try:
+                async with conn.transaction():
+                    await cur.execute(load.insert)
+            except psycopg.Error as error:
+                if not load.locatable(error):
+                    raise
+                search = load.locate(error)
+                ok = None
+                while True:
+                    try:
+                        statement = search.send(ok)  # type: ignore[arg-type]
+                    except StopIteration as found:
+                        raise found.value from load.cause(error)
+                    try:
+                        async with conn.transaction(force_rollback=True):
+                            await cur.execute(statement)
+                        ok = True
+                    except psycopg.Error:
+                        ok = False
+        for statement in load.after:
+            await cur.execute(statement)
         return len(df)
 
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from ._write import Rejected
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -25,17 +27,22 @@ _PG_EPOCH_US: Final = 946_684_800_000_000  # 2000-01-01 in microseconds since 19
 _FIXED: Final = {"bigint": ">i8", "double precision": ">f8", "boolean": "u1"}
 
 
-def chunks(df: pd.DataFrame, types: list[str], rows: int) -> Iterator[bytes]:
+def chunks(df: pd.DataFrame, types: list[str], rows: int, encoding: str) -> Iterator[bytes]:
     """The whole binary COPY stream: header, rows in chunks of ``rows``, trailer."""
     yield HEADER
     for start in range(0, len(df), rows):
-        yield _chunk(df.iloc[start : start + rows], types)
+        yield _chunk(df.iloc[start : start + rows], types, encoding, start)
     yield TRAILER
 
 
-def _chunk(part: pd.DataFrame, types: list[str]) -> bytes:
+def _chunk(part: pd.DataFrame, types: list[str], encoding: str, first: int) -> bytes:
     n = len(part)
-    encoded = [_encode(part.iloc[:, i], pg) for i, pg in enumerate(types)]
+    encoded = []
+    for i, pg in enumerate(types):
+        try:
+            encoded.append(_encode(part.iloc[:, i], pg, encoding))
+        except Rejected as rejected:
+            raise Rejected(rejected.kind, rejected.message, i, first + rejected.row) from None
     # Field sizes per row: 4 length bytes, plus the data when not NULL.
     size = np.full(n, 2, dtype=np.int64)
     for lengths, _ in encoded:
@@ -70,7 +77,23 @@ def _scatter(buf: Any, pos: Any, data: Any) -> None:
     buf[pos[:, None] + np.arange(width)] = data
 
 
-def _encode(series: pd.Series, pg: str) -> tuple[Any, Any]:
+def _micros(series: pd.Series) -> Any:
+    """Microseconds since 1970 (int64), nanoseconds rounded as the server rounds text.
+
+    PostgreSQL reads a fraction of a second with ``rint(strtod(fraction) * 1e6)``; the same
+    double arithmetic here gives the same microsecond (ties to even).
+    """
+    unit = getattr(series.dtype, "unit", "ns")
+    if unit != "ns":
+        return series.to_numpy(dtype="datetime64[us]").view(np.int64)
+    ns = series.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    seconds = ns // 1_000_000_000  # floor: the fraction of a time before 1970 is positive
+    fraction = ns - seconds * 1_000_000_000
+    micros = np.rint((fraction / 1e9) * 1e6).astype(np.int64)
+    return seconds * 1_000_000 + micros
+
+
+def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
     """(int32 lengths with -1 for NULL, data): data is 2-D uint8, or (flat, lengths)."""
     isnull = series.isna().to_numpy()
     n = len(series)
@@ -87,22 +110,32 @@ def _encode(series: pd.Series, pg: str) -> tuple[Any, Any]:
     if pg in ("timestamp", "timestamptz"):
         if pg == "timestamptz":
             series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-        micros = series.to_numpy(dtype="datetime64[us]").view(np.int64)
-        values = (micros - _PG_EPOCH_US).astype(">i8")
+        values = (_micros(series) - _PG_EPOCH_US).astype(">i8")
         lengths = np.where(isnull, -1, 8).astype(np.int32)
         return lengths, values.reshape(n, 1).view(np.uint8).reshape(n, 8)
     # text
     strings = series[~isnull].tolist() if isnull.any() else series.tolist()
     if not all(type(s) is str for s in strings):
         strings = [str(s) for s in strings]
+    rows = np.flatnonzero(~isnull)
     joined = "".join(strings)
-    flat_bytes = joined.encode("utf-8")
-    if len(flat_bytes) == len(joined):  # ASCII only: byte lengths are character lengths
+    try:
+        flat_bytes = joined.encode(encoding)
+    except UnicodeEncodeError as error:
+        chars = np.cumsum(np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)))
+        at = int(np.searchsorted(chars, error.start, side="right"))
+        raise Rejected.unencodable(0, int(rows[at]), encoding) from None
+    if len(flat_bytes) == len(joined):  # one byte a character: byte lengths are lengths
         lens = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
     else:
         lens = np.fromiter(
-            (len(s.encode("utf-8")) for s in strings), dtype=np.int64, count=len(strings)
+            (len(s.encode(encoding)) for s in strings), dtype=np.int64, count=len(strings)
         )
+    flat = np.frombuffer(flat_bytes, dtype=np.uint8)
+    nul = np.flatnonzero(flat == 0)
+    if len(nul):
+        at = int(np.searchsorted(np.cumsum(lens), nul[0], side="right"))
+        raise Rejected.nul(0, int(rows[at]))
     lengths = np.full(n, -1, dtype=np.int32)
     lengths[~isnull] = lens
-    return lengths, (np.frombuffer(flat_bytes, dtype=np.uint8), lens)
+    return lengths, (flat, lens)

@@ -7,7 +7,8 @@ is wrapped so the server helps where it is cheap for it and costly for us:
 - ``timestamptz`` leaves the server as UTC wall time (``AT TIME ZONE 'UTC'``), so pandas
   parses plain ISO strings whatever the session ``TimeZone`` is;
 - CSV cannot tell ``''`` from NULL once pandas has stripped the quotes, so one extra
-  ``int8`` column carries a NULL bitmask for every column read as strings.
+  ``int8`` column carries a NULL bitmask for every column read as strings (it leads the
+  row, so a U+FEFF starting the first string is data, not taken for a BOM).
 
 Types pandas cannot parse (json, arrays, bytea, uuid, interval, time, ...) travel as their
 text representation and are loaded by psycopg's own loaders: correct, if slower.
@@ -122,13 +123,17 @@ class Plan:
                 ref = sql.SQL("({} AT TIME ZONE 'UTC')").format(ref)
             exprs.append(ref)
         strings = self.string_columns
+        masks: list[sql.Composable] = []
         for start in range(0, len(strings), _MASK_BITS):
             # num_nulls(), not IS NULL: ROW(NULL, NULL) IS NULL, yet the row is a value.
             bits = [
                 sql.SQL(f"(pg_catalog.num_nulls(_q.c{i})::int8 << {b})")
                 for b, i in enumerate(strings[start : start + _MASK_BITS])
             ]
-            exprs.append(sql.SQL(" | ").join(bits))
+            masks.append(sql.SQL(" | ").join(bits))
+        # Masks first: pandas drops a U+FEFF at the very start of the data as a BOM, and a
+        # string in the first field could begin with one; a number cannot.
+        exprs = masks + exprs
         aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(len(self.columns)))
         return sql.Composed(
             [
@@ -166,7 +171,7 @@ class Plan:
         frame = pd.read_csv(
             source,
             header=None,
-            names=names + mask_names,
+            names=mask_names + names,
             dtype=dtype,
             keep_default_na=False,
             na_values=na_values,

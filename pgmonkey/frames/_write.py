@@ -1,8 +1,29 @@
 """DataFrame -> table: the plan (written once) shared by the sync and async writers.
 
-Column types come from the dtypes (the reverse of the reader's mapping); the data travels
-as CSV through ``COPY ... FROM STDIN``, written by pandas in chunks so memory stays bounded.
-NULL is a random token that no real value can match, so ``''`` and NULL stay apart.
+What ``to_sql`` stores is what PostgreSQL itself would store for the same values bound as
+parameters of an ``INSERT``: a column of the frame is a value of its natural type (the
+reverse of the reader's mapping: ``int64`` is ``bigint``, ``float64`` is ``double
+precision``, a ``str`` is text the server parses, ...), and the server converts it to the
+column's type with its own rules, in the session's ``TimeZone``, ``DateStyle`` and
+``client_encoding``.
+
+- A new table gets the natural types, and the frame travels by binary COPY when every
+  column has an encoder (``_binary``), else as CSV.
+- Appending, the table's column types are read first. Where each column's type is its
+  natural type (or the column holds strings, which the server parses with the column's own
+  input function, as it does an untyped parameter), the COPY fills the table directly.
+  Otherwise the frame is copied into a temporary table of natural types and moved with
+  ``INSERT ... SELECT``, so the server applies the same assignment casts as for an
+  ``INSERT`` (``bigint`` into ``integer`` checks the range, ``float8`` into ``numeric(12,3)``
+  rounds, a naive timestamp into ``timestamptz`` is read in the session's ``TimeZone``).
+
+Missing values (``pandas.isna``: ``None``, ``NaN``, ``NaT``, ``NA``) are NULL. A value the
+server rejects fails the whole write (one transaction: nothing is stored) with an error of
+psycopg's own class whose message names the column, the row (position in the frame) and the
+value, redacted when the column's name looks sensitive.
+
+On the CSV path NULL is a random token that no real value can match, so ``''`` and NULL stay
+apart; rows end in ``\\r\\n``, so a field holding a bare ``\\r`` or ``\\n`` is quoted.
 """
 
 from __future__ import annotations
@@ -10,13 +31,16 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+import psycopg
 from psycopg import sql
 
+from pgmonkey.config import REDACTED, is_sensitive_key
 from pgmonkey.errors import TransferError
 
 if TYPE_CHECKING:
@@ -35,7 +59,7 @@ _OBJECT_TYPES: Final[tuple[tuple[type, str], ...]] = (
     (decimal.Decimal, "numeric"),
     (dt.datetime, "timestamp"),  # tz-aware values: timestamptz, see _object_type
     (dt.date, "date"),
-    (dt.time, "time"),
+    (dt.time, "time"),  # with a zone: timetz
     (dt.timedelta, "interval"),
     (uuid.UUID, "uuid"),
     (bytes, "bytea"),
@@ -43,17 +67,87 @@ _OBJECT_TYPES: Final[tuple[tuple[type, str], ...]] = (
     (list, "jsonb"),
 )
 
+# Type OIDs of the natural types (fixed for built-in types).
+NATURAL_OIDS: Final[dict[str, int]] = {
+    "bigint": 20,
+    "double precision": 701,
+    "boolean": 16,
+    "timestamp": 1114,
+    "timestamptz": 1184,
+    "text": 25,
+    "numeric": 1700,
+    "date": 1082,
+    "time": 1083,
+    "timetz": 1266,
+    "interval": 1186,
+    "uuid": 2950,
+    "bytea": 17,
+    "jsonb": 3802,
+}
+
+# How a column reaches the table.
+DIRECT: Final = "direct"  # the table's type is the natural one: COPY straight in
+PARSE: Final = "parse"  # strings: parsed by the column type's input function
+CAST: Final = "cast"  # another type: staged, then cast as an INSERT would
+
+# varchar and char: a string's assignment cast to them checks the length exactly as their
+# input function does, so strings bound for them may travel as text, binary.
+_LENGTH_LIMITED: Final = frozenset({1043, 1042})
+# Names of the row-number column of the staging table.
+_ROW: Final = "_pgmonkey_row"
+# Parts of column names whose values are never shown in messages.
+_SECRET_PARTS: Final = ("pass", "pwd", "ssn", "apikey", "api_key", "private")
+
+
+class Rejected(Exception):
+    """A value the server would refuse, found before sending it (column and row positions)."""
+
+    def __init__(
+        self, kind: type[psycopg.Error], message: str, column: int | None, row: int
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.column = column
+        self.row = row
+
+    @classmethod
+    def nul(cls, column: int, row: int) -> Rejected:
+        return cls(
+            psycopg.errors.CharacterNotInRepertoire,
+            "text cannot contain NUL (0x00) characters",
+            column,
+            row,
+        )
+
+    @classmethod
+    def unencodable(cls, column: int, row: int, encoding: str) -> Rejected:
+        return cls(
+            psycopg.errors.UntranslatableCharacter,
+            f"character not representable in the connection's encoding {encoding!r}",
+            column,
+            row,
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """One column of an existing table: its type OID, modifier and SQL spelling."""
+
+    oid: int
+    typmod: int
+    spelling: str
+
 
 @dataclass(frozen=True)
 class WritePlan:
-    """Target table, column types and the COPY that fills it."""
+    """Target table and the frame's column types (natural types)."""
 
     table: sql.Identifier
     name: str  # as given (not SQL-quoted), for messages
-    columns: list[tuple[str, str]]  # (name, PostgreSQL type)
+    columns: list[tuple[str, str]]  # (name, natural PostgreSQL type)
     if_exists: str
     null: str
-    binary: bool  # binary COPY built with numpy, when every column has an encoder
 
     @classmethod
     def build(cls, df: pd.DataFrame, table: str, schema: str | None, if_exists: str) -> WritePlan:
@@ -69,30 +163,29 @@ class WritePlan:
         names = [str(c) for c in df.columns]
         if len(set(names)) != len(names):
             raise TransferError(f"duplicate column names: {names!r}")
-        from ._binary import BINARY_TYPES
-
         columns = [(str(name), pg_type(df[name])) for name in df.columns]
-        # Object columns (but strings) go through CSV: the server checks their values.
-        binary = all(
-            pg in BINARY_TYPES and (pg == "text" or df[name].dtype != object)
-            for (_, pg), name in zip(columns, df.columns, strict=True)
-        )
         name = f"{schema}.{table}" if schema else table
-        return cls(ident, name, columns, if_exists, f"\\N{uuid.uuid4().hex}", binary)
+        # pandas cuts na_rep to 32 characters in float columns: the token stays shorter.
+        return cls(ident, name, columns, if_exists, f"\\N{uuid.uuid4().hex[:24]}")
 
     def exists_query(self) -> sql.Composed:
         return sql.SQL("SELECT pg_catalog.to_regclass({})").format(
             sql.Literal(self.table.as_string())
         )
 
+    def columns_query(self) -> sql.Composed:
+        """The existing table's columns: name, type OID, modifier, type as SQL."""
+        return sql.SQL(
+            "SELECT a.attname, a.atttypid::int8, a.atttypmod,"
+            " pg_catalog.format_type(a.atttypid, a.atttypmod)"
+            " FROM pg_catalog.pg_attribute AS a"
+            " WHERE a.attrelid = pg_catalog.to_regclass({}) AND a.attnum > 0"
+            " AND NOT a.attisdropped"
+        ).format(sql.Literal(self.table.as_string()))
+
     def ddl(self, exists: bool) -> list[sql.Composed]:
         """Statements to run before the COPY, given whether the table exists."""
-        create = sql.SQL("CREATE TABLE {} ({})").format(
-            self.table,
-            sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in self.columns
-            ),
-        )
+        create = _create(self.table, self.columns)
         if self.if_exists == "replace":
             return [sql.SQL("DROP TABLE IF EXISTS {}").format(self.table), create]
         if exists:
@@ -101,37 +194,272 @@ class WritePlan:
             return []
         return [create]
 
-    def copy_statement(self) -> sql.Composed:
-        names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.columns)
-        if self.binary:
-            return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(self.table, names)
-        return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL {})").format(
-            self.table, names, sql.Literal(self.null)
+    def load(
+        self,
+        df: pd.DataFrame,
+        exists: bool,
+        existing: Sequence[Sequence[Any]],
+        encoding: str,
+    ) -> Load:
+        """How ``df`` reaches the table, once its existence and column types are known."""
+        statements = self.ddl(exists)
+        targets: dict[str, Target] = {}
+        if exists and self.if_exists == "append":
+            targets = {str(r[0]): Target(int(r[1]), int(r[2]), str(r[3])) for r in existing}
+            for name, _ in self.columns:
+                if name not in targets:
+                    raise psycopg.errors.UndefinedColumn(
+                        f"column {name!r} of table {self.name!r} does not exist"
+                    )
+        routes = [_route(natural, targets.get(name)) for name, natural in self.columns]
+        for i, route in enumerate(routes):
+            if route == CAST and df.iloc[:, i].isna().all():
+                routes[i] = PARSE  # only NULLs: untyped, as NULL parameters are
+        return Load(self, _decategorized(df), routes, targets, encoding, statements)
+
+
+@dataclass
+class Load:
+    """One write: the statements, the COPY and its data, and how errors are reported."""
+
+    plan: WritePlan
+    df: pd.DataFrame
+    routes: list[str]
+    targets: dict[str, Target]
+    encoding: str
+    before: list[sql.Composed]
+    staging: sql.Identifier | None = None
+    copy_types: list[str] = field(default_factory=list)  # types of the COPY's columns
+    row_column: str = _ROW
+
+    def __post_init__(self) -> None:
+        names = {n for n, _ in self.plan.columns}
+        while self.row_column in names:
+            self.row_column += "_"
+        self.copy_types = [
+            self.targets[n].spelling if route == PARSE else natural
+            for (n, natural), route in zip(self.plan.columns, self.routes, strict=True)
+        ]
+        if CAST in self.routes and len(self.df):
+            # Staged in natural types (strings in the column's own type), then cast; with
+            # no rows there is nothing to cast (an INSERT of no rows checks no types).
+            self.staging = sql.Identifier("pg_temp", f"_pgmonkey_{uuid.uuid4().hex}")
+            staged = [(n, t) for (n, _), t in zip(self.plan.columns, self.copy_types, strict=True)]
+            self.before.append(
+                _create(self.staging, [*staged, (self.row_column, "bigint")], temporary=True)
+            )
+
+    @property
+    def binary(self) -> bool:
+        """Binary COPY when every column's wire type is exactly its destination's."""
+        from ._binary import BINARY_TYPES
+
+        if PARSE in self.routes:
+            return False
+        return all(
+            pg in BINARY_TYPES and (pg == "text" or str(dtype) != "object")
+            for (_, pg), dtype in zip(self.plan.columns, self.df.dtypes, strict=True)
         )
 
-    def chunks(self, df: pd.DataFrame) -> Iterator[bytes]:
-        """The frame as COPY data (binary or CSV), ``CHUNK_ROWS`` rows at a time."""
-        if self.binary:
-            from ._binary import chunks
+    def _names(self) -> list[str]:
+        names = [n for n, _ in self.plan.columns]
+        return [*names, self.row_column] if self.staging is not None else names
 
-            yield from chunks(df, [t for _, t in self.columns], CHUNK_ROWS)
-            return
-        for start in range(0, len(df), CHUNK_ROWS):
-            part = _prepare(df.iloc[start : start + CHUNK_ROWS], self.columns)
-            text: str = part.to_csv(
-                header=False, index=False, na_rep=self.null, lineterminator="\n"
+    def copy_statement(self) -> sql.Composed:
+        table = self.staging if self.staging is not None else self.plan.table
+        names = sql.SQL(", ").join(sql.Identifier(n) for n in self._names())
+        if self.binary:
+            return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(table, names)
+        return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL {})").format(
+            table, names, sql.Literal(self.plan.null)
+        )
+
+    @property
+    def insert(self) -> sql.Composed | None:
+        """The ``INSERT ... SELECT`` from the staging table, when there is one."""
+        if self.staging is None:
+            return None
+        names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.plan.columns)
+        # No ORDER BY: a temporary table is never scanned in parallel nor from a
+        # synchronised start, so its rows come back in the order they were copied.
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            self.plan.table, names, names, self.staging
+        )
+
+    @property
+    def after(self) -> list[sql.Composed]:
+        if self.staging is None:
+            return []
+        return [sql.SQL("DROP TABLE {}").format(self.staging)]
+
+    def chunks(self) -> Iterator[bytes]:
+        """The frame as COPY data (binary or CSV), ``CHUNK_ROWS`` rows at a time."""
+        df = self.df
+        if self.staging is not None:
+            import numpy as np
+
+            df = df.assign(**{self.row_column: np.arange(len(df), dtype=np.int64)})
+        types = [*[t for _, t in self.plan.columns], "bigint"][: len(df.columns)]
+        try:
+            if self.binary:
+                from ._binary import chunks
+
+                yield from chunks(df, types, CHUNK_ROWS, self.encoding)
+                return
+            for start in range(0, len(df), CHUNK_ROWS):
+                part = _prepare(df.iloc[start : start + CHUNK_ROWS], types)
+                text: str = part.to_csv(
+                    header=False, index=False, na_rep=self.plan.null, lineterminator="\r\n"
+                )
+                if "\x00" in text:
+                    raise _find_rejected(part, start, "\x00", self.encoding)
+                try:
+                    yield text.encode(self.encoding)
+                except UnicodeEncodeError:
+                    raise _find_rejected(part, start, None, self.encoding) from None
+        except Rejected as rejected:
+            raise self._rejected(rejected) from None
+
+    def _rejected(self, rejected: Rejected) -> psycopg.Error:
+        return self.error(rejected.kind, rejected.message, rejected.column, rejected.row)
+
+    def error(
+        self, kind: type[psycopg.Error], message: str, column: int | None, row: int
+    ) -> psycopg.Error:
+        """An error of psycopg's class ``kind`` naming the column, the row and the value."""
+        where = f"row {row}"
+        if 0 <= row < len(self.df):
+            label = self.df.index[row]
+            if label != row:
+                where += f" (index {_show(label)})"
+        secret = self.sensitive
+        if 0 <= row < len(self.df) and column is not None:
+            name = self.plan.columns[column][0]
+            secret = _secret(name)
+            shown = REDACTED if secret else _show(self.df.iloc[row, column])
+            where = f"column {name!r}, {where}, value {shown}"
+        if secret:  # the server quotes the value it refused: keep it out
+            message = message.split(': "', 1)[0]
+        return kind(f"{message}: {where}")
+
+    @property
+    def sensitive(self) -> bool:
+        """Whether a column's name looks sensitive (its values are never shown)."""
+        return any(_secret(name) for name, _ in self.plan.columns)
+
+    def cause(self, error: psycopg.Error) -> psycopg.Error | None:
+        """The server's own error to chain, unless it may quote a sensitive value."""
+        return None if self.sensitive else error
+
+    def copy_error(self, error: psycopg.Error) -> psycopg.Error | None:
+        """The COPY's error told by column, row and value, when the server says where."""
+        lines = (error.diag.context or "").split("\n")
+        context = next((line for line in lines if line.startswith("COPY ")), "")
+        found = re.search(r", line (\d+)", context)
+        if not found:
+            return None
+        row = int(found.group(1)) - 1
+        rest = context[found.end() :]
+        column = None
+        names = [n for n, _ in self.plan.columns]
+        matches = [i for i, n in enumerate(names) if rest.startswith(f", column {n}")]
+        if matches:
+            column = max(matches, key=lambda i: len(names[i]))
+        elif error.diag.column_name in names:  # a NOT NULL column, for one
+            column = names.index(error.diag.column_name or "")
+        primary = error.diag.message_primary or str(error).split("\n")[0]
+        return self.error(type(error), primary, column, row)
+
+    def locatable(self, error: psycopg.Error) -> bool:
+        """Whether a failed ``INSERT ... SELECT`` is worth a search for its row."""
+        return (error.sqlstate or "")[:2] in ("22", "23") and len(self.df) > 0
+
+    def locate(self, error: psycopg.Error) -> Generator[sql.Composed, bool, psycopg.Error]:
+        """Find the row and column a failed ``INSERT ... SELECT`` stumbled on.
+
+        Yields statements to try (each in a savepoint that is rolled back) and is sent
+        whether each one succeeded; returns the error to raise. Bisects on prefixes of the
+        frame, so a row that fails only after others (a unique key) is found too.
+        """
+        assert self.staging is not None
+        names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in self.plan.columns)
+        lo, hi = 0, len(self.df)  # a prefix of lo rows succeeds, one of hi rows fails
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            ok = yield sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} < {}").format(
+                self.plan.table,
+                names,
+                names,
+                self.staging,
+                sql.Identifier(self.row_column),
+                sql.Literal(mid),
             )
-            yield text.encode()
+            lo, hi = (mid, hi) if ok else (lo, mid)
+        row = hi - 1
+        column = None
+        for i, ((name, _), route) in enumerate(zip(self.plan.columns, self.routes, strict=True)):
+            if route != CAST:
+                continue
+            ok = yield sql.SQL("SELECT CAST({} AS {}) FROM {} WHERE {} = {}").format(
+                sql.Identifier(name),
+                sql.SQL(self.targets[name].spelling),
+                self.staging,
+                sql.Identifier(self.row_column),
+                sql.Literal(row),
+            )
+            if not ok:
+                column = i
+                break
+        if column is None and error.diag.column_name in dict(self.plan.columns):
+            column = [n for n, _ in self.plan.columns].index(error.diag.column_name or "")
+        primary = error.diag.message_primary or str(error).split("\n")[0]
+        return self.error(type(error), primary, column, row)
+
+
+def _create(
+    table: sql.Identifier, columns: Sequence[tuple[str, str]], temporary: bool = False
+) -> sql.Composed:
+    return sql.SQL("CREATE {}TABLE {} ({})").format(
+        sql.SQL("TEMPORARY " if temporary else ""),
+        table,
+        sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns
+        ),
+    )
+
+
+def _route(natural: str, target: Target | None) -> str:
+    if target is None:  # a new table
+        return DIRECT
+    if target.oid == NATURAL_OIDS[natural] and target.typmod == -1:
+        return DIRECT
+    if natural == "text" and target.oid not in _LENGTH_LIMITED:
+        return PARSE
+    return CAST
+
+
+def _secret(name: str) -> bool:
+    low = name.lower()
+    return is_sensitive_key(name) or any(part in low for part in _SECRET_PARTS)
+
+
+def _show(value: Any) -> str:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        value = value.item()  # 3000000000, not np.int64(3000000000)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def pg_type(series: pd.Series) -> str:
-    """The PostgreSQL type a column is created with."""
+    """The PostgreSQL type a column is created with (its natural type)."""
     import pandas as pd
     from pandas.api import types
 
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        return pg_type(series.astype(dtype.categories.dtype)) if len(dtype.categories) else "text"
+        return pg_type(_decategorize(series))
     if types.is_bool_dtype(dtype):
         return "boolean"
     if types.is_integer_dtype(dtype):
@@ -156,22 +484,51 @@ def _object_type(series: pd.Series) -> str:
     first = values.iloc[0]
     for py_type, pg in _OBJECT_TYPES:
         if isinstance(first, py_type):
-            if py_type is dt.datetime and getattr(first, "tzinfo", None) is not None:
-                return "timestamptz"
+            if py_type in (dt.datetime, dt.time) and getattr(first, "tzinfo", None) is not None:
+                return "timestamptz" if py_type is dt.datetime else "timetz"
             return pg
     return "text"
 
 
-def _prepare(part: pd.DataFrame, columns: list[tuple[str, str]]) -> pd.DataFrame:
+def _decategorize(series: pd.Series) -> pd.Series:
+    """A categorical's values in the categories' own dtype (integers stay exact, as Int64)."""
+    import pandas as pd
+
+    categories = series.cat.categories
+    kind = categories.dtype.kind
+    if kind in "iub":  # nullable twins, so a missing value does not turn them into floats
+        nullable = (
+            "boolean" if kind == "b" else str(categories.dtype).replace("u", "U").replace("i", "I")
+        )
+        categories = pd.array(categories.to_numpy(), dtype=nullable)
+    else:
+        categories = pd.array(categories)
+    values = categories.take(series.cat.codes.to_numpy(), allow_fill=True)
+    return pd.Series(values, index=series.index, name=series.name)
+
+
+def _decategorized(df: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    positions = [i for i, t in enumerate(df.dtypes) if isinstance(t, pd.CategoricalDtype)]
+    if not positions:
+        return df
+    df = df.copy(deep=False)
+    for i in positions:
+        df.isetitem(i, _decategorize(df.iloc[:, i]))
+    return df
+
+
+def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
     """Convert the few columns whose CSV form pandas would get wrong for PostgreSQL."""
     changed: dict[int, Any] = {}
-    for i, (_, pg) in enumerate(columns):
+    for i, pg in enumerate(types):
         series = part.iloc[:, i]
         if pg == "jsonb":
             changed[i] = series.map(_json, na_action="ignore")
         elif pg == "bytea":
             changed[i] = series.map(_bytea, na_action="ignore")
-        elif pg == "interval" and series.dtype.kind == "m":
+        elif pg == "interval":
             changed[i] = series.map(_interval, na_action="ignore")
     if not changed:
         return part
@@ -190,5 +547,27 @@ def _bytea(value: Any) -> str:
 
 
 def _interval(value: Any) -> str:
-    micros = value.to_timedelta64().astype("timedelta64[us]").astype("int64")
-    return f"{micros} microseconds"
+    # Days apart from the time of day, as psycopg stores a timedelta. Every field carries
+    # its sign: under IntervalStyle sql_standard a lone leading '-' would negate them all.
+    # pandas' own form carries nanoseconds (which the server rounds as it parses) and
+    # always signs the time after negative days.
+    if isinstance(value, dt.timedelta) and not hasattr(value, "nanoseconds"):
+        return f"{value.days:+d} days {value.seconds:+d} seconds {value.microseconds:+d} us"
+    return str(value)
+
+
+def _find_rejected(part: pd.DataFrame, start: int, char: str | None, encoding: str) -> Rejected:
+    """The first cell holding ``char`` (or, with None, a character ``encoding`` lacks)."""
+    for row in range(len(part)):
+        for col in range(part.shape[1]):
+            value = part.iat[row, col]
+            if not isinstance(value, str):
+                continue
+            if char is not None and char in value:
+                return Rejected.nul(col, start + row)
+            if char is None:
+                try:
+                    value.encode(encoding)
+                except UnicodeEncodeError:
+                    return Rejected.unencodable(col, start + row, encoding)
+    return Rejected(psycopg.DataError, "value cannot be sent", None, start)

@@ -1,0 +1,392 @@
+"""to_sql stores what PostgreSQL itself would store: one regression test per write defect.
+
+Expected values come from the server (psycopg's parameterised INSERT into a twin table, or
+the server's own cast of the value's text), never from what we think it should store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from pgmonkey.config import REDACTED
+from pgmonkey.frames import read_sql, read_sql_async, to_sql, to_sql_async
+
+Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture
+def fresh(db_conn: Conn) -> Iterator[str]:
+    """A table name free for the test, dropped (with its twin) afterwards."""
+    db_conn.execute("DROP TABLE IF EXISTS frames_w, frames_w_twin")
+    yield "frames_w"
+    db_conn.execute("DROP TABLE IF EXISTS frames_w, frames_w_twin")
+
+
+def _session(dsn: str, **settings: str) -> Conn:
+    conn = psycopg.connect(dsn, autocommit=True)
+    for name, value in settings.items():
+        conn.execute(
+            psycopg.sql.SQL("SET {} TO {}").format(
+                psycopg.sql.Identifier(name), psycopg.sql.Literal(value)
+            )
+        )
+    return conn
+
+
+def _texts(conn: Conn, table: str, order: str = "k") -> list[tuple[Any, ...]]:
+    """Every row as the server's text of each value (exact: floats, intervals, zones)."""
+    cols = [
+        r[0]
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+            " AND NOT attisdropped ORDER BY attnum",
+            (table,),
+        ).fetchall()
+    ]
+    exprs = psycopg.sql.SQL(", ").join(
+        psycopg.sql.SQL("{}::text").format(psycopg.sql.Identifier(c)) for c in cols
+    )
+    query = psycopg.sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        exprs, psycopg.sql.Identifier(table), psycopg.sql.Identifier(order)
+    )
+    return conn.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("csv_path", [False, True], ids=["binary", "csv"])
+def test_client_encoding_is_honoured(
+    superuser_dsn: str, db_conn: Conn, fresh: str, csv_path: bool
+) -> None:
+    conn = _session(superuser_dsn, client_encoding="WIN1252")
+    df = pd.DataFrame({"k": [0, 1], "s": ["café", "naïve € œ"]})
+    if csv_path:  # a Decimal column sends the frame as CSV
+        df["d"] = [decimal.Decimal("1.5"), None]
+    try:
+        assert to_sql(df, fresh, conn) == 2
+    finally:
+        conn.close()
+    assert [r[0] for r in db_conn.execute(f"SELECT s FROM {fresh} ORDER BY k")] == [
+        "café",
+        "naïve € œ",
+    ]
+
+
+@pytest.mark.parametrize("csv_path", [False, True], ids=["binary", "csv"])
+def test_a_character_the_encoding_lacks_is_a_clear_error(
+    superuser_dsn: str, db_conn: Conn, fresh: str, csv_path: bool
+) -> None:
+    conn = _session(superuser_dsn, client_encoding="WIN1252")
+    df = pd.DataFrame({"k": [0, 1, 2], "s": ["café", "ok", "漢字"]})
+    if csv_path:
+        df["d"] = [decimal.Decimal("1.5"), None, None]
+    try:
+        with pytest.raises(psycopg.errors.UntranslatableCharacter) as info:
+            to_sql(df, fresh, conn)
+    finally:
+        conn.close()
+    assert str(info.value).endswith("column 's', row 2, value '漢字'")
+    assert "'cp1252'" in str(info.value)
+    assert db_conn.execute("SELECT to_regclass(%s)", (fresh,)).fetchone() == (None,)
+
+
+def test_nanosecond_limits(db_conn: Conn, fresh: str) -> None:
+    stamps = pd.Series(
+        [pd.Timestamp.min, pd.Timestamp.max, pd.Timestamp("1969-12-31 23:59:59.9999995")]
+    )
+    assert stamps.dtype == "datetime64[ns]"
+    deltas = pd.Series([pd.Timedelta.min, pd.Timedelta.max, pd.Timedelta(-1, "ns")])
+    df = pd.DataFrame(
+        {"k": [0, 1, 2], "ts": stamps, "tz": stamps.dt.tz_localize("UTC"), "iv": deltas}
+    )
+    to_sql(df, fresh, db_conn)
+    # The server's own reading of each value's full text (psycopg's text dumpers).
+    expected = [
+        db_conn.execute(
+            "SELECT %t::timestamp::text, %t::timestamptz::text, %t::interval::text",
+            (ts, tz, iv),
+        ).fetchone()
+        for ts, tz, iv in zip(df["ts"], df["tz"], df["iv"], strict=True)
+    ]
+    got = [r[1:] for r in _texts(db_conn, fresh)]
+    assert got == expected
+    assert got[0][0].startswith("1677-09-21") and got[1][0].startswith("2262-04-11")
+    assert got[0][2].startswith("-106752 days")
+
+
+def test_float_nan_on_the_csv_path(db_conn: Conn, fresh: str) -> None:
+    df = pd.DataFrame(
+        {
+            "k": [0, 1, 2],
+            "f": [np.nan, -0.0, np.inf],
+            "d": [decimal.Decimal("1.5"), None, decimal.Decimal("-2")],
+        }
+    )
+    to_sql(df, fresh, db_conn)
+    assert _texts(db_conn, fresh) == [
+        ("0", None, "1.5"),
+        ("1", "-0", None),
+        ("2", "Infinity", "-2"),
+    ]
+
+
+def test_bare_carriage_returns_on_the_csv_path(db_conn: Conn, fresh: str) -> None:
+    strings = ["a\rb", "\r", "c\r\nd", "e\nf", "\r\r\n\n", "", "end\r"]
+    df = pd.DataFrame(
+        {"k": range(len(strings)), "s": strings, "d": [decimal.Decimal(1)] * len(strings)}
+    )
+    to_sql(df, fresh, db_conn)
+    assert [r[1] for r in _texts(db_conn, fresh)] == strings
+
+
+def test_categorical_of_integers_with_a_missing_value(db_conn: Conn, fresh: str) -> None:
+    df = pd.DataFrame(
+        {"k": [0, 1, 2], "c": pd.Categorical([2**62, None, 7], categories=[7, 2**62])}
+    )
+    to_sql(df, fresh, db_conn)
+    assert db_conn.execute(
+        "SELECT format_type(atttypid, -1) FROM pg_attribute"
+        f" WHERE attrelid = '{fresh}'::regclass AND attname = 'c'"
+    ).fetchone() == ("bigint",)
+    assert [r[1] for r in _texts(db_conn, fresh)] == [str(2**62), None, "7"]
+
+
+# (type of the existing column, frame column): the stored values must be the INSERT's.
+APPEND_CASES = [
+    ("integer", pd.Series([1, -2, 2**31 - 1], dtype="int64")),
+    ("smallint", pd.Series([1, None, -7], dtype="Int64")),
+    ("numeric", pd.Series([1, 2**62, -5], dtype="int64")),
+    ("numeric", pd.Series([0.1 + 0.2, 1e-7, 2.5], dtype="float64")),
+    ("real", pd.Series([1.5, 0.1, 1e30], dtype="float64")),
+    ("numeric(12,3)", pd.Series([1.0005, 2.0004, -3.14159], dtype="float64")),
+    ("date", pd.Series(pd.to_datetime(["2024-01-01 23:59:59", "1900-02-28 00:00:01", None]))),
+    ("text", pd.Series([1.5, 0.1 + 0.2, -0.0], dtype="float64")),
+    ("text", pd.Series([True, None, False], dtype="boolean")),
+    ("varchar(5)", pd.Series(["ab", "abcde   ", None], dtype="str")),
+    ("jsonb", pd.Series(['{"a": 1}', "[1, 2]", '"x"'], dtype="str")),
+    ("interval", pd.Series(["1 day", "-2 hours", "P1Y"], dtype="str")),
+    ("bigint", pd.Series([1.0, 2.0, None], dtype="float64")),
+    (
+        "timestamp(0)",
+        pd.Series(pd.to_datetime(["2024-01-01 00:00:00.5", "2024-01-01 00:00:01.5", None])),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", APPEND_CASES, ids=[f"{c[0]}-{c[1].dtype}" for c in APPEND_CASES])
+@pytest.mark.parametrize("run", ["sync", "async"])
+async def test_append_into_compatible_types(
+    superuser_dsn: str, db_conn: Conn, fresh: str, case: tuple[str, pd.Series], run: str
+) -> None:
+    sql_type, values = case
+    for table in (fresh, "frames_w_twin"):
+        db_conn.execute(f"CREATE TABLE {table} (k int8, v {sql_type}, other text DEFAULT 'd')")
+    df = pd.DataFrame({"k": range(len(values)), "v": values})
+    if run == "sync":
+        assert to_sql(df, fresh, db_conn, if_exists="append") == len(df)
+    else:
+        async with await psycopg.AsyncConnection.connect(superuser_dsn, autocommit=True) as aconn:
+            assert await to_sql_async(df, fresh, aconn, if_exists="append") == len(df)
+    with db_conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO frames_w_twin (k, v) VALUES (%s, %t)",
+            [(k, None if pd.isna(v) else v) for k, v in zip(df["k"], df["v"], strict=True)],
+        )
+    assert _texts(db_conn, fresh) == _texts(db_conn, "frames_w_twin")
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata", "EST5EDT", "<+0330>-03:30"])
+def test_append_across_time_zones_lands_at_the_servers_instant(
+    superuser_dsn: str, db_conn: Conn, fresh: str, zone: str
+) -> None:
+    conn = _session(superuser_dsn, TimeZone=zone, DateStyle="SQL, DMY")
+    naive = pd.Series(
+        pd.to_datetime(["2024-03-10 02:30", "2024-11-03 01:30", "1900-01-01 12:00", None])
+    )
+    aware = naive.dt.tz_localize("Asia/Tokyo")
+    df = pd.DataFrame({"k": range(4), "into_tz": naive, "into_naive": aware})
+    try:
+        for table in (fresh, "frames_w_twin"):
+            conn.execute(
+                f"CREATE TABLE {table} (k int8, into_tz timestamptz, into_naive timestamp)"
+            )
+        to_sql(df, fresh, conn, if_exists="append")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO frames_w_twin VALUES (%s, %t, %t)",
+                [
+                    tuple(None if pd.isna(v) else v for v in row)
+                    for row in df.itertuples(index=False)
+                ],
+            )
+        assert _texts(conn, fresh) == _texts(conn, "frames_w_twin")
+    finally:
+        conn.close()
+
+
+async def test_a_leading_byte_order_mark_is_data(superuser_dsn: str, db_conn: Conn) -> None:
+    query = "SELECT E'\\uFEFFa' AS s, 1 AS i UNION ALL SELECT E'\\uFEFF', 2"
+    assert read_sql(query, db_conn)["s"].tolist() == ["\ufeffa", "\ufeff"]
+    one = read_sql("SELECT E'\\uFEFF' AS s", db_conn)
+    assert one["s"].tolist() == ["\ufeff"]
+    async with await psycopg.AsyncConnection.connect(superuser_dsn) as aconn:
+        got = await read_sql_async(query, aconn)
+    assert got["s"].tolist() == ["\ufeffa", "\ufeff"]
+
+
+def _count(conn: Conn, table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+async def test_a_value_the_server_rejects_names_column_row_and_value(
+    superuser_dsn: str, db_conn: Conn, fresh: str, run: str
+) -> None:
+    db_conn.execute(f"CREATE TABLE {fresh} (v integer, n numeric(4, 1), s text)")
+    db_conn.execute(f"INSERT INTO {fresh} VALUES (1, 1, 'before')")
+    cases: list[tuple[pd.DataFrame, type[Exception], str]] = [
+        (
+            pd.DataFrame({"v": [1, 2, 3_000_000_000, 4]}),
+            psycopg.errors.NumericValueOutOfRange,
+            "integer out of range: column 'v', row 2, value 3000000000",
+        ),
+        (
+            pd.DataFrame({"n": [1.5, 12345.0]}, index=["a", "b"]),
+            psycopg.errors.NumericValueOutOfRange,
+            "numeric field overflow: column 'n', row 1 (index 'b'), value 12345.0",
+        ),
+        (
+            pd.DataFrame({"v": ["7", "x2"]}, dtype="str"),
+            psycopg.errors.InvalidTextRepresentation,
+            "invalid input syntax for type integer: \"x2\": column 'v', row 1, value 'x2'",
+        ),
+        (
+            pd.DataFrame({"s": ["fine", "nul\x00inside"]}),
+            psycopg.errors.CharacterNotInRepertoire,
+            "column 's', row 1, value 'nul\\x00inside'",
+        ),
+    ]
+    for df, kind, message in cases:
+        with pytest.raises(kind) as info:
+            if run == "sync":
+                to_sql(df, fresh, db_conn, if_exists="append")
+            else:
+                async with await psycopg.AsyncConnection.connect(superuser_dsn) as aconn:
+                    await to_sql_async(df, fresh, aconn, if_exists="append")
+        assert str(info.value).endswith(message), str(info.value)
+        assert "\n" not in str(info.value)
+        assert _count(db_conn, fresh) == 1  # nothing written
+    assert db_conn.execute(
+        "SELECT count(*) FROM pg_class WHERE relname LIKE '\\_pgmonkey\\_%'"
+    ).fetchone() == (0,)
+
+
+def test_values_of_sensitive_columns_are_redacted(db_conn: Conn, fresh: str) -> None:
+    db_conn.execute(f"CREATE TABLE {fresh} (k int, api_token smallint, user_password text)")
+    df = pd.DataFrame({"k": [1], "api_token": [123456]})
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange) as info:
+        to_sql(df, fresh, db_conn, if_exists="append")
+    assert str(info.value).endswith(f"column 'api_token', row 0, value {REDACTED}")
+    assert "123456" not in str(info.value)
+    bad = pd.DataFrame({"user_password": ["hunter2\x00"]})
+    with pytest.raises(psycopg.errors.CharacterNotInRepertoire) as info2:
+        to_sql(bad, fresh, db_conn, if_exists="append")
+    assert "hunter2" not in str(info2.value) and REDACTED in str(info2.value)
+
+
+def test_a_constraint_violation_is_located_too(db_conn: Conn, fresh: str) -> None:
+    db_conn.execute(f"CREATE TABLE {fresh} (k int PRIMARY KEY, v smallint NOT NULL)")
+    df = pd.DataFrame({"k": [1, 2, 3, 2, 5], "v": [1, 1, 1, 1, 1]})
+    with pytest.raises(psycopg.errors.UniqueViolation) as info:
+        to_sql(df, fresh, db_conn, if_exists="append")
+    assert str(info.value).endswith(": row 3")
+    assert _count(db_conn, fresh) == 0
+
+
+def test_a_column_the_table_lacks(db_conn: Conn, fresh: str) -> None:
+    db_conn.execute(f"CREATE TABLE {fresh} (k int)")
+    with pytest.raises(psycopg.errors.UndefinedColumn, match="column 'nope' of table 'frames_w'"):
+        to_sql(pd.DataFrame({"k": [1], "nope": [2]}), fresh, db_conn, if_exists="append")
+
+
+def test_python_timedeltas_keep_days_apart(db_conn: Conn, fresh: str) -> None:
+    values = [dt.timedelta(days=-1, seconds=5), dt.timedelta(microseconds=7), dt.timedelta(days=3)]
+    df = pd.DataFrame({"k": range(3), "t": pd.Series(values, dtype=object)})
+    to_sql(df, fresh, db_conn)
+    db_conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
+    with db_conn.cursor() as cur:
+        cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
+    assert _texts(db_conn, fresh) == _texts(db_conn, "frames_w_twin")
+
+
+def test_a_sensitive_value_quoted_by_the_server_is_not_shown(db_conn: Conn, fresh: str) -> None:
+    db_conn.execute(f"CREATE TABLE {fresh} (k int, pin_secret integer)")
+    df = pd.DataFrame({"k": [1, 2], "pin_secret": ["12", "hunter2"]}, dtype="str")
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation) as info:
+        to_sql(df, fresh, db_conn, if_exists="append")
+    assert str(info.value) == (
+        f"invalid input syntax for type integer: column 'pin_secret', row 1, value {REDACTED}"
+    )
+    assert info.value.__cause__ is None  # the server's own message quotes the value
+
+
+def test_not_null_on_the_direct_binary_path_names_the_column(db_conn: Conn, fresh: str) -> None:
+    db_conn.execute(f"CREATE TABLE {fresh} (k bigint, v bigint NOT NULL)")
+    df = pd.DataFrame({"k": [1, 2], "v": pd.array([5, None], dtype="Int64")})
+    with pytest.raises(psycopg.errors.NotNullViolation) as info:
+        to_sql(df, fresh, db_conn, if_exists="append")
+    assert str(info.value).endswith("column 'v', row 1, value <NA>")
+    assert isinstance(info.value.__cause__, psycopg.errors.NotNullViolation)
+    assert _count(db_conn, fresh) == 0
+
+
+@pytest.mark.parametrize("style", ["postgres", "sql_standard", "iso_8601"])
+def test_python_timedeltas_under_every_interval_style(
+    superuser_dsn: str, fresh: str, style: str
+) -> None:
+    values = [
+        dt.timedelta(days=-1, seconds=5),
+        dt.timedelta(seconds=-1),
+        dt.timedelta(days=2, microseconds=-7),
+        dt.timedelta.max,
+        dt.timedelta.min,
+    ]
+    with _session(superuser_dsn, IntervalStyle=style) as conn:
+        df = pd.DataFrame({"k": range(len(values)), "t": pd.Series(values, dtype=object)})
+        to_sql(df, fresh, conn)
+        conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
+        assert _texts(conn, fresh) == _texts(conn, "frames_w_twin")
+
+
+def test_column_labels_that_are_not_strings(db_conn: Conn, fresh: str) -> None:
+    df = pd.DataFrame({0: [1, 2], 1: ["a", None], 2: [decimal.Decimal("1.5"), None]})
+    assert to_sql(df, fresh, db_conn) == 2
+    rows = db_conn.execute(f'SELECT "0", "1", "2" FROM {fresh} ORDER BY "0"').fetchall()
+    assert rows == [(1, "a", decimal.Decimal("1.5")), (2, None, None)]
+    assert to_sql(df[[0, 1]], fresh, db_conn, if_exists="append") == 2
+
+
+def test_times_with_a_zone_keep_it(db_conn: Conn, fresh: str) -> None:
+    zone = dt.timezone(dt.timedelta(hours=9, minutes=30))
+    values = [dt.time(12, 0, 1, 5, tzinfo=zone), None]
+    to_sql(pd.DataFrame({"k": [0, 1], "t": pd.Series(values, dtype=object)}), fresh, db_conn)
+    db_conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
+    kind = db_conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        f" WHERE attrelid = '{fresh}'::regclass AND attname = 't'"
+    ).fetchone()
+    assert kind == ("time with time zone",)
+    with db_conn.cursor() as cur:
+        cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
+    assert _texts(db_conn, fresh) == _texts(db_conn, "frames_w_twin")
+    assert _texts(db_conn, fresh)[0][1] == "12:00:01.000005+09:30"
