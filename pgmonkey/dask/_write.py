@@ -28,6 +28,7 @@ from psycopg import sql
 
 from pgmonkey import frames
 from pgmonkey.errors import TransferError
+from pgmonkey.transfer._sql import parse_table
 
 from ._source import Source
 
@@ -53,8 +54,9 @@ class Target:
     def of(cls, table: str, schema: str | None) -> Target:
         if not table:
             raise TransferError("table name is empty")
-        if schema is None and "." in table:
-            schema, table = table.split(".", 1)
+        if schema is None:
+            parsed = parse_table(table)  # as pgmonkey.to_sql and CSV import read it
+            schema, table = parsed.schema, parsed.name
         return cls(schema, table, f"{STAGE_PREFIX}{uuid.uuid4().hex[:16]}")
 
     def ident(self, name: str) -> sql.Identifier:

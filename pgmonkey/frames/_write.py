@@ -42,6 +42,7 @@ from psycopg import sql
 
 from pgmonkey.config import REDACTED, is_sensitive_key
 from pgmonkey.errors import TransferError
+from pgmonkey.transfer._sql import parse_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,8 +158,11 @@ class WritePlan:
             )
         if not table:
             raise TransferError("table name is empty")
-        if schema is None and "." in table:
-            schema, table = table.split(".", 1)
+        if schema is None:
+            # 'schema.table' read as import and export read it: quotes keep a dot in a name
+            # ('s."x.y"'), and 'a.b.c' is refused rather than half-read.
+            parsed = parse_table(table)
+            schema, table = parsed.schema, parsed.name
         ident = sql.Identifier(schema, table) if schema else sql.Identifier(table)
         names = [str(c) for c in df.columns]
         if len(set(names)) != len(names):
