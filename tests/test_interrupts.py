@@ -29,6 +29,14 @@ SCRIPT = textwrap.dedent(
     config, admin_dsn = sys.argv[1], sys.argv[2]
     SLOW = "SELECT pg_sleep(60) AS s, 1 AS x /* pgm-interrupt */"
 
+    MAIN = threading.main_thread().ident
+
+    def ctrl_c():
+        # To the main thread, as a terminal's Ctrl-C reaches the program: a signal sent to
+        # the process may be taken by the watcher thread, leaving the main thread's wait
+        # unaware of it until the query ends.
+        signal.pthread_kill(MAIN, signal.SIGINT)
+
     def when_running(action):
         # Act once the server runs the slow query: no guess about timing.
         def watch():
@@ -48,7 +56,7 @@ SCRIPT = textwrap.dedent(
     manager = PGConnectionManager()
     for ctype in ("normal", "pool"):
         obj = manager.get_database_connection(config, ctype)
-        when_running(lambda: os.kill(os.getpid(), signal.SIGINT))
+        when_running(ctrl_c)
         try:
             pgmonkey.frames.read_sql(SLOW, obj)
         except BaseException as e:
@@ -77,7 +85,7 @@ SCRIPT = textwrap.dedent(
     shell = InteractiveShell.instance()
     shell.run_cell("%load_ext pgmonkey")
     shell.run_cell(f"%pgmonkey connect {config} normal --name c")
-    when_running(lambda: os.kill(os.getpid(), signal.SIGINT))
+    when_running(ctrl_c)
     r = shell.run_cell(f"%pgmonkey {SLOW}")
     print("magic raised", type(r.error_in_exec).__name__, flush=True)
     r = shell.run_cell("%pgmonkey SELECT 1 AS x")
