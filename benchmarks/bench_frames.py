@@ -1,4 +1,4 @@
-"""Benchmark: query -> DataFrame and DataFrame -> table, pgmonkey vs the usual ways (SPEC S8).
+"""Benchmark: query -> DataFrame and DataFrame -> table, pgmonkey vs the usual ways.
 
     python benchmarks/bench_frames.py                 # 1,000,000 rows, own sandbox
     python benchmarks/bench_frames.py --rows 100000   # a quick run

@@ -1,4 +1,4 @@
-"""Load benchmark (issue 9): many concurrent tasks through a small async pool.
+"""Load benchmark: many concurrent tasks through a small async pool.
 
 10,000 queries from 500 concurrent asyncio tasks through ``async_pool`` with ``max_size`` 10,
 against a raw ``psycopg_pool.AsyncConnectionPool`` of the same size over the same conninfo,

@@ -5,7 +5,7 @@
     python benchmarks/bench_transfer.py --dsn "host=127.0.0.1 user=postgres dbname=postgres"
 
 Each side is timed end to end (connect, CREATE TABLE, COPY, commit), best of --repeat.
-Goal (SPEC S8): both ratios within 1.3x.
+Goal: both ratios within 1.3x.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every CLI flag value reaches the code as the exact text typed (issue 15, item 10).
+"""Every CLI flag value reaches the code as the exact text typed.
 
 python-fire reads a value as a Python literal when it can: ``--table 2024_01`` became the
 number 202401, ``0x1f`` 31, ``1e3`` 1000.0, ``10.10`` 10.1, ``{a:1}`` a dict, ``None`` None,

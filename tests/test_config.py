@@ -1,4 +1,4 @@
-"""Configuration loading and validation (SPEC S2): real files, no mocks."""
+"""Configuration loading and validation: real files, no mocks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every ``pgmonkey ...`` command line of README.md and the notebooks runs as written (issue 16).
+"""Every ``pgmonkey ...`` command line of README.md and the notebooks runs as written.
 
 The README once showed ``pgexport --table T ... --query "SELECT ..."``, which cannot run. Here
 each command line is extracted from the documents and run in a real subprocess

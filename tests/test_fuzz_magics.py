@@ -1,4 +1,4 @@
-"""Hostile ``:name`` values and SQL around them (SPEC S5), beyond ``test_magics_params.py``.
+"""Hostile ``:name`` values and SQL around them, beyond ``test_magics_params.py``.
 
 1. Random statements assembled from fragments the lexer must leave alone (string literals
    holding ``:x`` and ``;``, dollar quotes, escape strings, quoted identifiers, comments,

@@ -1,4 +1,4 @@
-"""Hostile input for CSV import and export (SPEC S4), beyond ``test_transfer_property.py``
+"""Hostile input for CSV import and export, beyond ``test_transfer_property.py``
 (which round-trips well-formed random tables).
 
 - random bytes as a CSV file, through the review step and the import;

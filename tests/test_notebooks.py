@@ -1,4 +1,4 @@
-"""The notebooks as executable documentation (SPEC S7, issue 7).
+"""The notebooks as executable documentation.
 
 ``python -m pytest`` itself runs every ``notebooks/*.ipynb`` under nbval against the session
 sandbox (pyproject ``addopts``/``testpaths``, notebooks/conftest.py). These tests check what
@@ -28,7 +28,7 @@ NOTEBOOKS = ROOT / "notebooks"
 NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
 IDS = [p.stem for p in NOTEBOOK_PATHS]
 
-# The topics of SPEC S7, each a notebook of its own.
+# The topics the notebooks must cover, each a notebook of its own.
 REQUIRED = (
     "01_quickstart",
     "02_connection_types",

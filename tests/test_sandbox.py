@@ -1,4 +1,4 @@
-"""The sandbox PostgreSQL (SPEC S0), on a server of its own (not the session's)."""
+"""The sandbox PostgreSQL, on a server of its own (not the session's)."""
 
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def test_stale_state_is_not_running(tmp_path: Path) -> None:
 
 
 def test_lifecycle_start_connect_three_ways_stop_leaves_nothing(tmp_path: Path) -> None:
-    """The acceptance test of issue 2, in one piece, on a sandbox of its own."""
+    """The sandbox end to end, in one piece, on a sandbox of its own."""
     path = tmp_path / "life"
     port = sb_process._free_port()
     running = sb.start(path, port=port)

@@ -1,4 +1,4 @@
-"""Scale-out (SPEC S9): PgBouncer in transaction mode and multi-host failover, for real.
+"""Scale-out: PgBouncer in transaction mode and multi-host failover, for real.
 
 One module-scoped sandbox of its own (not the session's) with a streaming standby and a
 PgBouncer in front of the primary; the failover test starts another one through the CLI,

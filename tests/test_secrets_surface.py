@@ -1,4 +1,4 @@
-"""No secret on any surface that shows text (SPEC S2, S3, S5): one test collects them all.
+"""No secret on any surface that shows text: one test collects them all.
 
 Roles with distinctive passwords are created on the sandbox and used through configs that
 hold the password literally, through ``from_env``, ``${VAR}`` and ``from_file``, plus

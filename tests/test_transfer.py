@@ -483,7 +483,7 @@ def test_unwritable_export_path_is_one_clear_error(tmp_path: Path, db_conn: Conn
         export_csv(db_conn, out, query="SELECT 1")
 
 
-# -- a file that changes while it is imported (issue 15 item 3) ------------------------------
+# -- a file that changes while it is imported ------------------------------
 
 
 def _changing_progress(src: Path, change: Any) -> type:

@@ -241,7 +241,7 @@ def test_import_settings_defaults() -> None:
     )
 
 
-# -- detection from evidence across the whole file (issue 20, issue 16 item 7) ---------------
+# -- detection from evidence across the whole file ---------------
 
 
 def _review(settings: ImportSettings) -> str:
@@ -277,7 +277,7 @@ def test_a_ragged_row_far_into_the_file_is_found(tmp_path: Path) -> None:
 
 
 def test_header_with_names_like_booleans_is_a_header(tmp_path: Path) -> None:
-    # issue 16 item 7: id,t,n,f was taken for data because t, n, f read as booleans.
+    # id,t,n,f was taken for data because t, n, f read as booleans.
     p = _write(tmp_path, b"id,t,n,f\n1,true,2,f\n2,false,5,t\n3,true,7,t\n")
     s = detect_csv(p)
     assert s.has_headers is True

@@ -1,4 +1,4 @@
-"""Files written by export and the import's review step (issue 15, item 7).
+"""Files written by export and the import's review step.
 
 Never through a symlink (a planted ``out.csv.part`` link overwrote its target; the
 ``<csv>.import.yaml`` was written through a dangling link), never half-written, and an

@@ -1,4 +1,4 @@
-"""CSV import and export at COPY speed (SPEC S4).
+"""CSV import and export at COPY speed.
 
 - :func:`import_csv`: a CSV file into a table through ``COPY ... FROM STDIN``, all rows or
   none. The first run of a file detects its settings, writes ``<csv>.import.yaml`` beside it
