@@ -1,4 +1,4 @@
-"""Connection benchmarks (S8), as ratios measured in one run against a private sandbox.
+"""Connection benchmarks, as ratios measured in one run against a private sandbox.
 
 1. A cached ``get_database_connection`` call vs a faithful re-creation of what 4.0.0 paid
    per cached call: read and ``yaml.safe_load`` the file, then ``json.dumps`` + SHA-256 of

@@ -1,4 +1,4 @@
-"""generate-code (S3): every type x library script runs against the sandbox and exits."""
+"""generate-code: every type x library script runs against the sandbox and exits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The IPython magics (S5), driven through a real InteractiveShell against the sandbox."""
+"""The IPython magics, driven through a real InteractiveShell against the sandbox."""
 
 from __future__ import annotations
 

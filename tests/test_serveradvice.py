@@ -1,4 +1,4 @@
-"""Server configuration advice (S6): the rules on configs, pg_hba matching, and the audit."""
+"""Server configuration advice: the rules on configs, pg_hba matching, and the audit."""
 
 from __future__ import annotations
 
