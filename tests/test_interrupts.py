@@ -30,11 +30,12 @@ SCRIPT = textwrap.dedent(
     SLOW = "SELECT pg_sleep(60) AS s, 1 AS x /* pgm-interrupt */"
 
     MAIN = threading.main_thread().ident
+    # As in an interactive Python: a child started from a background job (nohup, some CI
+    # runners) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def ctrl_c():
-        # To the main thread, as a terminal's Ctrl-C reaches the program: a signal sent to
-        # the process may be taken by the watcher thread, leaving the main thread's wait
-        # unaware of it until the query ends.
+        # To the main thread, as a terminal's Ctrl-C reaches the program.
         signal.pthread_kill(MAIN, signal.SIGINT)
 
     def when_running(action):
