@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from .. import _connect, _psycopg
+from ._engines import PANDAS, ParseThread, choose_engine, convert
 from ._read import (
     CopyReader,
     Plan,
@@ -62,7 +63,7 @@ def read_sql(
             raise
 
 
-def _read(conn: psycopg.Connection[Any], text: str, decimal: bool) -> pd.DataFrame:
+def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str = PANDAS) -> Any:
     body = strip_query(text)
     with conn.cursor() as cur:
         description = None
@@ -78,12 +79,31 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool) -> pd.DataFra
             # user's own text.
             cur.execute(text)
             plan = _plan_or_raise(cur, conn, text, decimal)
-            return plan.from_rows(cur.fetchall())
+            return convert(plan.from_rows(cur.fetchall()), output)
         plan = Plan.build(description, conn, decimal=decimal)
-        reader = CopyReader(copy_chunks(conn))
-        with cur.copy(plan.copy_statement(body)):
+        engine = choose_engine(plan)
+        if engine.setting is not None:
+            engine.configure(cur.execute(engine.setting).fetchone())
+        parse = engine.parser(output)
+        if engine.threaded:
+            # Parsing runs on a worker thread while this one receives the data.
+            chunks = QueueChunks()
+            reader = CopyReader(iter(chunks))
+            worker = ParseThread(parse, reader)
             try:
-                return plan.parse(reader)
+                with cur.copy(engine.copy_statement(body)):
+                    for block in copy_chunks(conn, _BLOCK):
+                        chunks.put(block)
+            except BaseException as error:
+                chunks.close(error)
+                worker.join()
+                raise
+            chunks.close()
+            return worker.result(reader)
+        reader = CopyReader(copy_chunks(conn))
+        with cur.copy(engine.copy_statement(body)):
+            try:
+                return parse(reader)
             except Exception:
                 if reader.failure is not None:  # pandas wrapped it in its ParserError
                     raise reader.failure from None
@@ -107,7 +127,9 @@ async def read_sql_async(
             raise
 
 
-async def _read_async(conn: psycopg.AsyncConnection[Any], text: str, decimal: bool) -> pd.DataFrame:
+async def _read_async(
+    conn: psycopg.AsyncConnection[Any], text: str, decimal: bool, output: str = PANDAS
+) -> Any:
     body = strip_query(text)
     async with conn.cursor() as cur:
         description = None
@@ -120,13 +142,16 @@ async def _read_async(conn: psycopg.AsyncConnection[Any], text: str, decimal: bo
         if not description:
             await cur.execute(text)
             plan = _plan_or_raise(cur, conn, text, decimal)
-            return plan.from_rows(await cur.fetchall())
+            return convert(plan.from_rows(await cur.fetchall()), output)
         plan = Plan.build(description, conn, decimal=decimal)
+        engine = choose_engine(plan)
+        if engine.setting is not None:
+            engine.configure(await (await cur.execute(engine.setting)).fetchone())
         chunks = QueueChunks()
         reader = CopyReader(iter(chunks))
-        parsed = asyncio.ensure_future(asyncio.to_thread(plan.parse, reader))
+        parsed = asyncio.ensure_future(asyncio.to_thread(engine.parser(output), reader))
         try:
-            async with cur.copy(plan.copy_statement(body)):
+            async with cur.copy(engine.copy_statement(body)):
                 encoding = conn.info.encoding
                 end = False
                 while not end:
