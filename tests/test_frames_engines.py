@@ -206,3 +206,80 @@ async def test_async_engines_agree(
     aconn: psycopg.AsyncConnection[Any], db_conn: Conn, query: str
 ) -> None:
     assert_frame_equal(await read_sql_async(query, aconn), pgmonkey.read_sql(query, db_conn))
+
+
+ARROW_TYPES = [
+    ("i::int8", "int64"),
+    ("i::int2", "int64"),
+    ("i::float8 / 3", "double"),
+    ("i::numeric / 7", "double"),
+    ("i % 2 = 0", "bool"),
+    ("i::text", "string"),
+    (f"{TS} + i * interval '1 s'", "timestamp[us]"),
+    (f"({TS} + i * interval '1 s')::timestamptz", "timestamp[us, tz=UTC]"),
+    ("'2024-01-01'::date + i", "date32[day]"),
+    ("ARRAY[i]", "string"),
+]
+
+
+@pytest.mark.parametrize("with_text", [False, True], ids=["binary", "arrow-csv"])
+def test_read_arrow_types_and_values(db_conn: Conn, with_text: bool) -> None:
+    exprs = [e for e, _ in ARROW_TYPES if with_text or e not in ("i::text", "ARRAY[i]")]
+    nullable = ", ".join(
+        f"CASE WHEN i % 4 = 0 THEN NULL ELSE {e} END AS c{n}" for n, e in enumerate(exprs)
+    )
+    query = f"SELECT {nullable} FROM generate_series(1, 50) i"
+    table = pgmonkey.read_arrow(query, db_conn)
+    expected = dict(ARROW_TYPES)
+    assert [str(t) for t in table.schema.types] == [expected[e] for e in exprs]
+    frame = pgmonkey.read_sql(query, db_conn)
+    for n, e in enumerate(exprs):
+        column = table.column(n)
+        assert column.null_count == 12
+        got = column.to_pylist()
+        want = [None if pd.isna(v) else v for v in frame.iloc[:, n].tolist()]
+        if expected[e] == "date32[day]":
+            want = [None if v is None else v.date() for v in want]
+        elif expected[e].startswith("timestamp"):
+            want = [None if v is None else v.to_pydatetime() for v in want]
+        elif e == "ARRAY[i]":
+            want = [None if v is None else "{" + str(v[0]) + "}" for v in want]
+        assert got == want, e
+
+
+def test_read_arrow_keeps_nan_apart_from_null(db_conn: Conn) -> None:
+    query = "SELECT 'NaN'::float8 a, NULL::float8 b, 'NaN'::float8 c, NULL::text d"
+    for q in (query, "SELECT 'NaN'::float8 a, NULL::float8 b"):
+        table = pgmonkey.read_arrow(q, db_conn)
+        assert table.column(0).null_count == 0 and math.isnan(table.column(0)[0].as_py())
+        assert table.column(1).to_pylist() == [None]
+
+
+def test_read_arrow_of_a_statement_that_is_not_a_plain_query(db_conn: Conn) -> None:
+    db_conn.execute("CREATE TEMP TABLE arrow_dml (i int, s text)")
+    table = pgmonkey.read_arrow(
+        "INSERT INTO arrow_dml VALUES (1, 'a'), (2, NULL) RETURNING i, s", db_conn
+    )
+    assert table.to_pydict() == {"i": [1, 2], "s": ["a", None]}
+
+
+def test_read_polars(db_conn: Conn) -> None:
+    pl = pytest.importorskip("polars")
+    query = "SELECT i AS n, NULLIF(i::text, '2') AS s FROM generate_series(1, 3) i"
+    df = pgmonkey.read_polars(query, db_conn, None)
+    assert isinstance(df, pl.DataFrame)
+    assert df.to_dict(as_series=False) == {"n": [1, 2, 3], "s": ["1", None, "3"]}
+    assert df.schema == {"n": pl.Int64, "s": pl.String}
+
+
+async def test_read_arrow_and_polars_async(
+    aconn: psycopg.AsyncConnection[Any], db_conn: Conn
+) -> None:
+    from pgmonkey.frames import read_arrow_async, read_polars_async
+
+    for query in (FIXED[3], ANY[0]):
+        assert (await read_arrow_async(query, aconn)).equals(pgmonkey.read_arrow(query, db_conn))
+    pl = pytest.importorskip("polars")
+    df = await read_polars_async("SELECT 1 AS a, 'x' AS b", aconn)
+    assert df.to_dict(as_series=False) == {"a": [1], "b": ["x"]}
+    assert df.schema == {"a": pl.Int64, "b": pl.String}

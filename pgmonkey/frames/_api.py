@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from .. import _connect, _psycopg
-from ._engines import PANDAS, ParseThread, choose_engine, convert
+from ._engines import ARROW, PANDAS, ParseThread, choose_engine, convert
 from ._read import (
     CopyReader,
     Plan,
@@ -34,8 +34,19 @@ from ._write import WritePlan
 
 if TYPE_CHECKING:
     import pandas as pd
+    import polars as pl
+    import pyarrow as pa
 
-__all__ = ["read_sql", "read_sql_async", "to_sql", "to_sql_async"]
+__all__ = [
+    "read_arrow",
+    "read_arrow_async",
+    "read_polars",
+    "read_polars_async",
+    "read_sql",
+    "read_sql_async",
+    "to_sql",
+    "to_sql_async",
+]
 
 Query: TypeAlias = "str | sql.Composable"
 Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
@@ -53,10 +64,35 @@ def read_sql(
     text. A statement that returns no rows raises :class:`~pgmonkey.errors.TransferError`
     (after it ran: as with ``pandas.read_sql``).
     """
+    frame: pd.DataFrame = _read_on(con, query, params, decimal, PANDAS)
+    return frame
+
+
+def read_arrow(query: Query, con: Any, params: Params = None) -> pa.Table:
+    """:func:`read_sql`, as a ``pyarrow.Table``, without going through pandas.
+
+    Column types: ``int64`` (integers), ``double`` (float4, float8, numeric), ``bool``,
+    ``string`` (text types), ``timestamp[us, tz=UTC]`` (timestamptz), ``timestamp[us]``,
+    ``date32``; other types arrive as their PostgreSQL text. NULL is null in every column
+    (a float NaN stays NaN). Results that only pandas' reader takes (a client encoding other
+    than UTF-8, statements that are not plain queries) are that frame converted by
+    ``pyarrow.Table.from_pandas``.
+    """
+    table: pa.Table = _read_on(con, query, params, False, ARROW)
+    return table
+
+
+def read_polars(query: Query, con: Any, params: Params = None) -> pl.DataFrame:
+    """:func:`read_arrow`, as a ``polars.DataFrame`` (``pip install 'pgmonkey[polars]'``)."""
+    frame: pl.DataFrame = _polars().from_arrow(read_arrow(query, con, params))
+    return frame
+
+
+def _read_on(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     with _connect.connection(con) as conn:
         text = _bind(conn, query, params)
         try:
-            return _read(conn, text, decimal)
+            return _read(conn, text, decimal, output)
         except BaseException:
             # Ctrl-C, an error mid-COPY: the server stops, the connection stays usable.
             _psycopg.cancel_and_drain(conn)
@@ -117,10 +153,27 @@ async def read_sql_async(
 
     Parsing runs in a worker thread while the event loop receives the data.
     """
+    frame: pd.DataFrame = await _read_on_async(con, query, params, decimal, PANDAS)
+    return frame
+
+
+async def read_arrow_async(query: Query, con: Any, params: Params = None) -> pa.Table:
+    """:func:`read_arrow` for a ``psycopg.AsyncConnection`` (or an async pgmonkey object/path)."""
+    table: pa.Table = await _read_on_async(con, query, params, False, ARROW)
+    return table
+
+
+async def read_polars_async(query: Query, con: Any, params: Params = None) -> pl.DataFrame:
+    """:func:`read_polars` for a ``psycopg.AsyncConnection`` (or an async pgmonkey object/path)."""
+    frame: pl.DataFrame = _polars().from_arrow(await read_arrow_async(query, con, params))
+    return frame
+
+
+async def _read_on_async(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     async with _connect.async_connection(con) as conn:
         text = _bind(conn, query, params)
         try:
-            return await _read_async(conn, text, decimal)
+            return await _read_async(conn, text, decimal, output)
         except BaseException:
             # A cancellation, an error mid-COPY: the server stops, the connection stays usable.
             await _psycopg.cancel_and_drain_async(conn)
@@ -221,6 +274,14 @@ async def to_sql_async(
             for chunk in plan.chunks(df):
                 await copy.write(chunk)
         return len(df)
+
+
+def _polars() -> Any:
+    try:
+        import polars
+    except ImportError:
+        raise ImportError("read_polars needs polars: pip install 'pgmonkey[polars]'") from None
+    return polars
 
 
 def _bind(
