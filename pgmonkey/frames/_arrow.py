@@ -185,7 +185,11 @@ def to_series(column: Any, kind: str) -> pd.Series:
     if kind in (FLOAT, NUMERIC):
         return pd.Series(column.to_numpy(), dtype="float64")
     if kind == TEXT:
-        return column.to_pandas()
+        series = column.to_pandas()
+        # pandas' default string dtype (``str``), as read_csv gives; older pyarrow releases
+        # convert a column without any value to object.
+        target = pd.StringDtype(na_value=np.nan)
+        return series if series.dtype == target else series.astype(target)
     if kind == DATE:
         return column.cast(pa.timestamp("s")).to_pandas().astype("datetime64[s]")
     if kind == TIMESTAMPTZ:
