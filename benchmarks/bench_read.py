@@ -80,7 +80,7 @@ def _query(shape: str, numeric_as_float: bool = False, warm: bool = False) -> st
         return f"SELECT id, f, s, ts, b, {n} FROM bench_mixed"
     if shape == "small":
         n = "n::float8 AS n" if numeric_as_float else "n"
-        return f"SELECT id, f, s, ts, b, {n} FROM bench_mixed WHERE id <= {ROWS_SMALL}"
+        return f"SELECT id, f, s, ts, b, {n} FROM bench_mixed LIMIT {ROWS_SMALL}"
     return f"SELECT * FROM bench_{shape}"
 
 

@@ -38,6 +38,7 @@ RENAME = {
     "_read_async": "_read",
     "_read_on_async": "_read_on",
     "cancel_and_drain_async": "cancel_and_drain",
+    "AbstractAsyncContextManager": "AbstractContextManager",
     "to_sql_async": "to_sql",
     "AsyncConnection": "Connection",
     "AsyncConnectionPool": "ConnectionPool",
@@ -132,6 +133,7 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
     ),
     (_api.to_sql, _api.to_sql_async, []),
     (_api._read_on, _api._read_on_async, []),
+    (_api._describe_guard, _api._describe_guard_async, []),
     (_api.read_polars, _api.read_polars_async, []),
     (
         _run.Run.sync,

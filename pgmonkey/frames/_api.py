@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from .. import _connect, _psycopg
-from ._engines import ARROW, PANDAS, ParseThread, choose_engine, convert
+from ._engines import ARROW, PANDAS, ParseThread, choose_engine, convert, first_blocks
 from ._read import (
     CopyReader,
     Plan,
@@ -51,7 +52,8 @@ __all__ = [
 Query: TypeAlias = "str | sql.Composable"
 Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
 
-_BLOCK = 1 << 18  # bytes handed from the event loop to the parsing thread at a time
+_BLOCK = 1 << 18  # bytes handed from the receiving to the parsing thread at a time
+_INLINE = 1 << 20  # a result this small is parsed once received, without a worker thread
 _LEAST = 1 << 16  # ... and at least this much, so the thread is not woken for every row
 
 
@@ -104,7 +106,7 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
     with conn.cursor() as cur:
         description = None
         try:
-            with conn.transaction():
+            with _describe_guard(conn):
                 cur.execute(describe_statement(body))
             description = _columns(cur)
         except psycopg.Error:
@@ -121,29 +123,38 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
         if engine.setting is not None:
             engine.configure(cur.execute(engine.setting).fetchone())
         parse = engine.parser(output)
-        if engine.threaded:
-            # Parsing runs on a worker thread while this one receives the data.
-            chunks = QueueChunks()
-            reader = CopyReader(iter(chunks))
-            worker = ParseThread(parse, reader)
-            try:
-                with cur.copy(engine.copy_statement(body)):
-                    for block in copy_chunks(conn, _BLOCK):
-                        chunks.put(block)
-            except BaseException as error:
-                chunks.close(error)
-                worker.join()
-                raise
-            chunks.close()
-            return worker.result(reader)
-        reader = CopyReader(copy_chunks(conn))
+        if not engine.threaded:
+            reader = CopyReader(copy_chunks(conn))
+            with cur.copy(engine.copy_statement(body)):
+                try:
+                    return parse(reader)
+                except Exception:
+                    if reader.failure is not None:  # pandas wrapped it in its ParserError
+                        raise reader.failure from None
+                    raise
+        worker = None
         with cur.copy(engine.copy_statement(body)):
-            try:
-                return parse(reader)
-            except Exception:
-                if reader.failure is not None:  # pandas wrapped it in its ParserError
-                    raise reader.failure from None
-                raise
+            blocks = copy_chunks(conn, _BLOCK)
+            head, ended = first_blocks(blocks, _INLINE)
+            if not ended:
+                # A large result: a worker thread parses while this one receives the rest.
+                chunks = QueueChunks()
+                for block in head:
+                    chunks.put(block)
+                del head
+                reader = CopyReader(iter(chunks))
+                worker = ParseThread(parse, reader)
+                try:
+                    for block in blocks:
+                        chunks.put(block)
+                except BaseException as error:
+                    chunks.close(error)
+                    worker.join()
+                    raise
+                chunks.close()
+        if worker is None:  # all of it arrived in the first blocks: no thread to start
+            return parse(CopyReader(iter(head)))
+        return worker.result(reader)
 
 
 async def read_sql_async(
@@ -187,7 +198,7 @@ async def _read_async(
     async with conn.cursor() as cur:
         description = None
         try:
-            async with conn.transaction():
+            async with _describe_guard_async(conn):
                 await cur.execute(describe_statement(body))
             description = _columns(cur)
         except psycopg.Error:
@@ -300,6 +311,24 @@ def _bind(
     if isinstance(conn, psycopg.AsyncConnection):
         return psycopg.AsyncClientCursor(conn).mogrify(query, params)
     return psycopg.ClientCursor(conn).mogrify(query, params)
+
+
+def _describe_guard(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+    """Where the describe statement runs: in a savepoint (or transaction) of its own, so that
+    its failure aborts nothing of the caller's, unless there is nothing to abort (autocommit
+    and idle), where it saves the two round trips of BEGIN and COMMIT."""
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        return nullcontext()
+    return conn.transaction()
+
+
+def _describe_guard_async(
+    conn: psycopg.AsyncConnection[Any],
+) -> AbstractAsyncContextManager[Any]:
+    """The async twin of :func:`_describe_guard`."""
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        return nullcontext()
+    return conn.transaction()
 
 
 def _columns(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[tuple[str, int]] | None:

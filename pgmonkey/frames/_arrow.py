@@ -110,15 +110,13 @@ class ArrowCsvPlan:
         return self.to_pandas(self.read_arrow(source))
 
     def to_pandas(self, table: pa.Table) -> pd.DataFrame:
-        out = {
-            f"c{i}": (
-                self._objects(table.column(i), col)
-                if col.kind == OTHER
-                else to_series(table.column(i), col.kind)
-            )
+        values = [
+            self._objects(table.column(i), col)
+            if col.kind == OTHER
+            else to_values(table.column(i), col.kind)
             for i, col in enumerate(self.plan.columns)
-        }
-        return self.plan._frame(out, table.num_rows)
+        ]
+        return frame_of(self.plan, values, table.num_rows)
 
     def _finish(self, column: pa.ChunkedArray, col: Any) -> pa.ChunkedArray:
         if col.kind in _DATETIME_KINDS:
@@ -131,6 +129,8 @@ class ArrowCsvPlan:
         load = self.plan.loaders[col.oid].load
         encoding = self.plan.encoding
         values = [None if v is None else load(v.encode(encoding)) for v in column.to_pylist()]
+        # A Series, not an object array: the DataFrame constructor would infer a dtype
+        # (timedelta64 for intervals) from an object array.
         return pd.Series(values, dtype=object)
 
 
@@ -167,36 +167,54 @@ def _datetimes(column: pa.ChunkedArray, col: Any) -> pa.ChunkedArray:
     return cast
 
 
-def to_series(column: Any, kind: str) -> pd.Series:
-    """One Arrow column as the Series of the dtype ``Plan.parse`` gives its kind."""
+def to_values(column: Any, kind: str) -> Any:
+    """One Arrow column as the array (numpy or pandas) of the dtype ``Plan.parse`` gives."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
 
     if kind in (INT, BOOL):
-        nulls = column.null_count
-        if not nulls:
-            return pd.Series(column.to_numpy(), dtype="int64" if kind == INT else "bool")
+        if not column.null_count:
+            return column.to_numpy().astype(np.int64 if kind == INT else bool, copy=False)
         values = column.fill_null(0 if kind == INT else False).to_numpy()
         mask = column.is_null().to_numpy()
         if kind == INT:
-            return pd.Series(pd.arrays.IntegerArray(values.astype(np.int64), mask))
-        return pd.Series(pd.arrays.BooleanArray(values.astype(bool), mask))
+            return pd.arrays.IntegerArray(values.astype(np.int64, copy=False), mask)
+        return pd.arrays.BooleanArray(values.astype(bool, copy=False), mask)
     if kind in (FLOAT, NUMERIC):
-        return pd.Series(column.to_numpy(), dtype="float64")
+        return column.to_numpy().astype(np.float64, copy=False)
     if kind == TEXT:
         series = column.to_pandas()
         # pandas' default string dtype (``str``), as read_csv gives; older pyarrow releases
         # convert a column without any value to object.
         target = pd.StringDtype(na_value=np.nan)
-        return series if series.dtype == target else series.astype(target)
+        return (series if series.dtype == target else series.astype(target)).array
     if kind == DATE:
-        return column.cast(pa.timestamp("s")).to_pandas().astype("datetime64[s]")
-    if kind == TIMESTAMPTZ:
-        return column.to_pandas().astype("datetime64[us, UTC]")
+        return column.cast(pa.timestamp("s")).to_numpy().astype("datetime64[s]", copy=False)
     if kind == TIMESTAMP:
-        return column.to_pandas().astype("datetime64[us]")
+        return column.to_numpy().astype("datetime64[us]", copy=False)
+    if kind == TIMESTAMPTZ:
+        return utc_array(column.to_numpy().astype("datetime64[us]", copy=False))
     raise AssertionError(kind)  # pragma: no cover
+
+
+def utc_array(values: Any) -> Any:
+    """UTC wall times (``datetime64[us]``) as a ``datetime64[us, UTC]`` pandas array."""
+    import pandas as pd
+
+    return pd.array(values, dtype=pd.DatetimeTZDtype(unit="us", tz="UTC"))
+
+
+def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
+    """A DataFrame of one array per column, not copied into blocks (``pd.concat`` would)."""
+    import pandas as pd
+
+    if not values:
+        frame = pd.DataFrame(index=pd.RangeIndex(rows))
+    else:
+        frame = pd.DataFrame(dict(enumerate(values)), copy=False)
+    frame.columns = pd.Index([c.name for c in plan.columns])
+    return frame
 
 
 class _Prefixed:

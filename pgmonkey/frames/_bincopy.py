@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
 
+from ._arrow import frame_of, utc_array
 from ._read import _MASK_BITS, BOOL, DATE, FLOAT, INT, TIMESTAMP, TIMESTAMPTZ, Column, Plan
 
 if TYPE_CHECKING:
@@ -193,11 +194,12 @@ class BinaryPlan:
         """The binary stream as the DataFrame the text engines give for it."""
         columns, isnull = self.decode(source)
         rows = len(columns[0]) if columns else 0
-        out = {}
-        for i, col in enumerate(self.plan.columns):
-            out[f"c{i}"] = _series(_values(columns[i], isnull[i], col), isnull[i], col)
+        values = [
+            _series(_values(columns[i], isnull[i], col), isnull[i], col).array
+            for i, col in enumerate(self.plan.columns)
+        ]
         del columns
-        return self.plan._frame(out, rows)
+        return frame_of(self.plan, values, rows)
 
     def read_arrow(self, source: Any) -> pa.Table:
         """The binary stream as an Arrow table (NULLs as nulls, NaN as NaN)."""
@@ -288,10 +290,9 @@ def _series(values: np.ndarray, isnull: np.ndarray | None, col: Column) -> pd.Se
     if isnull is not None:
         values = values.copy()
         values[isnull] = np.datetime64("NaT") if col.kind != FLOAT else np.nan
-    series = pd.Series(values)
     if col.kind == TIMESTAMPTZ:
-        return series.dt.tz_localize("UTC")
-    return series
+        return pd.Series(utc_array(values))
+    return pd.Series(values)
 
 
 def _arrow_type(col: Column) -> pa.DataType:

@@ -25,7 +25,7 @@ from . import _arrow, _bincopy
 from ._read import Plan
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 PANDAS: Final = "pandas"
 ARROW: Final = "arrow"
@@ -104,6 +104,18 @@ def convert(frame: Any, output: str) -> Any:
     import pyarrow as pa
 
     return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def first_blocks(blocks: Iterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """The first blocks of a stream, up to ``limit`` bytes; True if that was all of it."""
+    head: list[bytes] = []
+    size = 0
+    for block in blocks:
+        head.append(block)
+        size += len(block)
+        if size >= limit:
+            return head, False
+    return head, True
 
 
 class ParseThread:
