@@ -171,6 +171,12 @@ def test_byte_order_mark_at_the_start_of_the_first_value(db_conn: Conn) -> None:
     query = "SELECT E'\\uFEFFab'::text a, 'x'::text b"
     df = pgmonkey.read_sql(query, db_conn)
     assert df["a"].tolist() == [db_conn.execute(query).fetchone()[0]] == ["\ufeffab"]
+    # The same in a result large enough to be parsed while it streams in.
+    large = (
+        "SELECT CASE WHEN i = 1 THEN E'\\uFEFFab' ELSE md5(i::text) END a, i b"
+        " FROM generate_series(1, 100000) i"
+    )
+    assert pgmonkey.read_sql(large, db_conn)["a"].iloc[0] == "\ufeffab"
 
 
 def test_large_result_crosses_blocks(db_conn: Conn) -> None:

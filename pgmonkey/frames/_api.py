@@ -153,7 +153,7 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
                     raise
                 chunks.close()
         if worker is None:  # all of it arrived in the first blocks: no thread to start
-            return parse(CopyReader(iter(head)))
+            return parse(head)
         return worker.result(reader)
 
 

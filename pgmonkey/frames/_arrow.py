@@ -77,7 +77,10 @@ class ArrowCsvPlan:
         )
 
     def read_arrow(self, source: Any) -> pa.Table:
-        """The CSV stream (a file-like object) as an Arrow table (other types as text)."""
+        """The CSV stream as an Arrow table (other types as text).
+
+        ``source``: a file-like object, or the list of all its blocks.
+        """
         import pyarrow as pa
         import pyarrow.csv as csv
 
@@ -85,8 +88,12 @@ class ArrowCsvPlan:
         types = {
             name: _csv_type(col.kind) for name, col in zip(names, self.plan.columns, strict=True)
         }
+        if isinstance(source, list):  # all of the stream, as received: no Python file to read
+            stream: Any = pa.BufferReader(b"".join([_LEAD, *source]))
+        else:
+            stream = _Prefixed(source)
         table = csv.read_csv(
-            _Prefixed(source),
+            stream,
             read_options=csv.ReadOptions(
                 column_names=names, skip_rows=1, block_size=_BLOCK, use_threads=True
             ),

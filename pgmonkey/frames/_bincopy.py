@@ -120,7 +120,8 @@ class BinaryPlan:
     def decode(self, source: Any) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         """The columns (native numpy arrays of the wire values) and their NULL masks.
 
-        ``source`` is a ``_read.CopyReader``; a mask is ``None`` where a column has no NULL.
+        ``source`` is a ``_read.CopyReader`` or the list of all its blocks; a mask is ``None``
+        where a column has no NULL.
         """
         import numpy as np
 
@@ -129,7 +130,7 @@ class BinaryPlan:
         native = [self.row[name].newbyteorder("=") for name in names]
         pieces: list[list[np.ndarray]] = [[] for _ in names]
         stride = self.row.itemsize
-        blocks = source.blocks()
+        blocks = iter(source) if isinstance(source, list) else source.blocks()
         head = b""
         pending: list[bytes] = []
         size = 0

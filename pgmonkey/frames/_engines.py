@@ -11,7 +11,8 @@ Three engines read a query's ``COPY``, each giving the same frame, dtype for dty
 An engine has ``setting`` (``None``, or a query whose one row the caller hands to
 ``configure(row)`` before the COPY), ``copy_statement(query)``, ``parser(output)`` (a
 function from the COPY stream, a file-like object, to the result) and ``threaded`` (parse on
-a worker thread while the caller's thread receives).
+a worker thread while the caller's thread receives; such an engine's parser also takes the
+list of all the stream's blocks, for a result received whole).
 """
 
 from __future__ import annotations
