@@ -156,10 +156,10 @@ class BinaryPlan:
         if n < 0 or buf[n * stride :] != _TRAILER:
             raise ValueError("binary COPY data ends in the middle of a row")
         self._take(buf, n, names, native, pieces)
-        columns = [
-            np.concatenate(piece) if piece else np.empty(0, dtype=dtype)
-            for piece, dtype in zip(pieces, native, strict=True)
-        ]
+        columns = []
+        for piece, dtype in zip(pieces, native, strict=True):
+            columns.append(np.concatenate(piece) if piece else np.empty(0, dtype=dtype))
+            piece.clear()  # one column's blocks at a time: the peak is the data plus a column
         masks = columns[n_cols:]
         isnull: list[np.ndarray | None] = []
         for i in range(n_cols):
