@@ -289,3 +289,21 @@ async def test_read_arrow_and_polars_async(
     df = await read_polars_async("SELECT 1 AS a, 'x' AS b", aconn)
     assert df.to_dict(as_series=False) == {"a": [1], "b": ["x"]}
     assert df.schema == {"a": pl.Int64, "b": pl.String}
+
+
+def test_engines_agree_on_a_large_result(db_conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past the size where the Arrow engine converts its columns to pandas in one batch.
+    query = (
+        f"SELECT i::int8 a, NULLIF(i, 5)::int4 b, i::float8 / 3 c, NULLIF(i % 3, 1) = 0 d,"
+        f" i % 2 = 0 e, {TS} + i * interval '1 s' f, '2024-01-01'::date + (i % 9000) g,"
+        f" ({TS} + NULLIF(i, 9) * interval '1 s')::timestamptz h, NULLIF(i::text, '7') j,"
+        f" (i % 100)::numeric / 7 k, CASE WHEN i % 3 = 0 THEN ARRAY[i] END l"
+        f" FROM generate_series(1, 70000) i"
+    )
+    expected = _read(monkeypatch, "pandas-csv", query, db_conn)
+    assert_frame_equal(_read(monkeypatch, "arrow-csv", query, db_conn), expected)
+    fixed = "SELECT a, b, c, d, e, f, g, h FROM (" + query + ") AS q"
+    assert_frame_equal(
+        _read(monkeypatch, "binary", fixed, db_conn),
+        _read(monkeypatch, "pandas-csv", fixed, db_conn),
+    )
