@@ -220,11 +220,11 @@ ARROW_TYPES = [
     ("i::float8 / 3", "double"),
     ("i::numeric / 7", "double"),
     ("i % 2 = 0", "bool"),
-    ("i::text", "string"),
+    ("i::text", "large_string"),
     (f"{TS} + i * interval '1 s'", "timestamp[us]"),
     (f"({TS} + i * interval '1 s')::timestamptz", "timestamp[us, tz=UTC]"),
     ("'2024-01-01'::date + i", "date32[day]"),
-    ("ARRAY[i]", "string"),
+    ("ARRAY[i]", "large_string"),
 ]
 
 

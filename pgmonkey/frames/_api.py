@@ -74,7 +74,7 @@ def read_arrow(query: Query, con: Any, params: Params = None) -> pa.Table:
     """:func:`read_sql`, as a ``pyarrow.Table``, without going through pandas.
 
     Column types: ``int64`` (integers), ``double`` (float4, float8, numeric), ``bool``,
-    ``string`` (text types), ``timestamp[us, tz=UTC]`` (timestamptz), ``timestamp[us]``,
+    ``large_string`` (text types), ``timestamp[us, tz=UTC]`` (timestamptz), ``timestamp[us]``,
     ``date32``; other types arrive as their PostgreSQL text. NULL is null in every column
     (a float NaN stays NaN). Results that only pandas' reader takes (a client encoding other
     than UTF-8, statements that are not plain queries) are that frame converted by

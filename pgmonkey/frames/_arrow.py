@@ -199,7 +199,7 @@ def _csv_type(kind: str) -> pa.DataType:
         return pa.float64()
     if kind == BOOL:
         return pa.bool_()
-    return pa.string()
+    return pa.large_string()  # the string type pandas and Polars keep: no conversion
 
 
 def _datetimes(column: pa.ChunkedArray, col: Any) -> pa.ChunkedArray:
