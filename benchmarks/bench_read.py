@@ -47,8 +47,10 @@ ADBC_PD = "ADBC -> pandas"
 ADBC_PA = "ADBC -> Arrow"
 FLOOR_CSV = "psql \\copy CSV floor"
 FLOOR_BIN = "psql \\copy BINARY floor"
+PG_OLD = "pgmonkey.read_sql (pandas CSV engine)"
 CONTESTANTS = [
     PG,
+    PG_OLD,
     PG_ARROW,
     "pgmonkey.read_polars",
     ADBC_PD,
@@ -64,6 +66,7 @@ CONTESTANTS = [
 # Per-call contestants for the small shape (connectorx and polars connect on every call).
 SMALL = [
     PG,
+    PG_OLD,
     PG_ARROW,
     ADBC_PD,
     ADBC_PA,
@@ -110,7 +113,11 @@ def _contestant(name: str, shape: str, dsn: str, warm: bool = False) -> Callable
         import pgmonkey
 
         conn = psycopg.connect(dsn, autocommit=True)
-        fn = getattr(pgmonkey, name.split(".")[1])
+        if name == PG_OLD:  # the reader before the Arrow and binary engines, for comparison
+            from pgmonkey.frames import _api, _engines
+
+            _api.choose_engine = _engines.PandasCsvEngine  # type: ignore[assignment]
+        fn = getattr(pgmonkey, name.split(".")[1].split(" ")[0])
         return lambda: fn(query, conn)
     if name.startswith("ADBC"):
         import adbc_driver_postgresql.dbapi as adbc
