@@ -10,8 +10,9 @@ and a column whose values Arrow's ISO parser rejects (BC, infinity, year 10000 a
 goes through psycopg's loaders exactly as in the CSV engine of ``_read``. Columns of other
 types are loaded value by value by psycopg, as there.
 
-The result is first an Arrow table with the types of :func:`arrow_types`; :meth:`to_pandas`
-turns it into the frame ``_read.Plan.parse`` would give, dtype for dtype.
+The result is first the Arrow table ``read_arrow`` returns (its types are listed there);
+:meth:`ArrowCsvPlan.to_pandas` turns it into the frame ``_read.Plan.parse`` would give, dtype
+for dtype.
 """
 
 from __future__ import annotations
