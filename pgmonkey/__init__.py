@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "PGAsyncConnection": "pgmonkey.connections.async_",
     "PGAsyncPoolConnection": "pgmonkey.connections.async_pool",
     "read_sql": "pgmonkey.frames",
+    "read_arrow": "pgmonkey.frames",
+    "read_polars": "pgmonkey.frames",
     "to_sql": "pgmonkey.frames",
     "import_csv": "pgmonkey.transfer",
     "export_csv": "pgmonkey.transfer",
@@ -51,6 +53,8 @@ __all__ = [
     "import_csv",
     "load_config",
     "load_ipython_extension",
+    "read_arrow",
+    "read_polars",
     "read_sql",
     "redact_config",
     "to_sql",
@@ -71,7 +75,7 @@ if TYPE_CHECKING:
         SandboxError,
         TransferError,
     )
-    from pgmonkey.frames import read_sql, to_sql
+    from pgmonkey.frames import read_arrow, read_polars, read_sql, to_sql
     from pgmonkey.manager import PGConnectionManager
     from pgmonkey.transfer import export_csv, import_csv
 

@@ -25,6 +25,8 @@ INTENDED = {
     "import_csv",
     "load_config",
     "load_ipython_extension",
+    "read_arrow",
+    "read_polars",
     "read_sql",
     "redact_config",
     "to_sql",
@@ -87,7 +89,8 @@ def test_import_is_light() -> None:
     code = (
         "import sys, pgmonkey\n"
         "from pgmonkey import PGConnectionManager, load_config, redact_config\n"
-        "heavy = [m for m in ('pandas', 'IPython', 'numpy') if m in sys.modules]\n"
+        "heavy = [m for m in ('pandas', 'IPython', 'numpy', 'pyarrow', 'polars')"
+        " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     res = subprocess.run(

@@ -6,8 +6,9 @@ dropped, ``async with/for/def`` made plain, async names mapped to their sync nam
 differ (the I/O itself) is listed per pair; any other change to one twin alone fails here
 with the diff.
 
-Twins not compared here, by design: ``frames._api.read_sql`` / ``read_sql_async`` (the async
-one parses in a worker thread while the event loop receives), and the connection classes
+Twins not compared here, by design: ``frames._api._read`` / ``_read_async`` (the sync one
+receives on the caller's thread and parses on a worker thread or inline, the async one
+receives on the event loop and always parses on a worker thread), and the connection classes
 (``connections/normal.py`` / ``async_.py``, ``pool.py`` / ``async_pool.py``: the async ones
 also track their event loop). Their shared logic lives once in ``connections/_base.py``.
 """
@@ -33,6 +34,11 @@ RENAME = {
     "sanitized_connect_async": "sanitized_connect",
     "async_connection": "connection",
     "read_sql_async": "read_sql",
+    "read_arrow_async": "read_arrow",
+    "_read_async": "_read",
+    "_read_on_async": "_read_on",
+    "cancel_and_drain_async": "cancel_and_drain",
+    "AbstractAsyncContextManager": "AbstractContextManager",
     "to_sql_async": "to_sql",
     "AsyncConnection": "Connection",
     "AsyncConnectionPool": "ConnectionPool",
@@ -126,6 +132,9 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
         ],
     ),
     (_api.to_sql, _api.to_sql_async, []),
+    (_api._read_on, _api._read_on_async, []),
+    (_api._describe_guard, _api._describe_guard_async, []),
+    (_api.read_polars, _api.read_polars_async, []),
     (
         _run.Run.sync,
         _run.Run.async_,

@@ -7,7 +7,12 @@
   STDIN`` in one transaction (``_write``: column types and the text path; ``_binary``: the
   binary COPY encoder for fixed-width columns).
 
-``_api`` holds the four entry points and how they reach a connection.
+- :func:`read_arrow` / :func:`read_polars` (and async twins): the same result as a
+  ``pyarrow.Table`` or a ``polars.DataFrame``, without a pandas step.
+
+``_api`` holds the entry points and how they reach a connection; ``_engines`` picks how a
+result is read: binary COPY decoded by numpy (``_bincopy``) for fixed-width columns, Arrow's
+CSV reader (``_arrow``) otherwise, pandas' CSV reader (``_read``) for non-UTF-8 sessions.
 
 :func:`to_sql` stores what PostgreSQL itself would store for the same values bound to an
 ``INSERT``: a column is a value of its natural type (the reverse of the table below;
@@ -36,6 +41,24 @@ anything else               ``object`` of the values psycopg loads (json, arrays
 
 from __future__ import annotations
 
-from ._api import read_sql, read_sql_async, to_sql, to_sql_async
+from ._api import (
+    read_arrow,
+    read_arrow_async,
+    read_polars,
+    read_polars_async,
+    read_sql,
+    read_sql_async,
+    to_sql,
+    to_sql_async,
+)
 
-__all__ = ["read_sql", "read_sql_async", "to_sql", "to_sql_async"]
+__all__ = [
+    "read_arrow",
+    "read_arrow_async",
+    "read_polars",
+    "read_polars_async",
+    "read_sql",
+    "read_sql_async",
+    "to_sql",
+    "to_sql_async",
+]

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from .. import _connect, _psycopg
+from ._engines import ARROW, PANDAS, ParseThread, choose_engine, convert, first_blocks
 from ._read import (
     CopyReader,
     Plan,
@@ -33,13 +35,25 @@ from ._write import WritePlan
 
 if TYPE_CHECKING:
     import pandas as pd
+    import polars as pl
+    import pyarrow as pa
 
-__all__ = ["read_sql", "read_sql_async", "to_sql", "to_sql_async"]
+__all__ = [
+    "read_arrow",
+    "read_arrow_async",
+    "read_polars",
+    "read_polars_async",
+    "read_sql",
+    "read_sql_async",
+    "to_sql",
+    "to_sql_async",
+]
 
 Query: TypeAlias = "str | sql.Composable"
 Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
 
-_BLOCK = 1 << 18  # bytes handed from the event loop to the parsing thread at a time
+_BLOCK = 1 << 18  # bytes handed from the receiving to the parsing thread at a time
+_INLINE = 1 << 20  # a result this small is parsed once received, without a worker thread
 _LEAST = 1 << 16  # ... and at least this much, so the thread is not woken for every row
 
 
@@ -52,22 +66,47 @@ def read_sql(
     text. A statement that returns no rows raises :class:`~pgmonkey.errors.TransferError`
     (after it ran: as with ``pandas.read_sql``).
     """
+    frame: pd.DataFrame = _read_on(con, query, params, decimal, PANDAS)
+    return frame
+
+
+def read_arrow(query: Query, con: Any, params: Params = None) -> pa.Table:
+    """:func:`read_sql`, as a ``pyarrow.Table``, without going through pandas.
+
+    Column types: ``int64`` (integers), ``double`` (float4, float8, numeric), ``bool``,
+    ``large_string`` (text types), ``timestamp[us, tz=UTC]`` (timestamptz), ``timestamp[us]``,
+    ``date32``; other types arrive as their PostgreSQL text. NULL is null in every column
+    (a float NaN stays NaN). Results that only pandas' reader takes (a client encoding other
+    than UTF-8, statements that are not plain queries) are that frame converted by
+    ``pyarrow.Table.from_pandas``.
+    """
+    table: pa.Table = _read_on(con, query, params, False, ARROW)
+    return table
+
+
+def read_polars(query: Query, con: Any, params: Params = None) -> pl.DataFrame:
+    """:func:`read_arrow`, as a ``polars.DataFrame`` (``pip install 'pgmonkey[polars]'``)."""
+    frame: pl.DataFrame = _polars().from_arrow(read_arrow(query, con, params))
+    return frame
+
+
+def _read_on(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     with _connect.connection(con) as conn:
         text = _bind(conn, query, params)
         try:
-            return _read(conn, text, decimal)
+            return _read(conn, text, decimal, output)
         except BaseException:
             # Ctrl-C, an error mid-COPY: the server stops, the connection stays usable.
             _psycopg.cancel_and_drain(conn)
             raise
 
 
-def _read(conn: psycopg.Connection[Any], text: str, decimal: bool) -> pd.DataFrame:
+def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str = PANDAS) -> Any:
     body = strip_query(text)
     with conn.cursor() as cur:
         description = None
         try:
-            with conn.transaction():
+            with _describe_guard(conn):
                 cur.execute(describe_statement(body))
             description = _columns(cur)
         except psycopg.Error:
@@ -78,16 +117,44 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool) -> pd.DataFra
             # user's own text.
             cur.execute(text)
             plan = _plan_or_raise(cur, conn, text, decimal)
-            return plan.from_rows(cur.fetchall())
+            return convert(plan.from_rows(cur.fetchall()), output)
         plan = Plan.build(description, conn, decimal=decimal)
-        reader = CopyReader(copy_chunks(conn))
-        with cur.copy(plan.copy_statement(body)):
-            try:
-                return plan.parse(reader)
-            except Exception:
-                if reader.failure is not None:  # pandas wrapped it in its ParserError
-                    raise reader.failure from None
-                raise
+        engine = choose_engine(plan)
+        if engine.setting is not None:
+            engine.configure(cur.execute(engine.setting).fetchone())
+        parse = engine.parser(output)
+        if not engine.threaded:
+            reader = CopyReader(copy_chunks(conn))
+            with cur.copy(engine.copy_statement(body)):
+                try:
+                    return parse(reader)
+                except Exception:
+                    if reader.failure is not None:  # pandas wrapped it in its ParserError
+                        raise reader.failure from None
+                    raise
+        worker = None
+        with cur.copy(engine.copy_statement(body)):
+            blocks = copy_chunks(conn, _BLOCK)
+            head, ended = first_blocks(blocks, _INLINE)
+            if not ended:
+                # A large result: a worker thread parses while this one receives the rest.
+                chunks = QueueChunks()
+                for block in head:
+                    chunks.put(block)
+                del head
+                reader = CopyReader(iter(chunks))
+                worker = ParseThread(parse, reader)
+                try:
+                    for block in blocks:
+                        chunks.put(block)
+                except BaseException as error:
+                    chunks.close(error)
+                    worker.join()
+                    raise
+                chunks.close()
+        if worker is None:  # all of it arrived in the first blocks: no thread to start
+            return parse(head)
+        return worker.result(reader)
 
 
 async def read_sql_async(
@@ -97,22 +164,41 @@ async def read_sql_async(
 
     Parsing runs in a worker thread while the event loop receives the data.
     """
+    frame: pd.DataFrame = await _read_on_async(con, query, params, decimal, PANDAS)
+    return frame
+
+
+async def read_arrow_async(query: Query, con: Any, params: Params = None) -> pa.Table:
+    """:func:`read_arrow` for a ``psycopg.AsyncConnection`` (or an async pgmonkey object/path)."""
+    table: pa.Table = await _read_on_async(con, query, params, False, ARROW)
+    return table
+
+
+async def read_polars_async(query: Query, con: Any, params: Params = None) -> pl.DataFrame:
+    """:func:`read_polars` for a ``psycopg.AsyncConnection`` (or an async pgmonkey object/path)."""
+    frame: pl.DataFrame = _polars().from_arrow(await read_arrow_async(query, con, params))
+    return frame
+
+
+async def _read_on_async(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     async with _connect.async_connection(con) as conn:
         text = _bind(conn, query, params)
         try:
-            return await _read_async(conn, text, decimal)
+            return await _read_async(conn, text, decimal, output)
         except BaseException:
             # A cancellation, an error mid-COPY: the server stops, the connection stays usable.
             await _psycopg.cancel_and_drain_async(conn)
             raise
 
 
-async def _read_async(conn: psycopg.AsyncConnection[Any], text: str, decimal: bool) -> pd.DataFrame:
+async def _read_async(
+    conn: psycopg.AsyncConnection[Any], text: str, decimal: bool, output: str = PANDAS
+) -> Any:
     body = strip_query(text)
     async with conn.cursor() as cur:
         description = None
         try:
-            async with conn.transaction():
+            async with _describe_guard_async(conn):
                 await cur.execute(describe_statement(body))
             description = _columns(cur)
         except psycopg.Error:
@@ -120,13 +206,16 @@ async def _read_async(conn: psycopg.AsyncConnection[Any], text: str, decimal: bo
         if not description:
             await cur.execute(text)
             plan = _plan_or_raise(cur, conn, text, decimal)
-            return plan.from_rows(await cur.fetchall())
+            return convert(plan.from_rows(await cur.fetchall()), output)
         plan = Plan.build(description, conn, decimal=decimal)
+        engine = choose_engine(plan)
+        if engine.setting is not None:
+            engine.configure(await (await cur.execute(engine.setting)).fetchone())
         chunks = QueueChunks()
         reader = CopyReader(iter(chunks))
-        parsed = asyncio.ensure_future(asyncio.to_thread(plan.parse, reader))
+        parsed = asyncio.ensure_future(asyncio.to_thread(engine.parser(output), reader))
         try:
-            async with cur.copy(plan.copy_statement(body)):
+            async with cur.copy(engine.copy_statement(body)):
                 encoding = conn.info.encoding
                 end = False
                 while not end:
@@ -267,6 +356,14 @@ async def to_sql_async(
         return len(df)
 
 
+def _polars() -> Any:
+    try:
+        import polars
+    except ImportError:
+        raise ImportError("read_polars needs polars: pip install 'pgmonkey[polars]'") from None
+    return polars
+
+
 def _bind(
     conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], query: Query, params: Params
 ) -> str:
@@ -283,6 +380,24 @@ def _bind(
     if isinstance(conn, psycopg.AsyncConnection):
         return psycopg.AsyncClientCursor(conn).mogrify(query, params)
     return psycopg.ClientCursor(conn).mogrify(query, params)
+
+
+def _describe_guard(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+    """Where the describe statement runs: in a savepoint (or transaction) of its own, so that
+    its failure aborts nothing of the caller's, unless there is nothing to abort (autocommit
+    and idle), where it saves the two round trips of BEGIN and COMMIT."""
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        return nullcontext()
+    return conn.transaction()
+
+
+def _describe_guard_async(
+    conn: psycopg.AsyncConnection[Any],
+) -> AbstractAsyncContextManager[Any]:
+    """The async twin of :func:`_describe_guard`."""
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        return nullcontext()
+    return conn.transaction()
 
 
 def _columns(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[tuple[str, int]] | None:

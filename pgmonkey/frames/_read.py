@@ -313,6 +313,20 @@ class CopyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def blocks(self) -> Iterator[bytes]:
+        """The rest of the stream in the source's own chunks, not copied into a buffer."""
+        if self._buf:
+            yield bytes(self._buf)
+            self._buf.clear()
+        while not self._eof:
+            try:
+                yield next(self._chunks)
+            except StopIteration:
+                self._eof = True
+            except BaseException as exc:
+                self.failure = exc
+                raise
+
     def readinto(self, b: Any) -> int:
         want = len(b)
         buf = self._buf

@@ -1,0 +1,299 @@
+"""The Arrow CSV engine: the COPY's CSV stream parsed by ``pyarrow.csv`` on Arrow's threads.
+
+PostgreSQL's CSV writes NULL as an empty unquoted field and ``''`` as ``""``; Arrow's reader
+tells the two apart (``quoted_strings_can_be_null=False``), so no NULL bitmask travels with
+the data and strings stay in Arrow memory, which pandas' ``str`` dtype uses as is.
+
+Every column is parsed to a type that cannot reject a value PostgreSQL writes (integers,
+floats, booleans, strings); dates and timestamps arrive as strings and are cast by Arrow,
+and a column whose values Arrow's ISO parser rejects (BC, infinity, year 10000 and beyond)
+goes through psycopg's loaders exactly as in the CSV engine of ``_read``. Columns of other
+types are loaded value by value by psycopg, as there.
+
+The result is first the Arrow table ``read_arrow`` returns (its types are listed there);
+:meth:`ArrowCsvPlan.to_pandas` turns it into the frame ``_read.Plan.parse`` would give, dtype
+for dtype.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from psycopg import sql
+
+from ._read import (
+    _DATETIME_KINDS,
+    BOOL,
+    DATE,
+    FLOAT,
+    INT,
+    NUMERIC,
+    OTHER,
+    TEXT,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+    Plan,
+    _reload_datetimes,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# The stream is read after one line of our own, skipped: Arrow drops a UTF-8 byte order mark
+# at the very start of its input, and there it would be the first value's own U+FEFF.
+_LEAD: Final = b"-\n"
+_BLOCK: Final = 1 << 20
+_BATCH_ROWS: Final = 1 << 16  # from this many rows, Arrow converts the columns to pandas
+
+
+# The pandas dtype each kind of column gets (as str(dtype)).
+_DTYPES: Final = {
+    INT: "int64",
+    BOOL: "bool",
+    FLOAT: "float64",
+    NUMERIC: "float64",
+    TEXT: "str",
+    DATE: "datetime64[s]",
+    TIMESTAMP: "datetime64[us]",
+    TIMESTAMPTZ: "datetime64[us, UTC]",
+}
+
+
+def available() -> bool:
+    try:
+        import pyarrow.csv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ArrowCsvPlan:
+    """Reads one result through ``COPY ... (FORMAT csv)`` into Arrow, then pandas or Arrow."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def copy_statement(self, query: str) -> sql.Composed:
+        """``COPY (SELECT ... FROM (query) AS _q(c0, ...)) TO STDOUT (FORMAT csv)``."""
+        exprs: list[sql.Composable] = []
+        for i, col in enumerate(self.plan.columns):
+            ref: sql.Composable = sql.SQL(f"_q.c{i}")
+            if col.kind == TIMESTAMPTZ:
+                ref = sql.SQL("({} AT TIME ZONE 'UTC')").format(ref)
+            exprs.append(ref)
+        aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(len(self.plan.columns)))
+        return sql.Composed(
+            [
+                sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
+                sql.SQL(query),  # already bound by psycopg
+                sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT csv)").format(aliases),
+            ]
+        )
+
+    def read_arrow(self, source: Any) -> pa.Table:
+        """The CSV stream as an Arrow table (other types as text).
+
+        ``source``: a file-like object, or the list of all its blocks.
+        """
+        import pyarrow as pa
+        import pyarrow.csv as csv
+
+        names = [f"c{i}" for i in range(len(self.plan.columns))]
+        types = {
+            name: _csv_type(col.kind) for name, col in zip(names, self.plan.columns, strict=True)
+        }
+        if isinstance(source, list):  # all of the stream, as received: no Python file to read
+            stream: Any = pa.BufferReader(b"".join([_LEAD, *source]))
+        else:
+            stream = _Prefixed(source)
+        table = csv.read_csv(
+            stream,
+            read_options=csv.ReadOptions(
+                column_names=names, skip_rows=1, block_size=_BLOCK, use_threads=True
+            ),
+            parse_options=csv.ParseOptions(
+                newlines_in_values=True, ignore_empty_lines=False, double_quote=True
+            ),
+            convert_options=csv.ConvertOptions(
+                column_types=types,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
+        columns = [self._finish(table.column(i), col) for i, col in enumerate(self.plan.columns)]
+        return pa.table(columns, names=[c.name for c in self.plan.columns])
+
+    def parse(self, source: Any) -> pd.DataFrame:
+        """The CSV stream as the DataFrame ``Plan.parse`` gives for it."""
+        return self.to_pandas(self.read_arrow(source))
+
+    def to_pandas(self, table: pa.Table) -> pd.DataFrame:
+        import pyarrow as pa
+
+        # Arrow converts the columns whose default pandas dtype is already the one we give,
+        # on its threads and without consolidating them into blocks; the others (nullable
+        # integers and booleans, loaded types) and any column an older pyarrow converts to
+        # another dtype are converted one by one, as are all columns of a small result
+        # (Table.to_pandas costs a fixed 0.2 ms or so).
+        if table.num_rows < _BATCH_ROWS:
+            return frame_of(
+                self.plan,
+                [self._values(table, i) for i in range(len(self.plan.columns))],
+                table.num_rows,
+            )
+        values: list[Any] = [None] * table.num_columns
+        batch: dict[str, Any] = {}
+        for i, col in enumerate(self.plan.columns):
+            column = table.column(i)
+            if col.kind == OTHER:
+                values[i] = self._objects(column, col)
+            elif col.kind in (INT, BOOL) and column.null_count:
+                values[i] = to_values(column, col.kind)
+            elif col.kind == DATE:
+                batch[str(i)] = column.cast(pa.timestamp("s"))
+            else:
+                batch[str(i)] = column
+        if batch:
+            converted = pa.table(batch).to_pandas(split_blocks=True, self_destruct=True)
+            del batch
+            for key in converted.columns:
+                i = int(key)
+                col = self.plan.columns[i]
+                array = converted[key].array
+                if str(array.dtype) != _DTYPES[col.kind]:
+                    array = to_values(table.column(i), col.kind)
+                values[i] = array
+        return frame_of(self.plan, values, table.num_rows)
+
+    def _values(self, table: pa.Table, i: int) -> Any:
+        col = self.plan.columns[i]
+        if col.kind == OTHER:
+            return self._objects(table.column(i), col)
+        return to_values(table.column(i), col.kind)
+
+    def _finish(self, column: pa.ChunkedArray, col: Any) -> pa.ChunkedArray:
+        if col.kind in _DATETIME_KINDS:
+            return _datetimes(column, col)
+        return column
+
+    def _objects(self, column: pa.ChunkedArray, col: Any) -> pd.Series:
+        import pandas as pd
+
+        load = self.plan.loaders[col.oid].load
+        encoding = self.plan.encoding
+        values = [None if v is None else load(v.encode(encoding)) for v in column.to_pylist()]
+        # A Series, not an object array: the DataFrame constructor would infer a dtype
+        # (timedelta64 for intervals) from an object array.
+        return pd.Series(values, dtype=object)
+
+
+def _csv_type(kind: str) -> pa.DataType:
+    import pyarrow as pa
+
+    if kind == INT:
+        return pa.int64()
+    if kind in (FLOAT, NUMERIC):
+        return pa.float64()
+    if kind == BOOL:
+        return pa.bool_()
+    return pa.large_string()  # the string type pandas and Polars keep: no conversion
+
+
+def _datetimes(column: pa.ChunkedArray, col: Any) -> pa.ChunkedArray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    target = pa.date32() if col.kind == DATE else pa.timestamp("us")
+    try:
+        cast = pc.cast(column, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        import pandas as pd
+
+        # What Arrow's ISO parser rejects is decided by psycopg, as in the CSV engine.
+        series = _reload_datetimes(pd.Series(column.to_pylist(), dtype=object), col)
+        series = Plan._finish(series, col)
+        if col.kind == DATE:
+            return pa.chunked_array([pa.array(series.dt.date, type=pa.date32())])
+        return pa.chunked_array([pa.array(series.dt.tz_localize(None), type=pa.timestamp("us"))])
+    if col.kind == TIMESTAMPTZ:
+        return cast.cast(pa.timestamp("us", tz="UTC"))
+    return cast
+
+
+def to_values(column: Any, kind: str) -> Any:
+    """One Arrow column as the array (numpy or pandas) of the dtype ``Plan.parse`` gives."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    if kind in (INT, BOOL):
+        if not column.null_count:
+            return column.to_numpy().astype(np.int64 if kind == INT else bool, copy=False)
+        values = column.fill_null(0 if kind == INT else False).to_numpy()
+        mask = column.is_null().to_numpy()
+        if kind == INT:
+            return pd.arrays.IntegerArray(values.astype(np.int64, copy=False), mask)
+        return pd.arrays.BooleanArray(values.astype(bool, copy=False), mask)
+    if kind in (FLOAT, NUMERIC):
+        return column.to_numpy().astype(np.float64, copy=False)
+    if kind == TEXT:
+        series = column.to_pandas()
+        # pandas' default string dtype (``str``), as read_csv gives; older pyarrow releases
+        # convert a column without any value to object.
+        target = pd.StringDtype(na_value=np.nan)
+        return (series if series.dtype == target else series.astype(target)).array
+    if kind == DATE:
+        return column.cast(pa.timestamp("s")).to_numpy().astype("datetime64[s]", copy=False)
+    if kind == TIMESTAMP:
+        return column.to_numpy().astype("datetime64[us]", copy=False)
+    if kind == TIMESTAMPTZ:
+        return utc_array(column.to_numpy().astype("datetime64[us]", copy=False))
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def utc_array(values: Any) -> Any:
+    """UTC wall times (``datetime64[us]``) as a ``datetime64[us, UTC]`` pandas array."""
+    import pandas as pd
+
+    return pd.array(values, dtype=pd.DatetimeTZDtype(unit="us", tz="UTC"))
+
+
+def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
+    """A DataFrame of one array per column, not copied into blocks (``pd.concat`` would)."""
+    import pandas as pd
+
+    if not values:
+        frame = pd.DataFrame(index=pd.RangeIndex(rows))
+    else:
+        frame = pd.DataFrame(dict(enumerate(values)), copy=False)
+    frame.columns = pd.Index([c.name for c in plan.columns])
+    return frame
+
+
+class _Prefixed:
+    """A file-like object: one line of ours, then ``source``."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._lead = _LEAD
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self._lead:
+            lead, self._lead = self._lead, b""
+            return lead
+        data: bytes = self._source.read(size)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,312 @@
+"""The binary engine: ``COPY ... (FORMAT binary)`` of fixed-width columns, decoded by numpy.
+
+Used when every result column is an integer, ``float8``, ``bool``, ``date``, ``timestamp``
+or ``timestamptz``: the server sends values as they are stored instead of writing them as
+text (its float-to-text conversion is slower than the whole client side), and numpy reads
+whole blocks of rows at once.
+
+Every row has the same size, so a block of rows is a numpy structured array: NULLs would
+break that (a NULL field has no bytes), so each value leaves the server through
+``coalesce`` and the NULLs travel in ``int8`` bitmask columns, as in the CSV engine.
+
+Values are those the text engines give:
+
+- ``float8`` in binary is the stored double; the text engines parse the server's text,
+  which is the same double unless ``extra_float_digits`` is below 1 (rounded output), in
+  which case the server rounds through text for us;
+- dates and timestamps outside years 1 to 9999 (BC, infinity) raise the error psycopg's own
+  loader raises for them, as the text engines do;
+- ``float4`` is not read here: its shortest text (``0.1``) read as a double is not the
+  float4 value widened (``0.10000000149011612``), so float4 results take a text engine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from psycopg import sql
+
+from ._arrow import frame_of, utc_array
+from ._read import _MASK_BITS, BOOL, DATE, FLOAT, INT, TIMESTAMP, TIMESTAMPTZ, Column, Plan
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+# Wire type of each fixed-width column, by type OID.
+_WIRE: Final[dict[int, str]] = {
+    20: ">i8",  # int8
+    21: ">i2",  # int2
+    23: ">i4",  # int4
+    26: ">u4",  # oid
+    701: ">f8",  # float8
+    16: "u1",  # bool
+    1082: ">i4",  # date: days since 2000-01-01
+    1114: ">i8",  # timestamp: microseconds since 2000-01-01
+    1184: ">i8",  # timestamptz: the same, in UTC
+}
+# What a NULL is sent as (its bitmask says it is NULL): a valid value of every such type.
+_FILLER: Final = {INT: "0", FLOAT: "0", BOOL: "f", DATE: "2000-01-01"}
+_SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
+_TRAILER: Final = b"\xff\xff"
+_READ: Final = 1 << 22
+_EPOCH_DAYS: Final = 10957  # 2000-01-01 - 1970-01-01
+_EPOCH_US: Final = _EPOCH_DAYS * 86_400_000_000
+# Years 1 to 9999, as days and microseconds from 2000-01-01 (psycopg's range).
+_MIN_DAYS: Final = -730119
+_MAX_DAYS: Final = 2921939
+_MIN_US: Final = _MIN_DAYS * 86_400_000_000
+_MAX_US: Final = (_MAX_DAYS + 1) * 86_400_000_000 - 1
+
+
+def usable(plan: Plan) -> bool:
+    """Whether every column of ``plan`` is fixed-width on the wire (and there is one)."""
+    return bool(plan.columns) and all(
+        c.oid in _WIRE and c.kind in (INT, FLOAT, BOOL, DATE, TIMESTAMP, TIMESTAMPTZ)
+        for c in plan.columns
+    )
+
+
+class BinaryPlan:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.n_masks = -(-len(plan.columns) // _MASK_BITS)
+        import numpy as np
+
+        fields: list[tuple[str, str]] = [("count", ">i2")]
+        for i, col in enumerate(plan.columns):
+            fields += [(f"l{i}", ">i4"), (f"c{i}", _WIRE[col.oid])]
+        for j in range(self.n_masks):
+            fields += [(f"lm{j}", ">i4"), (f"m{j}", ">i8")]
+        self.row = np.dtype(fields)
+        # extra_float_digits below 1 makes the server round float8 output (see configure).
+        self.setting = (
+            "SHOW extra_float_digits" if any(c.kind == FLOAT for c in plan.columns) else None
+        )
+        self.round_floats = False
+        self.widths = [np.dtype(_WIRE[c.oid]).itemsize for c in plan.columns] + [8] * (self.n_masks)
+
+    def configure(self, row: Any) -> None:
+        """Takes the row of :attr:`setting` (run by the caller before the COPY)."""
+        self.round_floats = row is not None and int(row[0]) < 1
+
+    def copy_statement(self, query: str) -> sql.Composed:
+        exprs: list[sql.Composable] = []
+        for i, col in enumerate(self.plan.columns):
+            ref: sql.Composable = sql.SQL(f"_q.c{i}")
+            if col.kind == FLOAT and self.round_floats:
+                # The session rounds float8 output: the value the text engines would read.
+                ref = sql.SQL("{}::text::float8").format(ref)
+            filler = _FILLER.get(col.kind, "2000-01-01")
+            exprs.append(sql.SQL("coalesce({}, {})").format(ref, sql.Literal(filler)))
+        for start in range(0, len(self.plan.columns), _MASK_BITS):
+            # Scalars only here, so IS NULL is the column's own NULL; a sum of CASEs is the
+            # cheapest bitmask for the server to compute.
+            bits = [
+                sql.SQL(f"CASE WHEN _q.c{i} IS NULL THEN {1 << b}::int8 ELSE 0::int8 END")
+                for b, i in enumerate(range(start, min(start + _MASK_BITS, len(self.plan.columns))))
+            ]
+            exprs.append(sql.SQL(" + ").join(bits))
+        aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(len(self.plan.columns)))
+        return sql.Composed(
+            [
+                sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
+                sql.SQL(query),  # already bound by psycopg
+                sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT binary)").format(aliases),
+            ]
+        )
+
+    def decode(self, source: Any) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """The columns (native numpy arrays of the wire values) and their NULL masks.
+
+        ``source`` is a ``_read.CopyReader`` or the list of all its blocks; a mask is ``None``
+        where a column has no NULL.
+        """
+        import numpy as np
+
+        n_cols = len(self.plan.columns)
+        names = [f"c{i}" for i in range(n_cols)] + [f"m{j}" for j in range(self.n_masks)]
+        native = [self.row[name].newbyteorder("=") for name in names]
+        pieces: list[list[np.ndarray]] = [[] for _ in names]
+        stride = self.row.itemsize
+        blocks = iter(source) if isinstance(source, list) else source.blocks()
+        head = b""
+        pending: list[bytes] = []
+        size = 0
+        for block in blocks:
+            if len(head) < 19 or len(head) < 19 + int.from_bytes(head[15:19], "big"):
+                head += block
+                if len(head) < 19 or len(head) < 19 + int.from_bytes(head[15:19], "big"):
+                    continue
+                if head[:11] != _SIGNATURE:
+                    raise ValueError("not binary COPY data")
+                block = head[19 + int.from_bytes(head[15:19], "big") :]
+            pending.append(block)
+            size += len(block)
+            if size < _READ:
+                continue
+            buf = b"".join(pending)
+            n = len(buf) // stride
+            self._take(buf, n, names, native, pieces)
+            rest = buf[n * stride :]
+            pending, size = [rest], len(rest)
+        buf = b"".join(pending)
+        n = (len(buf) - len(_TRAILER)) // stride
+        if n < 0 or buf[n * stride :] != _TRAILER:
+            raise ValueError("binary COPY data ends in the middle of a row")
+        self._take(buf, n, names, native, pieces)
+        columns = []
+        for piece, dtype in zip(pieces, native, strict=True):
+            columns.append(np.concatenate(piece) if piece else np.empty(0, dtype=dtype))
+            piece.clear()  # one column's blocks at a time: the peak is the data plus a column
+        masks = columns[n_cols:]
+        isnull: list[np.ndarray | None] = []
+        for i in range(n_cols):
+            mask = masks[i // _MASK_BITS]
+            bits = np.bitwise_and(mask, np.int64(1 << (i % _MASK_BITS)))
+            isnull.append(bits != 0 if bits.any() else None)
+        return columns[:n_cols], isnull
+
+    def _take(
+        self, buf: bytes, n: int, names: list[str], native: list[Any], pieces: list[Any]
+    ) -> None:
+        import numpy as np
+
+        if n <= 0:
+            return
+        rows = np.frombuffer(buf, dtype=self.row, count=n)
+        self._check(rows)
+        for name, dtype, piece in zip(names, native, pieces, strict=True):
+            piece.append(rows[name].astype(dtype))
+
+    def _check(self, rows: np.ndarray) -> None:
+        n_fields = len(self.widths)
+        ok = bool((rows["count"] == n_fields).all())
+        names = [f"l{i}" for i in range(len(self.plan.columns))] + [
+            f"lm{j}" for j in range(self.n_masks)
+        ]
+        for name, width in zip(names, self.widths, strict=True):
+            ok = ok and bool((rows[name] == width).all())
+        if not ok:
+            raise ValueError("binary COPY rows are not of the expected layout")
+
+    def parse(self, source: Any) -> pd.DataFrame:
+        """The binary stream as the DataFrame the text engines give for it."""
+        columns, isnull = self.decode(source)
+        rows = len(columns[0]) if columns else 0
+        values = [
+            _series(_values(columns[i], isnull[i], col), isnull[i], col).array
+            for i, col in enumerate(self.plan.columns)
+        ]
+        del columns
+        return frame_of(self.plan, values, rows)
+
+    def read_arrow(self, source: Any) -> pa.Table:
+        """The binary stream as an Arrow table (NULLs as nulls, NaN as NaN)."""
+        import pyarrow as pa
+
+        columns, isnull = self.decode(source)
+        arrays = []
+        for i, col in enumerate(self.plan.columns):
+            values = _values(columns[i], isnull[i], col)
+            if col.kind in (TIMESTAMP, TIMESTAMPTZ):
+                values = values.view("int64")
+            arrays.append(pa.array(values, mask=isnull[i], type=_arrow_type(col)))
+        return pa.table(arrays, names=[c.name for c in self.plan.columns])
+
+
+def _values(raw: np.ndarray, isnull: np.ndarray | None, col: Column) -> np.ndarray:
+    """Native values of one column: int64, float64, bool, int32 days or datetime64[us]."""
+    import numpy as np
+
+    if col.kind == INT:
+        return raw.astype(np.int64, copy=False)
+    if col.kind == FLOAT:
+        return raw
+    if col.kind == BOOL:
+        return raw.astype(bool)
+    if col.kind == DATE:
+        _check_range(raw, isnull, col, _MIN_DAYS, _MAX_DAYS)
+        return (raw + np.int32(_EPOCH_DAYS)).astype(np.int32)
+    _check_range(raw, isnull, col, _MIN_US, _MAX_US)
+    return (raw + np.int64(_EPOCH_US)).view("datetime64[us]")
+
+
+def _check_range(
+    raw: np.ndarray, isnull: np.ndarray | None, col: Column, low: int, high: int
+) -> None:
+    bad = (raw < low) | (raw > high)
+    if isnull is not None:
+        bad &= ~isnull
+    if not bad.any():
+        return
+    import numpy as np
+    import psycopg
+    from psycopg.types.datetime import DateLoader, TimestampLoader
+
+    # The text engines hand such a value's text to psycopg's loader: so do we, for its error.
+    text = _pg_text(int(raw[np.argmax(bad)]), col)
+    loader = (DateLoader if col.kind == DATE else TimestampLoader)(col.oid)
+    loader.load(text.encode())
+    raise psycopg.DataError(f"{text!r} is outside years 1 to 9999")  # pragma: no cover
+
+
+def _pg_text(raw: int, col: Column) -> str:
+    """How PostgreSQL writes a date or timestamp of the wire value ``raw`` (ISO DateStyle)."""
+    import numpy as np
+
+    limit = (1 << 31) - 1 if col.kind == DATE else (1 << 63) - 1
+    if raw == limit:
+        return "infinity"
+    if raw == -limit - 1:
+        return "-infinity"
+    if col.kind == DATE:
+        stamp = np.datetime_as_string(np.datetime64(raw + _EPOCH_DAYS, "D"), unit="D")
+    else:
+        stamp = np.datetime_as_string(np.datetime64(raw + _EPOCH_US, "us"), unit="us")
+    day, _, clock = stamp.partition("T")
+    negative = day.startswith("-")
+    year_text, rest = day.lstrip("-").split("-", 1)
+    year = -int(year_text) if negative else int(year_text)
+    bc = year <= 0
+    text = f"{1 - year if bc else year:04d}-{rest}"
+    if clock:
+        whole, _, fraction = clock.partition(".")
+        fraction = fraction.rstrip("0")
+        text += f" {whole}.{fraction}" if fraction else f" {whole}"
+    return text + " BC" if bc else text
+
+
+def _series(values: np.ndarray, isnull: np.ndarray | None, col: Column) -> pd.Series:
+    import numpy as np
+    import pandas as pd
+
+    if col.kind == INT:
+        return pd.Series(values if isnull is None else pd.arrays.IntegerArray(values, isnull))
+    if col.kind == BOOL:
+        return pd.Series(values if isnull is None else pd.arrays.BooleanArray(values, isnull))
+    if col.kind == DATE:
+        values = (values.astype(np.int64) * 86_400).view("datetime64[s]")
+    if isnull is not None:
+        values = values.copy()
+        values[isnull] = np.datetime64("NaT") if col.kind != FLOAT else np.nan
+    if col.kind == TIMESTAMPTZ:
+        return pd.Series(utc_array(values))
+    return pd.Series(values)
+
+
+def _arrow_type(col: Column) -> pa.DataType:
+    import pyarrow as pa
+
+    if col.kind == INT:
+        return pa.int64()
+    if col.kind == FLOAT:
+        return pa.float64()
+    if col.kind == BOOL:
+        return pa.bool_()
+    if col.kind == DATE:
+        return pa.date32()
+    if col.kind == TIMESTAMPTZ:
+        return pa.timestamp("us", tz="UTC")
+    return pa.timestamp("us")

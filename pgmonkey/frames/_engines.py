@@ -1,0 +1,147 @@
+"""Which engine reads a result, and the worker thread the sync reader parses on.
+
+Three engines read a query's ``COPY``, each giving the same frame, dtype for dtype:
+
+- binary COPY decoded with numpy (``_bincopy``): every column fixed-width (integers,
+  float8, bool, date, timestamps), where PostgreSQL's float-to-text would set the pace;
+- Arrow's CSV reader (``_arrow``): any other result, when pyarrow is installed and the
+  session's client encoding is UTF-8 (Arrow reads UTF-8 only);
+- pandas' CSV reader (``_read.Plan``): everything else.
+
+An engine has ``setting`` (``None``, or a query whose one row the caller hands to
+``configure(row)`` before the COPY), ``copy_statement(query)``, ``parser(output)`` (a
+function from the COPY stream, a file-like object, to the result) and ``threaded`` (parse on
+a worker thread while the caller's thread receives; such an engine's parser also takes the
+list of all the stream's blocks, for a result received whole).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Final
+
+from psycopg import sql
+
+from . import _arrow, _bincopy
+from ._read import Plan
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+PANDAS: Final = "pandas"
+ARROW: Final = "arrow"
+
+
+class PandasCsvEngine:
+    """pandas' C CSV reader on the COPY stream, in the caller's thread (``_read.Plan``)."""
+
+    threaded = False
+    setting: str | None = None
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def configure(self, row: Any) -> None:
+        pass
+
+    def copy_statement(self, query: str) -> sql.Composed:
+        return self.plan.copy_statement(query)
+
+    def parser(self, output: str) -> Callable[[Any], Any]:
+        if output == PANDAS:
+            return self.plan.parse
+        return lambda source: convert(self.plan.parse(source), output)
+
+
+class ArrowCsvEngine:
+    threaded = True
+    setting: str | None = None
+
+    def __init__(self, plan: Plan) -> None:
+        self.reader = _arrow.ArrowCsvPlan(plan)
+
+    def configure(self, row: Any) -> None:
+        pass
+
+    def copy_statement(self, query: str) -> sql.Composed:
+        return self.reader.copy_statement(query)
+
+    def parser(self, output: str) -> Callable[[Any], Any]:
+        return self.reader.parse if output == PANDAS else self.reader.read_arrow
+
+
+class BinaryEngine:
+    threaded = True
+
+    def __init__(self, plan: Plan) -> None:
+        self.reader = _bincopy.BinaryPlan(plan)
+        self.setting = self.reader.setting
+
+    def configure(self, row: Any) -> None:
+        self.reader.configure(row)
+
+    def copy_statement(self, query: str) -> sql.Composed:
+        return self.reader.copy_statement(query)
+
+    def parser(self, output: str) -> Callable[[Any], Any]:
+        return self.reader.parse if output == PANDAS else self.reader.read_arrow
+
+
+Engine = PandasCsvEngine | ArrowCsvEngine | BinaryEngine
+
+
+def choose_engine(plan: Plan) -> Engine:
+    if _bincopy.usable(plan):
+        return BinaryEngine(plan)
+    if plan.encoding.replace("-", "").replace("_", "").lower() == "utf8" and _arrow.available():
+        return ArrowCsvEngine(plan)
+    return PandasCsvEngine(plan)
+
+
+def convert(frame: Any, output: str) -> Any:
+    """A frame of the pandas engines in the asked output."""
+    if output == PANDAS:
+        return frame
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def first_blocks(blocks: Iterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """The first blocks of a stream, up to ``limit`` bytes; True if that was all of it."""
+    head: list[bytes] = []
+    size = 0
+    for block in blocks:
+        head.append(block)
+        size += len(block)
+        if size >= limit:
+            return head, False
+    return head, True
+
+
+class ParseThread:
+    """Runs ``parse(reader)`` on a thread of its own; :meth:`result` waits for it."""
+
+    def __init__(self, parse: Callable[[Any], Any], reader: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(parse, reader), daemon=True)
+        self._thread.start()
+
+    def _run(self, parse: Callable[[Any], Any], reader: Any) -> None:
+        try:
+            self._value = parse(reader)
+        except BaseException as error:
+            self._error = error
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self, reader: Any) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            failure = getattr(reader, "failure", None)
+            if failure is not None:  # the parser wrapped it in an error of its own
+                raise failure from None
+            raise self._error
+        return self._value

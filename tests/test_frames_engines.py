@@ -1,0 +1,309 @@
+"""The read engines (binary COPY, Arrow CSV, pandas CSV) give the same frames, value for value.
+
+Each query is read through every engine that can take it; the frames must be equal (values
+and dtypes) to the pandas CSV engine's (the reader before the faster engines existed) and,
+cell by cell, to what ``cursor.fetchall()`` gives. Which engine reads a result is forced by
+replacing ``choose_engine`` for one call: the database is always the real one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+from pandas.testing import assert_frame_equal
+
+import pgmonkey
+from pgmonkey.frames import _api, _engines, read_sql_async
+from pgmonkey.frames._read import Plan
+
+pa = pytest.importorskip("pyarrow")
+
+Conn = psycopg.Connection[Any]
+ENGINES: dict[str, Callable[[Plan], Any]] = {
+    "pandas-csv": _engines.PandasCsvEngine,
+    "arrow-csv": _engines.ArrowCsvEngine,
+    "binary": _engines.BinaryEngine,
+}
+
+TS = "'2024-02-29 12:34:56.123456'::timestamp"
+# Fixed-width results (all three engines), then any result (the two CSV engines).
+FIXED = [
+    "SELECT i::int2 a, i::int4 b, i::int8 c, i::oid d, i::float8 / 3 e"
+    " FROM generate_series(1, 50) i",
+    "SELECT 9223372036854775807::int8 a, '-9223372036854775808'::int8 b, 4294967295::oid c,"
+    " '-32768'::int2 d, '-2147483648'::int4 e",
+    "SELECT 'NaN'::float8 a, 'Infinity'::float8 b, '-Infinity'::float8 c, '-0'::float8 d,"
+    " 5e-324::float8 e, 1.7976931348623157e308::float8 f, 0.1::float8 g",
+    f"SELECT NULLIF(i, 3)::int8 a, NULLIF(i, 4)::float8 / 7 b, NULLIF(i % 3, 1) = 0 c,"
+    f" {TS} + NULLIF(i, 5) * interval '1.5 s' d, '2024-01-01'::date + NULLIF(i, 6) e,"
+    f" ({TS} + NULLIF(i, 7) * interval '1 s')::timestamptz f FROM generate_series(1, 300) i",
+    "SELECT NULL::int a, NULL::bool b, NULL::date c, NULL::float8 d, NULL::timestamptz e",
+    "SELECT 1::int8 a, 2::float8 b WHERE false",
+    "SELECT '0001-01-01'::date a, '9999-12-31'::date b, '0001-01-01 00:00:00'::timestamp c,"
+    " '9999-12-31 23:59:59.999999'::timestamp d, '1969-07-20 20:17:40Z'::timestamptz e,"
+    " '2000-01-01 00:00:00.000001'::timestamptz f",
+    # 70 columns: two bitmask columns
+    "SELECT "
+    + ", ".join(f"NULLIF(i, {j % 5})::int4 AS c{j}" for j in range(70))
+    + " FROM generate_series(0, 20) i",
+]
+ANY = [
+    f"SELECT i::int8 a, i::float8 / 3 b, i % 3 = 0 c, {TS} + i * interval '1 s' d,"
+    f" '2024-01-01'::date + i e, (i::text || 'x') f, i::numeric / 7 g,"
+    f" ({TS} + i * interval '1 s')::timestamptz h FROM generate_series(1, 2000) i",
+    "SELECT ''::text a, NULL::text b, 'NaN'::text c, 't'::text d, '\\N'::text e,"
+    " 'a,\"b\"\r\nc'::varchar f, 'x'::char(3) g, 'n'::name h, 'c'::\"char\" i",
+    "SELECT NULL::text a",
+    "SELECT chr(i) a, i b, NULLIF(chr(i), chr(5)) c FROM generate_series(1, 400) i",
+    "SELECT string_agg(chr(i), '') a FROM generate_series(1, 127) i",
+    "SELECT 1.5::float4 a, 0.1::float4 b, NULL::float4 c, '-0'::float4 d",
+    "SELECT 1e300::numeric * 1e300 a, 'Infinity'::numeric b, '-Infinity'::numeric c,"
+    " 'NaN'::numeric d, 0.1::numeric e, NULL::numeric f, -0.0::numeric g",
+    "SELECT '{\"a\": 1}'::jsonb j, NULL::jsonb k, '\\x00ff'::bytea b, '{1,NULL}'::int[] c,"
+    " ROW(NULL::int, NULL::text) r, '12:34:56.5'::time t, '1 day'::interval v",
+    "SELECT NULL::int a, NULL::bool b, NULL::date c, '' d",
+    "SELECT 1::int8 a, 'x'::text b WHERE false",
+]
+# Errors raised, the same (type and message) by every engine.
+ERRORS = [
+    "SELECT 'infinity'::timestamp a",
+    "SELECT '-infinity'::date a",
+    "SELECT '0044-03-15 BC'::date a",
+    "SELECT '20000-01-01 00:00:00.5'::timestamptz a",
+    "SELECT '0001-01-01 00:00:00 BC'::timestamp a",
+    "SELECT 'infinity'::timestamp a, 'x'::text b",
+    "SELECT '0044-03-15 BC'::date a, 'x'::text b",
+]
+
+
+def _engines_for(conn: Conn, query: str) -> list[str]:
+    description = conn.execute(f"SELECT * FROM ({query}) AS s LIMIT 0").description or []
+    plan = Plan.build([(c.name, c.type_code) for c in description], conn, decimal=False)
+    chosen = type(_engines.choose_engine(plan)).__name__
+    names = ["pandas-csv", "arrow-csv"]
+    if chosen == "BinaryEngine":
+        names.append("binary")
+    return names
+
+
+def _read(
+    monkeypatch: pytest.MonkeyPatch, engine: str, query: str, conn: Any, **kw: Any
+) -> pd.DataFrame:
+    with monkeypatch.context() as m:
+        m.setattr(_api, "choose_engine", ENGINES[engine])
+        return pgmonkey.read_sql(query, conn, **kw)
+
+
+def _cell(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None  # float columns: NULL and NaN are both NaN
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _truth(value: Any) -> Any:
+    import decimal
+
+    if isinstance(value, decimal.Decimal):
+        value = float(value)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC)
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return dt.datetime(value.year, value.month, value.day)
+    return value
+
+
+def _check_against_fetchall(conn: Conn, query: str, frame: pd.DataFrame) -> None:
+    rows = conn.execute(query).fetchall()
+    got = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    assert got == [[_truth(v) for v in row] for row in rows]
+
+
+@pytest.mark.parametrize("query", FIXED + ANY)
+def test_engines_agree(db_conn: Conn, monkeypatch: pytest.MonkeyPatch, query: str) -> None:
+    # A session zone far from UTC: timestamptz values must not depend on it.
+    db_conn.execute("SET TimeZone = 'Asia/Kolkata'")
+    names = _engines_for(db_conn, query)
+    assert ("binary" in names) == (query in FIXED)
+    frames = {name: _read(monkeypatch, name, query, db_conn) for name in names}
+    for name in names[1:]:
+        assert_frame_equal(frames[name], frames["pandas-csv"], obj=name)
+    _check_against_fetchall(db_conn, query, frames[names[-1]])
+
+
+@pytest.mark.parametrize("query", ERRORS)
+def test_engines_raise_alike(db_conn: Conn, monkeypatch: pytest.MonkeyPatch, query: str) -> None:
+    raised = {}
+    for name in _engines_for(db_conn, query):
+        with pytest.raises(psycopg.DataError) as info:
+            _read(monkeypatch, name, query, db_conn)
+        raised[name] = str(info.value)
+    assert len(set(raised.values())) == 1, raised
+    assert db_conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_rounded_float_output_is_read_as_the_text_engines_read_it(
+    db_conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_conn.execute("SET extra_float_digits = -3")
+    query = "SELECT (i::float8 / 3) a FROM generate_series(1, 20) i"
+    binary = _read(monkeypatch, "binary", query, db_conn)
+    assert_frame_equal(binary, _read(monkeypatch, "pandas-csv", query, db_conn))
+    assert binary["a"].tolist() == [r[0] for r in db_conn.execute(query).fetchall()]
+    assert binary["a"].iloc[0] == 0.333333333333
+
+
+def test_byte_order_mark_at_the_start_of_the_first_value(db_conn: Conn) -> None:
+    # Arrow skips a BOM at the start of its input: the engine puts a line of its own first.
+    query = "SELECT E'\\uFEFFab'::text a, 'x'::text b"
+    df = pgmonkey.read_sql(query, db_conn)
+    assert df["a"].tolist() == [db_conn.execute(query).fetchone()[0]] == ["\ufeffab"]
+    # The same in a result large enough to be parsed while it streams in.
+    large = (
+        "SELECT CASE WHEN i = 1 THEN E'\\uFEFFab' ELSE md5(i::text) END a, i b"
+        " FROM generate_series(1, 100000) i"
+    )
+    assert pgmonkey.read_sql(large, db_conn)["a"].iloc[0] == "\ufeffab"
+
+
+def test_large_result_crosses_blocks(db_conn: Conn) -> None:
+    # Several receive blocks and parse blocks, rows cut at block edges, NULLs spread over them.
+    fixed = (
+        "SELECT NULLIF(i, 77777)::int8 a, i::float8 b, i % 2 = 0 c"
+        " FROM generate_series(1, 300000) i"
+    )
+    mixed = (
+        "SELECT i a, CASE WHEN i % 10 = 0 THEN NULL ELSE md5(i::text) END s"
+        " FROM generate_series(1, 200000) i"
+    )
+    for query in (fixed, mixed):
+        df = pgmonkey.read_sql(query, db_conn)
+        rows = db_conn.execute(query).fetchall()
+        assert len(df) == len(rows)
+        first = [None if pd.isna(v) else v for v in df.iloc[:, 1].tolist()]
+        assert first == [r[1] for r in rows]
+    assert df["s"].isna().sum() == 20000
+
+
+@pytest.fixture
+async def aconn(superuser_dsn: str) -> Any:
+    conn = await psycopg.AsyncConnection.connect(superuser_dsn, autocommit=True)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("query", [FIXED[3], ANY[0], ANY[7]])
+async def test_async_engines_agree(
+    aconn: psycopg.AsyncConnection[Any], db_conn: Conn, query: str
+) -> None:
+    assert_frame_equal(await read_sql_async(query, aconn), pgmonkey.read_sql(query, db_conn))
+
+
+ARROW_TYPES = [
+    ("i::int8", "int64"),
+    ("i::int2", "int64"),
+    ("i::float8 / 3", "double"),
+    ("i::numeric / 7", "double"),
+    ("i % 2 = 0", "bool"),
+    ("i::text", "large_string"),
+    (f"{TS} + i * interval '1 s'", "timestamp[us]"),
+    (f"({TS} + i * interval '1 s')::timestamptz", "timestamp[us, tz=UTC]"),
+    ("'2024-01-01'::date + i", "date32[day]"),
+    ("ARRAY[i]", "large_string"),
+]
+
+
+@pytest.mark.parametrize("with_text", [False, True], ids=["binary", "arrow-csv"])
+def test_read_arrow_types_and_values(db_conn: Conn, with_text: bool) -> None:
+    exprs = [e for e, _ in ARROW_TYPES if with_text or e not in ("i::text", "ARRAY[i]")]
+    nullable = ", ".join(
+        f"CASE WHEN i % 4 = 0 THEN NULL ELSE {e} END AS c{n}" for n, e in enumerate(exprs)
+    )
+    query = f"SELECT {nullable} FROM generate_series(1, 50) i"
+    table = pgmonkey.read_arrow(query, db_conn)
+    expected = dict(ARROW_TYPES)
+    assert [str(t) for t in table.schema.types] == [expected[e] for e in exprs]
+    frame = pgmonkey.read_sql(query, db_conn)
+    for n, e in enumerate(exprs):
+        column = table.column(n)
+        assert column.null_count == 12
+        got = column.to_pylist()
+        want = [None if pd.isna(v) else v for v in frame.iloc[:, n].tolist()]
+        if expected[e] == "date32[day]":
+            want = [None if v is None else v.date() for v in want]
+        elif expected[e].startswith("timestamp"):
+            want = [None if v is None else v.to_pydatetime() for v in want]
+        elif e == "ARRAY[i]":
+            want = [None if v is None else "{" + str(v[0]) + "}" for v in want]
+        assert got == want, e
+
+
+def test_read_arrow_keeps_nan_apart_from_null(db_conn: Conn) -> None:
+    query = "SELECT 'NaN'::float8 a, NULL::float8 b, 'NaN'::float8 c, NULL::text d"
+    for q in (query, "SELECT 'NaN'::float8 a, NULL::float8 b"):
+        table = pgmonkey.read_arrow(q, db_conn)
+        assert table.column(0).null_count == 0 and math.isnan(table.column(0)[0].as_py())
+        assert table.column(1).to_pylist() == [None]
+
+
+def test_read_arrow_of_a_statement_that_is_not_a_plain_query(db_conn: Conn) -> None:
+    db_conn.execute("CREATE TEMP TABLE arrow_dml (i int, s text)")
+    table = pgmonkey.read_arrow(
+        "INSERT INTO arrow_dml VALUES (1, 'a'), (2, NULL) RETURNING i, s", db_conn
+    )
+    assert table.to_pydict() == {"i": [1, 2], "s": ["a", None]}
+
+
+def test_read_polars(db_conn: Conn) -> None:
+    pl = pytest.importorskip("polars")
+    query = "SELECT i AS n, NULLIF(i::text, '2') AS s FROM generate_series(1, 3) i"
+    df = pgmonkey.read_polars(query, db_conn, None)
+    assert isinstance(df, pl.DataFrame)
+    assert df.to_dict(as_series=False) == {"n": [1, 2, 3], "s": ["1", None, "3"]}
+    assert df.schema == {"n": pl.Int64, "s": pl.String}
+
+
+async def test_read_arrow_and_polars_async(
+    aconn: psycopg.AsyncConnection[Any], db_conn: Conn
+) -> None:
+    from pgmonkey.frames import read_arrow_async, read_polars_async
+
+    for query in (FIXED[3], ANY[0]):
+        assert (await read_arrow_async(query, aconn)).equals(pgmonkey.read_arrow(query, db_conn))
+    pl = pytest.importorskip("polars")
+    df = await read_polars_async("SELECT 1 AS a, 'x' AS b", aconn)
+    assert df.to_dict(as_series=False) == {"a": [1], "b": ["x"]}
+    assert df.schema == {"a": pl.Int64, "b": pl.String}
+
+
+def test_engines_agree_on_a_large_result(db_conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past the size where the Arrow engine converts its columns to pandas in one batch.
+    query = (
+        f"SELECT i::int8 a, NULLIF(i, 5)::int4 b, i::float8 / 3 c, NULLIF(i % 3, 1) = 0 d,"
+        f" i % 2 = 0 e, {TS} + i * interval '1 s' f, '2024-01-01'::date + (i % 9000) g,"
+        f" ({TS} + NULLIF(i, 9) * interval '1 s')::timestamptz h, NULLIF(i::text, '7') j,"
+        f" (i % 100)::numeric / 7 k, CASE WHEN i % 3 = 0 THEN ARRAY[i] END l"
+        f" FROM generate_series(1, 70000) i"
+    )
+    expected = _read(monkeypatch, "pandas-csv", query, db_conn)
+    assert_frame_equal(_read(monkeypatch, "arrow-csv", query, db_conn), expected)
+    fixed = "SELECT a, b, c, d, e, f, g, h FROM (" + query + ") AS q"
+    assert_frame_equal(
+        _read(monkeypatch, "binary", fixed, db_conn),
+        _read(monkeypatch, "pandas-csv", fixed, db_conn),
+    )
