@@ -30,9 +30,12 @@ from ._arrow import frame_of, utc_array
 from ._read import _MASK_BITS, BOOL, DATE, FLOAT, INT, TIMESTAMP, TIMESTAMPTZ, Column, Plan
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     import pyarrow as pa
+    from numpy.typing import NDArray
+
+    # One spelling for every numpy release: a bare ndarray is an error under numpy 2.0's stubs.
+    Array = NDArray[Any]
 
 # Wire type of each fixed-width column, by type OID.
 _WIRE: Final[dict[int, str]] = {
@@ -117,7 +120,7 @@ class BinaryPlan:
             ]
         )
 
-    def decode(self, source: Any) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    def decode(self, source: Any) -> tuple[list[Array], list[Array | None]]:
         """The columns (native numpy arrays of the wire values) and their NULL masks.
 
         ``source`` is a ``_read.CopyReader`` or the list of all its blocks; a mask is ``None``
@@ -128,7 +131,7 @@ class BinaryPlan:
         n_cols = len(self.plan.columns)
         names = [f"c{i}" for i in range(n_cols)] + [f"m{j}" for j in range(self.n_masks)]
         native = [self.row[name].newbyteorder("=") for name in names]
-        pieces: list[list[np.ndarray]] = [[] for _ in names]
+        pieces: list[list[Array]] = [[] for _ in names]
         stride = self.row.itemsize
         blocks = iter(source) if isinstance(source, list) else source.blocks()
         head = b""
@@ -161,7 +164,7 @@ class BinaryPlan:
             columns.append(np.concatenate(piece) if piece else np.empty(0, dtype=dtype))
             piece.clear()  # one column's blocks at a time: the peak is the data plus a column
         masks = columns[n_cols:]
-        isnull: list[np.ndarray | None] = []
+        isnull: list[Array | None] = []
         for i in range(n_cols):
             mask = masks[i // _MASK_BITS]
             bits = np.bitwise_and(mask, np.int64(1 << (i % _MASK_BITS)))
@@ -180,7 +183,7 @@ class BinaryPlan:
         for name, dtype, piece in zip(names, native, pieces, strict=True):
             piece.append(rows[name].astype(dtype))
 
-    def _check(self, rows: np.ndarray) -> None:
+    def _check(self, rows: Array) -> None:
         n_fields = len(self.widths)
         ok = bool((rows["count"] == n_fields).all())
         names = [f"l{i}" for i in range(len(self.plan.columns))] + [
@@ -216,7 +219,7 @@ class BinaryPlan:
         return pa.table(arrays, names=[c.name for c in self.plan.columns])
 
 
-def _values(raw: np.ndarray, isnull: np.ndarray | None, col: Column) -> np.ndarray:
+def _values(raw: Array, isnull: Array | None, col: Column) -> Array:
     """Native values of one column: int64, float64, bool, int32 days or datetime64[us]."""
     import numpy as np
 
@@ -233,9 +236,7 @@ def _values(raw: np.ndarray, isnull: np.ndarray | None, col: Column) -> np.ndarr
     return (raw + np.int64(_EPOCH_US)).view("datetime64[us]")
 
 
-def _check_range(
-    raw: np.ndarray, isnull: np.ndarray | None, col: Column, low: int, high: int
-) -> None:
+def _check_range(raw: Array, isnull: Array | None, col: Column, low: int, high: int) -> None:
     bad = (raw < low) | (raw > high)
     if isnull is not None:
         bad &= ~isnull
@@ -278,7 +279,7 @@ def _pg_text(raw: int, col: Column) -> str:
     return text + " BC" if bc else text
 
 
-def _series(values: np.ndarray, isnull: np.ndarray | None, col: Column) -> pd.Series:
+def _series(values: Array, isnull: Array | None, col: Column) -> pd.Series:
     import numpy as np
     import pandas as pd
 
