@@ -277,7 +277,7 @@ def test_worker_killed_mid_read_is_retried(
         locker.rollback()
     got = future.result()
     pd.testing.assert_frame_equal(_sorted(got), _sorted(whole))
-    client.wait_for_workers(2, timeout=DEADLINE)
+    client.wait_for_workers(2, timeout=RESTART_DEADLINE)
 
 
 def _target_rows(conn: psycopg.Connection[Any], table: str) -> list[tuple[Any, ...]]:
