@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ("tests.fix_sandbox", "tests.fix_env")
+pytest_plugins = ("tests.fix_sandbox", "tests.fix_env", "tests.fix_magics")

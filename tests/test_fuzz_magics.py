@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.interactiveshell import InteractiveShell
 
-from pgmonkey.magics import PgMonkeyMagics
 from pgmonkey.magics._params import parse
+from tests.fix_magics import fresh_magics
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -145,23 +144,6 @@ def test_random_statements_bind_values_and_keep_literals(
 
 
 # -- through the magic ------------------------------------------------------------------------
-
-
-@contextmanager
-def fresh_magics() -> Iterator[tuple[InteractiveShell, PgMonkeyMagics]]:
-    """The IPython shell with magics of its own (no connections), put back and closed after."""
-    shell = InteractiveShell.instance()
-    shell.run_cell("%load_ext pgmonkey", store_history=False)
-    before = list(shell.configurables)
-    shell.configurables[:] = [c for c in before if not isinstance(c, PgMonkeyMagics)]
-    magics = PgMonkeyMagics(shell=shell)
-    shell.register_magics(magics)
-    shell.configurables.append(magics)
-    try:
-        yield shell, magics
-    finally:
-        shell.configurables[:] = before
-        magics.close_all()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import pgmonkey
 from pgmonkey.errors import TransferError
 from pgmonkey.frames._sqltext import check_placeholders
 from tests._conn_support import derive_config
-from tests.test_fuzz_magics import fresh_magics
+from tests.fix_magics import fresh_magics
 
 VICTIM = "hostile_binding_victim"
 ATTACK = f"'; DROP TABLE {VICTIM}; --"

@@ -21,46 +21,14 @@ import pandas as pd
 import psycopg
 import pytest
 import yaml
-from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
+from IPython.core.interactiveshell import InteractiveShell
 
 from pgmonkey.magics import PgMonkeyMagics
 from pgmonkey.magics._cmd_explain import MISESTIMATE, Plan
+from tests.fix_magics import ok, run
 from tests.tcp_proxy import TcpProxy
 
 TYPES = ("normal", "pool", "async", "async_pool")
-
-
-@pytest.fixture(scope="module")
-def shell() -> InteractiveShell:
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext pgmonkey")
-    return sh
-
-
-@pytest.fixture
-def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
-    """The shell with fresh magics (no connections), closed after the test."""
-    before = list(shell.configurables)
-    shell.configurables[:] = [c for c in before if not isinstance(c, PgMonkeyMagics)]
-    magics = PgMonkeyMagics(shell=shell)
-    shell.register_magics(magics)
-    shell.configurables.append(magics)
-    try:
-        yield shell
-    finally:
-        shell.configurables[:] = before
-        magics.close_all()
-
-
-def run(ip: InteractiveShell, code: str) -> ExecutionResult:
-    return ip.run_cell(code, store_history=False)
-
-
-def ok(ip: InteractiveShell, code: str) -> Any:
-    result = run(ip, code)
-    assert result.error_in_exec is None, result.error_in_exec
-    assert result.error_before_exec is None
-    return result.result
 
 
 def fails(ip: InteractiveShell, code: str, capsys: pytest.CaptureFixture[str]) -> str:

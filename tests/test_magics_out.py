@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from tests.test_fuzz_magics import fresh_magics
+from tests.fix_magics import fresh_magics
 
 
 @pytest.fixture

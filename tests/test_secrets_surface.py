@@ -43,7 +43,7 @@ from pgmonkey.cli import run
 from pgmonkey.config import connect_params
 from pgmonkey.transfer import export_csv, import_csv
 from tests._conn_support import close_leftovers
-from tests.test_fuzz_magics import fresh_magics
+from tests.fix_magics import fresh_magics
 
 __all__ = ["close_leftovers"]  # autouse fixture: closes whatever a test left open
 
