@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +59,7 @@ def ok(ip: InteractiveShell, code: str) -> Any:
     assert result.error_in_exec is None, result.error_in_exec
     assert result.error_before_exec is None
     return result.result
+
+
+def connect(ip: InteractiveShell, config: Path | str, *args: str) -> None:
+    ok(ip, f"%pgmonkey connect {config} {' '.join(args)}")

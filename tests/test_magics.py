@@ -16,7 +16,7 @@ import yaml
 from IPython.core.interactiveshell import InteractiveShell
 
 from pgmonkey.magics import MagicCellError, PgMonkeyMagics, load_ipython_extension
-from tests.fix_magics import ok, run
+from tests.fix_magics import connect, ok, run
 
 TYPES = ("normal", "pool", "async", "async_pool")
 
@@ -51,10 +51,6 @@ def scratch(db_conn: psycopg.Connection[Any]) -> Iterator[Callable[..., None]]:
     yield make
     for name in names:
         db_conn.execute(f"DROP TABLE IF EXISTS {name}")
-
-
-def connect(ip: InteractiveShell, config: Path, *args: str) -> None:
-    ok(ip, f"%pgmonkey connect {config} {' '.join(args)}")
 
 
 # -- loading, registry, banners -----------------------------------------------------------

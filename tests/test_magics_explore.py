@@ -25,7 +25,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from pgmonkey.magics import PgMonkeyMagics
 from pgmonkey.magics._cmd_explain import MISESTIMATE, Plan
-from tests.fix_magics import ok, run
+from tests.fix_magics import connect, ok, run
 from tests.tcp_proxy import TcpProxy
 
 TYPES = ("normal", "pool", "async", "async_pool")
@@ -55,10 +55,6 @@ def scratch(db_conn: psycopg.Connection[Any]) -> Iterator[Callable[[str, str], N
     yield make
     for name in names:
         db_conn.execute(f"DROP TABLE IF EXISTS {name}")
-
-
-def connect(ip: InteractiveShell, config: Path, *args: str) -> None:
-    ok(ip, f"%pgmonkey connect {config} {' '.join(args)}")
 
 
 # -- explain --------------------------------------------------------------------------------
