@@ -35,6 +35,7 @@ RENAME = {
     "async_connection": "connection",
     "read_sql_async": "read_sql",
     "read_arrow_async": "read_arrow",
+    "read_polars_async": "read_polars",
     "_read_async": "_read",
     "_read_on_async": "_read_on",
     "cancel_and_drain_async": "cancel_and_drain",

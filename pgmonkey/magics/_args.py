@@ -19,10 +19,14 @@ from pgmonkey.errors import MagicError
 
 # Leading options of a line query: %pgmonkey --conn NAME --out VAR [--dask ...] SELECT ...
 LINE_OPTIONS = re.compile(
-    r"\s*((?:--(?:conn|out|save|with|partition-on|partitions)(?:=|\s+)\S+\s*"
+    r"\s*((?:--(?:conn|out-format|out|save|with|partition-on|partitions)(?:=|\s+)\S+\s*"
     r"|--no-execute\s+|--dask(?:\s+|\Z))+)(.*)",
     re.DOTALL,
 )
+
+
+# What a query cell returns: pgmonkey.read_sql, read_arrow or read_polars's result.
+OUT_FORMATS = ("pandas", "arrow", "polars")
 
 
 class HelpShown(Exception):
@@ -44,6 +48,12 @@ class ArgumentParser(argparse.ArgumentParser):
 def query_parser(prog: str) -> ArgumentParser:
     p = ArgumentParser(prog=prog)
     p.add_argument("--out", help="also store the result in this variable")
+    p.add_argument(
+        "--out-format",
+        choices=OUT_FORMATS,
+        default="pandas",
+        help="the result as a pandas DataFrame (default), a pyarrow Table or a polars DataFrame",
+    )
     p.add_argument("--conn", help="connection name (default: the current one)")
     p.add_argument("--save", metavar="NAME", help="save the query as a snippet")
     p.add_argument(

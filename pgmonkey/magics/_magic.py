@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import time
 import weakref
 from collections import ChainMap
@@ -136,6 +137,9 @@ class PgMonkeyMagics(MagicsBase):
             %%pgmonkey --save NAME [--no-execute]     then  %%pgmonkey --with NAME
             %pgmonkey snippets [--delete NAME]
 
+        ``--out-format arrow`` (or ``polars``) returns the rows as a ``pyarrow.Table`` (a
+        ``polars.DataFrame``), read without going through pandas (``pgmonkey.read_arrow``).
+
         With ``--dask`` a query gives a Dask DataFrame (``pgmonkey.dask.read_sql`` on the
         connection's config: one SELECT, read by the workers); ``persist`` takes one too.
         """
@@ -176,9 +180,7 @@ class PgMonkeyMagics(MagicsBase):
         sql, added = _snippets.prepare(self, opts, line)
         if sql is None:
             return None
-        return self.query(
-            sql, ns, conn_name=opts.conn, out=opts.out, first_line=1 - added, dask=_dask(opts)
-        )
+        return self._query_of(opts, sql, ns, first_line=1 - added)
 
     def _cell(self, line: str, cell: str, ns: Mapping[str, Any]) -> Any:
         first = (line.split(None, 1) or [""])[0].lower()
@@ -189,8 +191,18 @@ class PgMonkeyMagics(MagicsBase):
         if sql is None:
             return None
         # Error positions count the %%pgmonkey line, as the notebook shows the cell.
+        return self._query_of(opts, sql, ns, first_line=2 - added)
+
+    def _query_of(self, opts: Any, sql: str, ns: Mapping[str, Any], first_line: int) -> Any:
+        """:meth:`query` with the options of a query line (``query_parser``)."""
         return self.query(
-            sql, ns, conn_name=opts.conn, out=opts.out, first_line=2 - added, dask=_dask(opts)
+            sql,
+            ns,
+            conn_name=opts.conn,
+            out=opts.out,
+            first_line=first_line,
+            dask=_dask(opts),
+            output=opts.out_format,
         )
 
     # -- the connection registry ----------------------------------------------------------
@@ -262,9 +274,15 @@ class PgMonkeyMagics(MagicsBase):
         out: str | None,
         first_line: int = 1,
         dask: dict[str, Any] | None = None,
+        output: str = "pandas",
     ) -> Any:
         if out is not None:
             check_out_name(out)
+        if output != "pandas":
+            if dask is not None:
+                raise MagicError(f"--out-format {output} does not go with --dask")
+            if output == "polars" and importlib.util.find_spec("polars") is None:
+                raise MagicError("--out-format polars needs polars: pip install 'pgmonkey[polars]'")
         statements = parse(sql)
         if not statements:
             raise MagicError("no SQL statement to run")
@@ -275,7 +293,7 @@ class PgMonkeyMagics(MagicsBase):
         if dask is not None:
             result = _cmd_dask.read(entry, statements, params, dask)
         else:
-            run = Run(sql, statements, params, self.decimal, first_line, ns)
+            run = Run(sql, statements, params, self.decimal, first_line, ns, output)
             result = self.using(entry, run.sync, run.async_)
         _show.remember(self, result, entry.name, time.perf_counter() - started)
         if isinstance(result, Affected):

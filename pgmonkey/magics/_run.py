@@ -60,8 +60,10 @@ class Run:
         decimal: bool,
         first_line: int = 1,
         ns: Mapping[str, Any] | None = None,
+        output: str = "pandas",
     ) -> None:
         self.first_line = first_line
+        self.output = output
         self.sql = sql
         self.statements = statements
         self.params = params
@@ -98,9 +100,23 @@ class Run:
             st.keyword in _TRANSACTION_CONTROL for st in self.statements
         )
 
-    def sync(self, conn: psycopg.Connection[Any]) -> Any:
-        from pgmonkey.frames import read_sql
+    def _reader(self) -> tuple[str, bool]:
+        """The format the last statement's rows are read in, and whether that result still
+        has to be converted to :attr:`output`.
 
+        With ``decimal`` on, numeric stays exact: the pandas frame (of ``Decimal`` values),
+        converted, gives an Arrow ``decimal128`` column, not read_arrow's float64.
+        """
+        if self.output == "pandas" or self.decimal:
+            return "pandas", self.output != "pandas"
+        return self.output, False
+
+    def sync(self, conn: psycopg.Connection[Any]) -> Any:
+        from pgmonkey.frames import read_arrow, read_polars, read_sql
+
+        fmt, convert = self._reader()
+        read = {"pandas": read_sql, "arrow": read_arrow, "polars": read_polars}[fmt]
+        options = {"decimal": True} if fmt == "pandas" and self.decimal else {}
         self._read_as_session(conn)
         result: Any = None
         if self._outside_transaction() and not conn.autocommit:
@@ -116,13 +132,15 @@ class Run:
                 fast = st is self.statements[-1] and st.returns_rows
                 try:
                     if fast:
-                        result = read_sql(st.query, conn, params, decimal=self.decimal)
+                        result = read(st.query, conn, params, **options)
+                        if convert:
+                            result = as_output(result, self.output)
                     else:
                         with psycopg.ClientCursor(conn) as cur:
                             cur.execute(st.query, params)
                             last = st is self.statements[-1]
                             rows = cur.fetchall() if last and cur.description else None
-                            result = _cursor_result(cur, rows)
+                            result = as_output(_cursor_result(cur, rows), self.output)
                 except psycopg.Error as exc:
                     sent = _literal_lengths(psycopg.ClientCursor(conn), params)
                     raise MagicCellError(
@@ -131,8 +149,13 @@ class Run:
         return result
 
     async def async_(self, conn: psycopg.AsyncConnection[Any]) -> Any:
-        from pgmonkey.frames import read_sql_async
+        from pgmonkey.frames import read_arrow_async, read_polars_async, read_sql_async
 
+        fmt, convert = self._reader()
+        read = {"pandas": read_sql_async, "arrow": read_arrow_async, "polars": read_polars_async}[
+            fmt
+        ]
+        options = {"decimal": True} if fmt == "pandas" and self.decimal else {}
         self._read_as_session(conn)
         result: Any = None
         if self._outside_transaction() and not conn.autocommit:
@@ -148,13 +171,15 @@ class Run:
                 fast = st is self.statements[-1] and st.returns_rows
                 try:
                     if fast:
-                        result = await read_sql_async(st.query, conn, params, decimal=self.decimal)
+                        result = await read(st.query, conn, params, **options)
+                        if convert:
+                            result = as_output(result, self.output)
                     else:
                         async with psycopg.AsyncClientCursor(conn) as acur:
                             await acur.execute(st.query, params)
                             last = st is self.statements[-1]
                             rows = await acur.fetchall() if last and acur.description else None
-                            result = _cursor_result(acur, rows)
+                            result = as_output(_cursor_result(acur, rows), self.output)
                 except psycopg.Error as exc:
                     sent = _literal_lengths(psycopg.AsyncClientCursor(conn), params)
                     raise MagicCellError(
@@ -185,3 +210,17 @@ def _cursor_result(cur: Any, rows: list[Any] | None) -> Any:
     import pandas as pd
 
     return pd.DataFrame.from_records(rows, columns=[c.name for c in cur.description])
+
+
+def as_output(result: Any, output: str) -> Any:
+    """A pandas result (``Affected`` stays as it is) as a pyarrow Table or polars DataFrame."""
+    if output == "pandas" or isinstance(result, Affected):
+        return result
+    from pgmonkey.frames._engines import ARROW, convert
+
+    table = convert(result, ARROW)
+    if output == "arrow":
+        return table
+    import polars as pl
+
+    return pl.from_arrow(table)

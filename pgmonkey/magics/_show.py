@@ -50,7 +50,8 @@ def _duration(seconds: float) -> str:
 
 def remember(magics: PgMonkeyMagics, result: Any, connection: str, elapsed: float) -> None:
     """Note how *result* was made, if it is a DataFrame (anything else is left alone)."""
-    if type(result).__name__ != "DataFrame":
+    # pandas' only: a polars DataFrame (``--out-format polars``) renders as polars does.
+    if type(result).__name__ != "DataFrame" or not type(result).__module__.startswith("pandas"):
         return
     if (magics.displaylimit > 0 or magics.footer) and magics.shell is not None:
         install(magics, type(result))
