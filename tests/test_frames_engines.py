@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from pandas.testing import assert_frame_equal
 
 import pgmonkey
 from pgmonkey.frames import _api, _engines, read_sql_async
+from pgmonkey.frames import _read as _read_module
 from pgmonkey.frames._read import Plan
 
 pa = pytest.importorskip("pyarrow")
@@ -307,3 +309,45 @@ def test_engines_agree_on_a_large_result(db_conn: Conn, monkeypatch: pytest.Monk
         _read(monkeypatch, "binary", fixed, db_conn),
         _read(monkeypatch, "pandas-csv", fixed, db_conn),
     )
+
+
+@pytest.fixture
+def tiny_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receive queues of one byte: the receiver waits for the parser at every block."""
+    real = _read_module.QueueChunks
+
+    monkeypatch.setattr(_api, "QueueChunks", lambda: real(limit=1))
+
+
+@pytest.mark.usefixtures("tiny_queue")
+def test_a_receiver_that_waits_for_the_parser_loses_nothing(db_conn: Conn) -> None:
+    for query in (
+        "SELECT NULLIF(i, 777)::int8 a, i::float8 / 7 b FROM generate_series(1, 400000) i",
+        "SELECT i a, CASE WHEN i % 10 = 0 THEN NULL ELSE md5(i::text) END s"
+        " FROM generate_series(1, 200000) i",
+    ):
+        rows = db_conn.execute(query).fetchall()
+        df = pgmonkey.read_sql(query, db_conn)
+        assert [None if pd.isna(v) else v for v in df.iloc[:, 1].tolist()] == [r[1] for r in rows]
+        assert [None if pd.isna(v) else v for v in df.iloc[:, 0].tolist()] == [r[0] for r in rows]
+
+
+@pytest.mark.usefixtures("tiny_queue")
+async def test_an_async_receiver_that_waits_for_the_parser_loses_nothing(
+    aconn: psycopg.AsyncConnection[Any], db_conn: Conn
+) -> None:
+    query = "SELECT i, md5(i::text) s FROM generate_series(1, 200000) i"
+    assert_frame_equal(await read_sql_async(query, aconn), pgmonkey.read_sql(query, db_conn))
+
+
+def test_a_parser_that_stops_releases_a_waiting_receiver() -> None:
+    chunks = _read_module.QueueChunks(limit=1)
+    chunks.put(b"first")  # an empty queue takes any block
+    receiver = threading.Thread(target=chunks.put, args=(b"second",), daemon=True)
+    receiver.start()  # no room: it waits for the parser
+    chunks.abandon()  # the parser failed without reading on
+    receiver.join(timeout=60)  # a hang guard, not a timing: it returns at once
+    assert not receiver.is_alive()
+    chunks.put(b"third")  # and nothing waits any more
+    chunks.close()
+    assert next(iter(chunks)) == b"first"

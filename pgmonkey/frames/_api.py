@@ -12,6 +12,7 @@ pool lends one), a psycopg connection, or the path of a pgmonkey YAML config.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -21,7 +22,15 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from .. import _connect, _psycopg
-from ._engines import ARROW, PANDAS, ParseThread, choose_engine, convert, first_blocks
+from ._engines import (
+    ARROW,
+    PANDAS,
+    ParseThread,
+    choose_engine,
+    convert,
+    first_blocks,
+    parse_then_abandon,
+)
 from ._read import (
     CopyReader,
     Plan,
@@ -139,14 +148,12 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
             if not ended:
                 # A large result: a worker thread parses while this one receives the rest.
                 chunks = QueueChunks()
-                for block in head:
-                    chunks.put(block)
-                del head
                 reader = CopyReader(iter(chunks))
-                worker = ParseThread(parse, reader)
+                worker = ParseThread(parse, reader, chunks)
                 try:
-                    for block in blocks:
+                    for block in itertools.chain(head, blocks):
                         chunks.put(block)
+                    del head
                 except BaseException as error:
                     chunks.close(error)
                     worker.join()
@@ -213,7 +220,8 @@ async def _read_async(
             engine.configure(await (await cur.execute(engine.setting)).fetchone())
         chunks = QueueChunks()
         reader = CopyReader(iter(chunks))
-        parsed = asyncio.ensure_future(asyncio.to_thread(engine.parser(output), reader))
+        parse = parse_then_abandon(engine.parser(output), chunks)
+        parsed = asyncio.ensure_future(asyncio.to_thread(parse, reader))
         try:
             async with cur.copy(engine.copy_statement(body)):
                 encoding = conn.info.encoding
@@ -222,7 +230,7 @@ async def _read_async(
                     block, end = await _psycopg.wait_async(
                         conn, _psycopg.copy_block(conn.pgconn, _BLOCK, encoding, _LEAST)
                     )
-                    chunks.put(block)
+                    await chunks.put_async(block)
         except BaseException as error:
             chunks.close(error)
             with suppress(BaseException):

@@ -130,8 +130,7 @@ class BinaryPlan:
 
         n_cols = len(self.plan.columns)
         names = [f"c{i}" for i in range(n_cols)] + [f"m{j}" for j in range(self.n_masks)]
-        native = [self.row[name].newbyteorder("=") for name in names]
-        pieces: list[list[Array]] = [[] for _ in names]
+        columns = [Growing(self.row[name].newbyteorder("=")) for name in names]
         stride = self.row.itemsize
         blocks = iter(source) if isinstance(source, list) else source.blocks()
         head = b""
@@ -151,37 +150,32 @@ class BinaryPlan:
                 continue
             buf = b"".join(pending)
             n = len(buf) // stride
-            self._take(buf, n, names, native, pieces)
+            self._take(buf, n, names, columns)
             rest = buf[n * stride :]
             pending, size = [rest], len(rest)
         buf = b"".join(pending)
         n = (len(buf) - len(_TRAILER)) // stride
         if n < 0 or buf[n * stride :] != _TRAILER:
             raise ValueError("binary COPY data ends in the middle of a row")
-        self._take(buf, n, names, native, pieces)
-        columns = []
-        for piece, dtype in zip(pieces, native, strict=True):
-            columns.append(np.concatenate(piece) if piece else np.empty(0, dtype=dtype))
-            piece.clear()  # one column's blocks at a time: the peak is the data plus a column
-        masks = columns[n_cols:]
+        self._take(buf, n, names, columns)
+        arrays = [column.done() for column in columns]
+        masks = arrays[n_cols:]
         isnull: list[Array | None] = []
         for i in range(n_cols):
             mask = masks[i // _MASK_BITS]
             bits = np.bitwise_and(mask, np.int64(1 << (i % _MASK_BITS)))
             isnull.append(bits != 0 if bits.any() else None)
-        return columns[:n_cols], isnull
+        return arrays[:n_cols], isnull
 
-    def _take(
-        self, buf: bytes, n: int, names: list[str], native: list[Any], pieces: list[Any]
-    ) -> None:
+    def _take(self, buf: bytes, n: int, names: list[str], columns: list[Growing]) -> None:
         import numpy as np
 
         if n <= 0:
             return
         rows = np.frombuffer(buf, dtype=self.row, count=n)
         self._check(rows)
-        for name, dtype, piece in zip(names, native, pieces, strict=True):
-            piece.append(rows[name].astype(dtype))
+        for name, column in zip(names, columns, strict=True):
+            column.extend(rows[name])
 
     def _check(self, rows: Array) -> None:
         n_fields = len(self.widths)
@@ -217,6 +211,34 @@ class BinaryPlan:
                 values = values.view("int64")
             arrays.append(pa.array(values, mask=isnull[i], type=_arrow_type(col)))
         return pa.table(arrays, names=[c.name for c in self.plan.columns])
+
+
+class Growing:
+    """A numpy array that grows in place as rows arrive (one per column).
+
+    Its memory is resized with ``realloc``: a large block grows by remapping its pages, not
+    by copying them, and pages not yet written take no memory, so a column never exists
+    twice (pieces plus their concatenation would double the peak memory of a read).
+    """
+
+    def __init__(self, dtype: Any) -> None:
+        import numpy as np
+
+        self._array = np.empty(0, dtype=dtype)
+        self._size = 0
+
+    def extend(self, values: Array) -> None:
+        end = self._size + len(values)
+        if end > len(self._array):
+            # No view of the array exists (only this object holds it): realloc is safe.
+            self._array.resize(max(end, 2 * len(self._array), 1 << 14), refcheck=False)
+        self._array[self._size : end] = values  # byte order converted while copying
+        self._size = end
+
+    def done(self) -> Array:
+        self._array.resize(self._size, refcheck=False)
+        array, self._array = self._array, self._array[:0]
+        return array
 
 
 def _values(raw: Array, isnull: Array | None, col: Column) -> Array:
@@ -280,21 +302,26 @@ def _pg_text(raw: int, col: Column) -> str:
 
 
 def _series(values: Array, isnull: Array | None, col: Column) -> pd.Series:
+    """One column as a Series of the text engines' dtype; ``values`` (ours alone) is reused,
+    not copied (pandas' constructors copy a numpy array unless told not to)."""
     import numpy as np
     import pandas as pd
 
     if col.kind == INT:
-        return pd.Series(values if isnull is None else pd.arrays.IntegerArray(values, isnull))
+        if isnull is None:
+            return pd.Series(values, copy=False)
+        return pd.Series(pd.arrays.IntegerArray(values, isnull), copy=False)
     if col.kind == BOOL:
-        return pd.Series(values if isnull is None else pd.arrays.BooleanArray(values, isnull))
+        if isnull is None:
+            return pd.Series(values, copy=False)
+        return pd.Series(pd.arrays.BooleanArray(values, isnull), copy=False)
     if col.kind == DATE:
         values = (values.astype(np.int64) * 86_400).view("datetime64[s]")
     if isnull is not None:
-        values = values.copy()
         values[isnull] = np.datetime64("NaT") if col.kind != FLOAT else np.nan
     if col.kind == TIMESTAMPTZ:
-        return pd.Series(utc_array(values))
-    return pd.Series(values)
+        return pd.Series(utc_array(values), copy=False)
+    return pd.Series(values, copy=False)
 
 
 def _arrow_type(col: Column) -> pa.DataType:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from psycopg import sql
 
 from . import _arrow, _bincopy
-from ._read import Plan
+from ._read import Plan, QueueChunks
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -119,13 +119,29 @@ def first_blocks(blocks: Iterator[bytes], limit: int) -> tuple[list[bytes], bool
     return head, True
 
 
-class ParseThread:
-    """Runs ``parse(reader)`` on a thread of its own; :meth:`result` waits for it."""
+def parse_then_abandon(parse: Callable[[Any], Any], chunks: QueueChunks) -> Callable[[Any], Any]:
+    """``parse``, which lets the receiver of ``chunks`` go on (unblocked) once it returns."""
 
-    def __init__(self, parse: Callable[[Any], Any], reader: Any) -> None:
+    def run(reader: Any) -> Any:
+        try:
+            return parse(reader)
+        finally:
+            chunks.abandon()
+
+    return run
+
+
+class ParseThread:
+    """Runs ``parse(reader)`` on a thread of its own; :meth:`result` waits for it.
+
+    ``chunks``: the queue ``reader`` reads, abandoned once the parser stops (done or failed).
+    """
+
+    def __init__(self, parse: Callable[[Any], Any], reader: Any, chunks: QueueChunks) -> None:
         self._value: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(parse, reader), daemon=True)
+        run = parse_then_abandon(parse, chunks)
+        self._thread = threading.Thread(target=self._run, args=(run, reader), daemon=True)
         self._thread.start()
 
     def _run(self, parse: Callable[[Any], Any], reader: Any) -> None:

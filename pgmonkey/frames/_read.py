@@ -17,8 +17,10 @@ Nothing here keeps a reference to the data once the DataFrame is returned.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -348,16 +350,52 @@ _END: Final = object()
 
 
 class QueueChunks:
-    """Chunks handed over by another thread (the async reader's event loop)."""
+    """Chunks handed over by another thread (the receiving one, or the async reader's loop).
 
-    def __init__(self) -> None:
+    At most ``limit`` bytes wait at a time: a receiver faster than the parser blocks in
+    :meth:`put` (:meth:`put_async` awaits) instead of holding the whole result in memory,
+    and the server waits for it. The parser's side calls :meth:`abandon` when it stops
+    (done or failed), so a receiver never blocks on a queue nobody reads.
+    """
+
+    def __init__(self, limit: int = 16 << 20) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._limit = limit
+        self._waiting = 0  # bytes put and not yet taken
+        self._room = threading.Condition()
+        self._abandoned = False
+
+    def _try_put(self, chunk: bytes) -> bool:
+        with self._room:
+            if self._abandoned:
+                return True
+            if self._waiting and self._waiting + len(chunk) > self._limit:
+                return False
+            self._waiting += len(chunk)
+        self._queue.put(chunk)
+        return True
 
     def put(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+        while not self._try_put(chunk):
+            with self._room:
+                self._room.wait_for(self._has_room)
+
+    async def put_async(self, chunk: bytes) -> None:
+        """:meth:`put` for an event loop: waits for room in a thread, never in the loop."""
+        if not self._try_put(chunk):
+            await asyncio.to_thread(self.put, chunk)
+
+    def _has_room(self) -> bool:
+        return self._abandoned or self._waiting < self._limit
 
     def close(self, error: BaseException | None = None) -> None:
         self._queue.put(_END if error is None else error)
+
+    def abandon(self) -> None:
+        """Nothing more is read: let a blocked :meth:`put` return, and later ones not wait."""
+        with self._room:
+            self._abandoned = True
+            self._room.notify_all()
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -366,6 +404,9 @@ class QueueChunks:
                 return
             if isinstance(item, BaseException):
                 raise item
+            with self._room:
+                self._waiting -= len(item)
+                self._room.notify()
             yield item
 
 
