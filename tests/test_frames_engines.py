@@ -351,3 +351,23 @@ def test_a_parser_that_stops_releases_a_waiting_receiver() -> None:
     chunks.put(b"third")  # and nothing waits any more
     chunks.close()
     assert next(iter(chunks)) == b"first"
+
+
+def test_wide_results_with_nulls_in_every_mask_group(
+    db_conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 130 columns: three NULL bitmask groups of the binary engine (62 columns each), NULLs
+    # in some rows of each group, none in others (where the server skips the bitmask).
+    columns = ", ".join(
+        f"CASE WHEN i % {k % 7 + 2} = 0 THEN NULL ELSE i * {k} END::int8 AS c{k}"
+        if k % 3 == 0
+        else f"(i * {k})::float8 AS c{k}"
+        for k in range(130)
+    )
+    query = f"SELECT {columns} FROM generate_series(1, 500) AS i"
+    binary = _read(monkeypatch, "binary", query, db_conn)
+    assert_frame_equal(binary, _read(monkeypatch, "pandas-csv", query, db_conn))
+    rows = db_conn.execute(query).fetchall()
+    assert [[_cell(v) for v in row] for row in binary.itertuples(index=False)] == [
+        list(row) for row in rows
+    ]

@@ -63,7 +63,7 @@ Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
 
 _BLOCK = 1 << 18  # bytes handed from the receiving to the parsing thread at a time
 _INLINE = 1 << 20  # a result this small is parsed once received, without a worker thread
-_LEAST = 1 << 16  # ... and at least this much, so the thread is not woken for every row
+_LEAST = 1 << 18  # ... and at least this much, so the parser is not woken for every row
 
 
 def read_sql(
@@ -143,7 +143,8 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
                     raise
         worker = None
         with cur.copy(engine.copy_statement(body)):
-            blocks = copy_chunks(conn, _BLOCK)
+            # Blocks of a quarter MiB at least: each one handed over wakes the parser.
+            blocks = copy_chunks(conn, _BLOCK, _LEAST)
             head, ended = first_blocks(blocks, _INLINE)
             if not ended:
                 # A large result: a worker thread parses while this one receives the rest.

@@ -289,11 +289,13 @@ def strip_query(query: str) -> str:
     return query.rstrip().rstrip(";").rstrip()
 
 
-def copy_chunks(conn: Connection[Any], size: int = 1 << 18) -> Iterator[bytes]:
-    """Blocks of a running ``COPY ... TO STDOUT`` on ``conn`` (see :func:`copy_block`)."""
+def copy_chunks(conn: Connection[Any], size: int = 1 << 18, least: int = 1) -> Iterator[bytes]:
+    """Blocks of a running ``COPY ... TO STDOUT`` on ``conn`` (see :func:`copy_block`):
+    at most ``size`` bytes, and at least ``least`` (but the last) even if that means
+    waiting for the network."""
     encoding = conn.info.encoding
     while True:
-        block, end = _psycopg.wait(conn, _psycopg.copy_block(conn.pgconn, size, encoding))
+        block, end = _psycopg.wait(conn, _psycopg.copy_block(conn.pgconn, size, encoding, least))
         if block:
             yield block
         if end:
@@ -301,12 +303,18 @@ def copy_chunks(conn: Connection[Any], size: int = 1 << 18) -> Iterator[bytes]:
 
 
 class CopyReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (a COPY's rows), for pandas."""
+    """A read-only file over an iterator of byte chunks (a COPY's rows), for the parsers.
+
+    :meth:`read` hands a chunk over as it is when it fits, and joins (one copy) otherwise:
+    a parser on another thread spends as little time as possible holding the GIL the
+    receiving thread needs.
+    """
 
     def __init__(self, chunks: Iterator[Any]) -> None:
         super().__init__()
         self._chunks = chunks
-        self._buf = bytearray()
+        self._head = b""  # the chunk being read, from ``_pos`` on
+        self._pos = 0
         self._eof = False
         # What stopped the source (Ctrl-C, a lost connection): pandas' parser reports it
         # as its own ParserError, and the caller re-raises this instead.
@@ -315,34 +323,51 @@ class CopyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def _next(self) -> bytes | None:
+        if self._eof:
+            return None
+        try:
+            chunk: bytes = next(self._chunks)
+        except StopIteration:
+            self._eof = True
+            return None
+        except BaseException as exc:
+            self.failure = exc
+            raise
+        return chunk
+
     def blocks(self) -> Iterator[bytes]:
         """The rest of the stream in the source's own chunks, not copied into a buffer."""
-        if self._buf:
-            yield bytes(self._buf)
-            self._buf.clear()
-        while not self._eof:
-            try:
-                yield next(self._chunks)
-            except StopIteration:
-                self._eof = True
-            except BaseException as exc:
-                self.failure = exc
-                raise
+        if self._pos < len(self._head):
+            yield self._head[self._pos :]
+        self._head, self._pos = b"", 0
+        while (chunk := self._next()) is not None:
+            yield chunk
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(list(self.blocks()))
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            if self._pos >= len(self._head):
+                chunk = self._next()
+                if chunk is None:
+                    break
+                self._head, self._pos = chunk, 0
+            take = min(size - got, len(self._head) - self._pos)
+            if take == len(self._head):
+                parts.append(self._head)
+            else:
+                parts.append(self._head[self._pos : self._pos + take])
+            self._pos += take
+            got += take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, b: Any) -> int:
-        want = len(b)
-        buf = self._buf
-        while len(buf) < want and not self._eof:
-            try:
-                buf += next(self._chunks)
-            except StopIteration:
-                self._eof = True
-            except BaseException as exc:
-                self.failure = exc
-                raise
-        n = min(want, len(buf))
-        b[:n] = buf[:n]
-        del buf[:n]
+        data = self.read(len(b))
+        n = len(data)
+        b[:n] = data
         return n
 
 
