@@ -31,6 +31,7 @@ from pgmonkey.magics import _run
 RENAME = {
     "apply_settings_async": "apply_settings",
     "open_config_async": "open_config",
+    "_open_async": "_open",
     "sanitized_connect_async": "sanitized_connect",
     "async_connection": "connection",
     "read_sql_async": "read_sql",
@@ -109,11 +110,9 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
     (
         _connect.open_config,
         _connect.open_config_async,
-        [
-            ("psycopg.Connection.connect,", "psycopg.connect,"),
-            ("config, 'async'), 'async_settings'", "config, 'normal'), 'sync_settings'"),
-        ],
+        [("config, 'async'), 'async_settings'", "config, 'normal'), 'sync_settings'")],
     ),
+    (_connect._open, _connect._open_async, [("psycopg.Connection.connect,", "psycopg.connect,")]),
     (
         _connect.connection,
         _connect.async_connection,
