@@ -11,8 +11,7 @@ import gc
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,11 @@ from pgmonkey.config import load_config  # noqa: E402
 from pgmonkey.dask._source import Source  # noqa: E402
 from pgmonkey.dask._write import Target, write_tasks  # noqa: E402
 from pgmonkey.errors import ConfigError, EnvInterpolationError, TransferError  # noqa: E402
+from tests._conn_support import poll as _poll  # noqa: E402
 
-DEADLINE = 120.0  # seconds: generous, only ever reached when something is broken
 # A killed worker's replacement imports dask, pandas and pyarrow afresh: on two cores loaded
-# by other processes that took over two minutes once, so its wait gets more room still.
+# by other processes that took over two minutes once, so its wait gets more room than a
+# poll's.
 RESTART_DEADLINE = 600.0
 ROWS = 3000
 
@@ -56,17 +56,6 @@ def client() -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
-
-
-def _poll(what: str, check: Callable[[], Any]) -> Any:
-    end = time.monotonic() + DEADLINE
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def _make_table(conn: psycopg.Connection[Any], name: str, rows: int = ROWS) -> None:
