@@ -133,7 +133,22 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
     (_api.to_sql, _api.to_sql_async, []),
     (_api._read_on, _api._read_on_async, []),
     (_api._describe_guard, _api._describe_guard_async, []),
-    (_api.read_polars, _api.read_polars_async, []),
+    (
+        _api.read_polars,
+        _api.read_polars_async,
+        # Reading in ranges over several connections at once is sync only (threads).
+        [
+            (
+                "params=None):",
+                "params=None, *, partition_on=None, partitions=None, consistent=False):",
+            ),
+            (
+                "read_arrow(query, con, params))",
+                "read_arrow(query, con, params, partition_on=partition_on, "
+                "partitions=partitions, consistent=consistent))",
+            ),
+        ],
+    ),
     (
         _run.Run.sync,
         _run.Run.async_,

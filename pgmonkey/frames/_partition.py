@@ -17,6 +17,7 @@ import itertools
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
@@ -24,13 +25,87 @@ from psycopg import sql
 
 from pgmonkey.errors import TransferError
 
-from ._read import strip_query
+from ._read import (
+    _KIND_BY_OID,
+    DATE,
+    FLOAT,
+    INT,
+    NUMERIC,
+    OTHER,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+    describe_statement,
+    strip_query,
+)
 
 BYTES_PER_PARTITION: Final = 64 << 20  # default partition size of a block range read
 
 # A table name: `name` or `schema.name`, each part plain or double-quoted.
 _PART: Final = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
 _TABLE: Final = re.compile(rf"\s*({_PART})(?:\s*\.\s*({_PART}))?\s*;?\s*\Z")
+
+
+# Kinds of column a range can split: they have an order and a width.
+_RANGEABLE: Final = frozenset({INT, FLOAT, NUMERIC, DATE, TIMESTAMP, TIMESTAMPTZ})
+
+
+@dataclass(frozen=True)
+class Split:
+    """A local read in ``partitions`` ranges of the result column ``column``."""
+
+    column: str
+    partitions: int
+    consistent: bool
+
+
+def check_partitions(partitions: Any) -> None:
+    """``partitions`` is None or a positive integer (``True`` is not a count)."""
+    if partitions is None:
+        return
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        raise TransferError(f"partitions must be a positive integer, not {partitions!r}")
+
+
+def split_of(partition_on: Any, partitions: Any, consistent: bool) -> Split | None:
+    """The local read asked for, or None for an ordinary read on one connection."""
+    check_partitions(partitions)
+    if partition_on is None:
+        if partitions not in (None, 1):
+            raise TransferError(
+                f"partitions={partitions!r} needs partition_on: the result column whose "
+                "ranges the partitions read"
+            )
+        return None
+    if not isinstance(partition_on, str):
+        raise TransferError(f"partition_on must be a column name, not {partition_on!r}")
+    if partitions is None:
+        raise TransferError(
+            f"partition_on={partition_on!r} needs partitions: how many ranges to read at once"
+        )
+    if partitions == 1:
+        return None
+    return Split(partition_on, partitions, bool(consistent))
+
+
+def plan_split(conn: psycopg.Connection[Any], text: str, split: Split) -> list[str]:
+    """The queries of ``split``'s ranges of ``text`` (a bound query), planned on ``conn``.
+
+    One describe (``LIMIT 0``) finds the column and its type, one scan its bounds.
+    """
+    body = strip_query(text)
+    with conn.cursor() as cur:
+        cur.execute(describe_statement(body))
+        columns = list(cur.description or ())
+    key = key_index([c.name for c in columns], split.column)
+    kind = _KIND_BY_OID.get(columns[key].type_code, OTHER)
+    if kind not in _RANGEABLE:
+        raise TransferError(
+            f"partition_on={split.column!r} must be a numeric, date or timestamp column, "
+            f"not {columns[key].type_display}"
+        )
+    _count, bounds, _nulls = scan(conn, body, len(columns), key, integer_key=kind == INT)
+    assert bounds is not None
+    return range_queries(conn, body, split.column, bounds, split.partitions)
 
 
 def table_name(query: str) -> sql.Identifier | None:
