@@ -395,6 +395,39 @@ def test_an_error_in_one_range_cancels_the_others(
         manager.clear_cache()
 
 
+def test_a_cancelled_describe_is_not_run_again(superuser_dsn: str) -> None:
+    # A range cancelled while its read describes the query (here: waiting for a table lock)
+    # raises QueryCanceled. The reader used to take any error of the describe for a
+    # statement it cannot wrap, and ran the query as written: the cancelled range read on.
+    with (
+        psycopg.connect(superuser_dsn, autocommit=True) as admin,
+        psycopg.connect(superuser_dsn, autocommit=True) as watch,
+        psycopg.connect(superuser_dsn, autocommit=True) as conn,
+    ):
+        admin.execute("DROP TABLE IF EXISTS part_lockme")
+        admin.execute("CREATE TABLE part_lockme AS SELECT 1 AS a")
+        pid = conn.info.backend_pid
+
+        def waiting(describe: bool) -> bool:
+            row = watch.execute(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = %s"
+                " AND wait_event_type = 'Lock' AND (query LIKE '%%LIMIT 0') = %s",
+                (pid, describe),
+            ).fetchone()
+            return row is not None and row[0] == 1
+
+        with admin.transaction():
+            admin.execute("LOCK TABLE part_lockme IN ACCESS EXCLUSIVE MODE")
+            reader = _Background(lambda: pgmonkey.read_sql("SELECT * FROM part_lockme", conn))
+            _poll("the describe", lambda: waiting(True))
+            conn.cancel_safe()
+            _poll("the read to end", lambda: not reader.thread.is_alive() or waiting(False))
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            reader.wait()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        admin.execute("DROP TABLE part_lockme")
+
+
 CTRL_C = textwrap.dedent(
     """
     import signal, sys, threading, time

@@ -176,6 +176,8 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
             with _describe_guard(conn):
                 cur.execute(describe_statement(body))
             description = _columns(cur)
+        except psycopg.errors.QueryCanceled:
+            raise  # cancelled (or statement_timeout): an answer, not a statement to run as is
         except psycopg.Error:
             _psycopg.cancel_and_drain(conn)
         if not description:
@@ -268,6 +270,8 @@ async def _read_async(
             async with _describe_guard_async(conn):
                 await cur.execute(describe_statement(body))
             description = _columns(cur)
+        except psycopg.errors.QueryCanceled:
+            raise  # cancelled (or statement_timeout): an answer, not a statement to run as is
         except psycopg.Error:
             await _psycopg.cancel_and_drain_async(conn)
         if not description:
