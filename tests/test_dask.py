@@ -463,6 +463,9 @@ def test_bad_partitioning_requests(password_config: Path, db_conn: psycopg.Conne
         pmd.read_sql("SELECT * FROM dask_bad", password_config, partition_on="nope")
     with pytest.raises(TransferError, match="numeric, date or timestamp"):
         pmd.read_sql("SELECT * FROM dask_bad", password_config, partition_on="s")
+    for bad in (0, True, "2"):
+        with pytest.raises(TransferError, match=f"not {bad!r}"):
+            pmd.read_sql("SELECT * FROM dask_bad", password_config, partitions=bad)
     with dask.config.set(scheduler="sync"):
         one = pmd.read_sql("SELECT * FROM dask_bad", password_config)
         assert one.npartitions == 1

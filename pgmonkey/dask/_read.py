@@ -114,8 +114,7 @@ def read_sql(
     import dask
     import dask.dataframe as dd
 
-    if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
-        raise TransferError(f"partitions must be a positive integer, not {partitions!r}")
+    _partition.check_partitions(partitions)
     source = Source.of(config, resolve_env=resolve_env)
     conn = source.connect()
     snapshot: Snapshot | None = None
