@@ -40,6 +40,9 @@ from ._partition import Split, plan_split
 Read = Callable[[psycopg.Connection[Any], str], Any]
 
 _ONE_SNAPSHOT: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+# Once stopped, the reads still running are cancelled again this often (seconds): a read
+# sent just after its connection's cancel reached an idle server was not stopped by it.
+_RECANCEL: Final = 0.5
 
 
 def read_split(
@@ -136,9 +139,18 @@ class _Ranges:
                 self.failure = error
             if conn is not None:
                 self._reading.discard(conn)
-            for other in self._reading:
-                with suppress(Exception):  # a connection already gone ends its read by itself
-                    other.cancel_safe()
+            self._cancel_reads()
+
+    def cancel_again(self) -> None:
+        """Once stopped, cancel the reads still running (see ``_RECANCEL``)."""
+        with self._lock:
+            if self._stopped:
+                self._cancel_reads()
+
+    def _cancel_reads(self) -> None:
+        for conn in self._reading:
+            with suppress(Exception):  # a connection already gone ends its read by itself
+                conn.cancel_safe()
 
 
 def _read_parallel(
@@ -158,24 +170,27 @@ def _read_parallel(
     try:
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        _join(ranges, threads)
     except BaseException as error:  # Ctrl-C while the threads read
         ranges.fail(error)
-        _join_all(threads)
+        # Through further Ctrl-C: until they end, the threads hold connections of the
+        # caller's (the one lent, a pool's), which go back only then.
+        while True:
+            with suppress(KeyboardInterrupt):
+                _join(ranges, threads)
+                break
         raise
     if ranges.failure is not None:
         raise ranges.failure
     return ranges.results
 
 
-def _join_all(threads: Sequence[threading.Thread]) -> None:
-    """Wait for every started thread, through further Ctrl-C: until they end, they hold
-    connections of the caller's (the one lent, a pool's), which go back only then."""
+def _join(ranges: _Ranges, threads: Sequence[threading.Thread]) -> None:
+    """Wait for every thread started; once stopped, cancel again what still reads."""
     for thread in threads:
         while thread.ident is not None and thread.is_alive():
-            with suppress(KeyboardInterrupt):
-                thread.join()
+            thread.join(_RECANCEL)
+            ranges.cancel_again()
 
 
 def _read_ranges(ranges: _Ranges, read: Read, conn: psycopg.Connection[Any]) -> None:
