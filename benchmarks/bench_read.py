@@ -7,8 +7,8 @@
 Shapes (``SELECT * FROM`` a table made by generate_series):
 
 - mixed: bigint, float8, varchar(16), timestamptz, bool, numeric(12,2)
-- floats: 20 float8 columns
-- text: 4 text columns of about 40 characters, 10% NULL
+- floats: a bigint id and 20 float8 columns
+- text: a bigint id and 4 text columns of about 40 characters, 10% NULL
 - small: 10 rows of the mixed table, called many times on an open connection (fixed cost
   per call, median of the calls)
 
@@ -20,6 +20,9 @@ be loaded: compare ratios, not seconds) and each contestant's peak RSS (``ru_max
 sees numpy's, Arrow's and libpq's allocations). ADBC reads numeric as text, so its query casts
 the numeric column to float8 (what pgmonkey returns for numeric). The psql floors are whole
 ``psql`` processes writing ``\\copy (query) to /dev/null`` in CSV and in binary.
+
+The partitioned contestants (pgmonkey's and connectorx's) split on the bigint id column;
+pgmonkey's borrow their two connections from a psycopg_pool pool opened off the clock.
 """
 
 from __future__ import annotations
@@ -48,10 +51,14 @@ ADBC_PA = "ADBC -> Arrow"
 FLOOR_CSV = "psql \\copy CSV floor"
 FLOOR_BIN = "psql \\copy BINARY floor"
 PG_OLD = "pgmonkey.read_sql (pandas CSV engine)"
+PG_PARTS = "pgmonkey.read_sql (2 partitions)"
+PG_ARROW_PARTS = "pgmonkey.read_arrow (2 partitions)"
 CONTESTANTS = [
     PG,
     PG_OLD,
     PG_ARROW,
+    PG_PARTS,
+    PG_ARROW_PARTS,
     "pgmonkey.read_polars",
     ADBC_PD,
     ADBC_PA,
@@ -107,6 +114,17 @@ def _rss_mb(who: int = resource.RUSAGE_SELF) -> float:
 def _contestant(name: str, shape: str, dsn: str, warm: bool = False) -> Callable[[], Any] | None:
     """The call to time (everything it needs opened already), or None where it does not apply."""
     query = _query(shape, warm=warm)
+    if name in (PG_PARTS, PG_ARROW_PARTS):
+        import psycopg_pool
+
+        import pgmonkey
+
+        pool: Any = psycopg_pool.ConnectionPool(
+            dsn, min_size=2, max_size=2, kwargs={"autocommit": True}, open=True
+        )
+        pool.wait()
+        read = pgmonkey.read_sql if name == PG_PARTS else pgmonkey.read_arrow
+        return lambda: read(query, pool, partition_on="id", partitions=2)
     if name.startswith("pgmonkey."):
         import psycopg
 
@@ -136,8 +154,6 @@ def _contestant(name: str, shape: str, dsn: str, warm: bool = False) -> Callable
 
         url = _url(dsn, "postgresql")
         if "2 partitions" in name:
-            if shape != "mixed":
-                return None  # partitioning needs an integer column
             return lambda: cx.read_sql(url, query, partition_on="id", partition_num=2)
         return lambda: cx.read_sql(url, query)
     if name == "polars.read_database_uri":
@@ -276,7 +292,9 @@ def _setup(dsn: str, rows: int) -> None:
         )
         floats = ", ".join(f"random() * 1e6 AS f{j}" for j in range(20))
         conn.execute(
-            f"CREATE TABLE bench_floats AS SELECT {floats} FROM generate_series(1, %s)", (rows,)
+            f"CREATE TABLE bench_floats AS SELECT i::bigint AS id, {floats}"
+            " FROM generate_series(1, %s) AS i",
+            (rows,),
         )
         texts = ", ".join(
             f"CASE WHEN random() < 0.1 THEN NULL ELSE md5(random()::text) || md5(i::text) END"
@@ -284,7 +302,9 @@ def _setup(dsn: str, rows: int) -> None:
             for j in range(4)
         )
         conn.execute(
-            f"CREATE TABLE bench_text AS SELECT {texts} FROM generate_series(1, %s) i", (rows,)
+            f"CREATE TABLE bench_text AS SELECT i::bigint AS id, {texts}"
+            " FROM generate_series(1, %s) i",
+            (rows,),
         )
         conn.execute("VACUUM ANALYZE")
 

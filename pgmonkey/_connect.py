@@ -23,10 +23,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgmonkey.connections._base import SET_CONFIG_SQL, is_setting_rejection, setting_error
 from pgmonkey.errors import ConnectError
@@ -35,16 +37,19 @@ T = TypeVar("T")
 
 __all__ = [
     "ConnectionLike",
+    "Lender",
     "apply_settings",
     "apply_settings_async",
     "async_connection",
     "config_of",
     "connect_error",
     "connection",
+    "lender",
     "open_config",
     "open_config_async",
     "sanitized_connect",
     "sanitized_connect_async",
+    "server_of",
 ]
 
 # Only secrets this long are searched for in a message (a 2-character "password" would
@@ -181,31 +186,78 @@ def _connect_kwargs(config: Mapping[str, Any], autocommit: bool | None) -> dict[
 
 
 def open_config(
-    config: Mapping[str, Any], *, autocommit: bool | None = None
+    config: Mapping[str, Any],
+    *,
+    autocommit: bool | None = None,
+    pin: tuple[str, str, str] | None = None,
 ) -> psycopg.Connection[Any]:
-    """A new connection for a validated config, its ``sync_settings`` applied."""
+    """A new connection for a validated config, its ``sync_settings`` applied.
+
+    ``pin`` (from :func:`server_of`) holds it to the server another connection reached.
+    """
     from pgmonkey.config import session_settings
 
     kwargs = _connect_kwargs(config, autocommit)
+    return _open(_pinned(kwargs, pin), session_settings(config, "normal"), "sync_settings")
+
+
+def _open(
+    kwargs: Mapping[str, Any], settings: Mapping[str, str], label: str
+) -> psycopg.Connection[Any]:
     conn = sanitized_connect(psycopg.connect, **kwargs)
     try:
-        apply_settings(conn, session_settings(config, "normal"), "sync_settings")
+        apply_settings(conn, settings, label)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
+def server_of(conn: psycopg.Connection[Any]) -> tuple[str, str, str]:
+    """``(host, port, hostaddr)`` of the server *conn* reached, for ``pin``."""
+    info = conn.info
+    return info.host, str(info.port), info.hostaddr
+
+
+def _pinned(kwargs: Mapping[str, Any], pin: tuple[str, str, str] | None) -> dict[str, Any]:
+    """Connect kwargs held to one server: a multi-host conninfo could reach another.
+
+    What belongs to one session on one server (an exported snapshot, say) is only found
+    there; libpq picks among several hosts by ``load_balance_hosts`` and
+    ``target_session_attrs``, so those go too.
+    """
+    if pin is None:
+        return dict(kwargs)
+    params = conninfo_to_dict(kwargs["conninfo"])
+    params["host"], params["port"], hostaddr = pin
+    if "hostaddr" in params:
+        params["hostaddr"] = hostaddr
+    params.pop("load_balance_hosts", None)
+    params.pop("target_session_attrs", None)
+    return {**kwargs, "conninfo": make_conninfo("", **params)}
+
+
 async def open_config_async(
-    config: Mapping[str, Any], *, autocommit: bool | None = None
+    config: Mapping[str, Any],
+    *,
+    autocommit: bool | None = None,
+    pin: tuple[str, str, str] | None = None,
 ) -> psycopg.AsyncConnection[Any]:
     """A new async connection for a validated config, its ``async_settings`` applied."""
     from pgmonkey.config import session_settings
 
     kwargs = _connect_kwargs(config, autocommit)
+    return await _open_async(
+        _pinned(kwargs, pin), session_settings(config, "async"), "async_settings"
+    )
+
+
+async def _open_async(
+    kwargs: Mapping[str, Any], settings: Mapping[str, str], label: str
+) -> psycopg.AsyncConnection[Any]:
     conn = await sanitized_connect_async(psycopg.AsyncConnection.connect, **kwargs)
     try:
-        await apply_settings_async(conn, session_settings(config, "async"), "async_settings")
+        await apply_settings_async(conn, settings, label)
     except BaseException:
         await conn.close()
         raise
@@ -280,3 +332,59 @@ async def async_connection(
             yield conn
         return
     raise TypeError(f"con must be {_KINDS} (async), not {type(con).__name__}")
+
+
+@dataclass(frozen=True)
+class Lender:
+    """More connections like the one a ``con`` lent, for work on several at once.
+
+    ``open()`` gives a context manager of another connection (given back or closed at its
+    end); ``spare()`` says how many can be had now without waiting for someone else's.
+    """
+
+    open: Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+    spare: Callable[[], int]
+
+
+def lender(
+    con: ConnectionLike, conn: psycopg.Connection[Any], *, resolve_env: bool = False
+) -> Lender | None:
+    """Where connections like *conn* (lent by :func:`connection` for *con*) come from.
+
+    A config (path or dict) or a pgmonkey ``normal`` object opens new ones by this road
+    (session settings applied), held to the server *conn* reached; a pool (pgmonkey's or
+    psycopg_pool's) lends its idle connections and those it may still open, never more
+    than its ``max_size``. None for a psycopg connection: it carries no password to open
+    another with.
+    """
+    if isinstance(con, psycopg.Connection):
+        return None
+    pin = server_of(conn)
+    if _is_config(con):
+        config = config_of(con, resolve_env=resolve_env)
+        return Lender(lambda: open_config(config, pin=pin), _unlimited)
+    pools = _pool_module()
+    if pools is not None and isinstance(con, pools.ConnectionPool):
+        raw = con
+        return Lender(lambda: raw.connection(), lambda: _spare(raw))
+    kind = getattr(con, "connection_type", None)
+    if kind == "pool" and getattr(con, "pool", None) is not None:
+        obj = con
+        return Lender(lambda: obj.connection(), lambda: _spare(obj.pool))
+    if kind == "normal":
+        kwargs = _pinned(con.connect_kwargs(), pin)
+        settings = dict(con.sync_settings)
+        return Lender(lambda: _open(kwargs, settings, "sync_settings"), _unlimited)
+    return None
+
+
+def _unlimited() -> int:
+    return sys.maxsize
+
+
+def _spare(pool: Any) -> int:
+    """Connections a psycopg_pool pool can lend now: idle ones, and room to open more."""
+    stats = pool.get_stats()
+    room = int(pool.max_size) - int(stats.get("pool_size", 0))
+    waiting = stats.get("requests_waiting", 0)
+    return max(0, int(stats.get("pool_available", 0)) + room - int(waiting))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import pytest
 import yaml
 
 from pgmonkey.connections import _lifecycle
+
+POLL_DEADLINE = 120.0  # seconds: generous, only ever reached when something is broken
 
 
 def derive_config(base: Path, dest_dir: Path, **sections: Any) -> Path:
@@ -31,6 +35,30 @@ def derive_config(base: Path, dest_dir: Path, **sections: Any) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     path.chmod(0o600)
     return path
+
+
+def poll(what: str, check: Callable[[], Any], deadline: float = POLL_DEADLINE) -> Any:
+    """The first true value of ``check()``, asked again and again: a wait for a state the
+    server or another process reaches, never a guess at how long it takes."""
+    end = time.monotonic() + deadline
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_script(
+    tmp_path: Path, text: str, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """*text* run as a script by a fresh interpreter, with *args*; its output captured."""
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def app_name(path: Path) -> str:

@@ -11,8 +11,7 @@ import gc
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,11 @@ from pgmonkey.config import load_config  # noqa: E402
 from pgmonkey.dask._source import Source  # noqa: E402
 from pgmonkey.dask._write import Target, write_tasks  # noqa: E402
 from pgmonkey.errors import ConfigError, EnvInterpolationError, TransferError  # noqa: E402
+from tests._conn_support import poll as _poll  # noqa: E402
 
-DEADLINE = 120.0  # seconds: generous, only ever reached when something is broken
 # A killed worker's replacement imports dask, pandas and pyarrow afresh: on two cores loaded
-# by other processes that took over two minutes once, so its wait gets more room still.
+# by other processes that took over two minutes once, so its wait gets more room than a
+# poll's.
 RESTART_DEADLINE = 600.0
 ROWS = 3000
 
@@ -56,17 +56,6 @@ def client() -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
-
-
-def _poll(what: str, check: Callable[[], Any]) -> Any:
-    end = time.monotonic() + DEADLINE
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def _make_table(conn: psycopg.Connection[Any], name: str, rows: int = ROWS) -> None:
@@ -474,6 +463,9 @@ def test_bad_partitioning_requests(password_config: Path, db_conn: psycopg.Conne
         pmd.read_sql("SELECT * FROM dask_bad", password_config, partition_on="nope")
     with pytest.raises(TransferError, match="numeric, date or timestamp"):
         pmd.read_sql("SELECT * FROM dask_bad", password_config, partition_on="s")
+    for bad in (0, True, "2"):
+        with pytest.raises(TransferError, match=f"not {bad!r}"):
+            pmd.read_sql("SELECT * FROM dask_bad", password_config, partitions=bad)
     with dask.config.set(scheduler="sync"):
         one = pmd.read_sql("SELECT * FROM dask_bad", password_config)
         assert one.npartitions == 1

@@ -9,8 +9,6 @@ object works, and the user sees KeyboardInterrupt / CancelledError, not a parser
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import psycopg
 
 from pgmonkey import _psycopg
+from tests._conn_support import run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -98,14 +97,7 @@ SCRIPT = textwrap.dedent(
 def test_interrupted_reads_leave_the_connection_usable(
     password_config: Path, superuser_dsn: str, tmp_path: Path
 ) -> None:
-    script = tmp_path / "interrupt.py"
-    script.write_text(SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), str(password_config), superuser_dsn],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_script(tmp_path, SCRIPT, str(password_config), superuser_dsn)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     for ctype in ("normal", "pool"):

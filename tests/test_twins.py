@@ -31,6 +31,7 @@ from pgmonkey.magics import _run
 RENAME = {
     "apply_settings_async": "apply_settings",
     "open_config_async": "open_config",
+    "_open_async": "_open",
     "sanitized_connect_async": "sanitized_connect",
     "async_connection": "connection",
     "read_sql_async": "read_sql",
@@ -110,11 +111,9 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
     (
         _connect.open_config,
         _connect.open_config_async,
-        [
-            ("psycopg.Connection.connect,", "psycopg.connect,"),
-            ("config, 'async'), 'async_settings'", "config, 'normal'), 'sync_settings'"),
-        ],
+        [("config, 'async'), 'async_settings'", "config, 'normal'), 'sync_settings'")],
     ),
+    (_connect._open, _connect._open_async, [("psycopg.Connection.connect,", "psycopg.connect,")]),
     (
         _connect.connection,
         _connect.async_connection,
@@ -135,7 +134,22 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
     (_api.to_sql, _api.to_sql_async, []),
     (_api._read_on, _api._read_on_async, []),
     (_api._describe_guard, _api._describe_guard_async, []),
-    (_api.read_polars, _api.read_polars_async, []),
+    (
+        _api.read_polars,
+        _api.read_polars_async,
+        # Reading in ranges over several connections at once is sync only (threads).
+        [
+            (
+                "params=None):",
+                "params=None, *, partition_on=None, partitions=None, consistent=False):",
+            ),
+            (
+                "read_arrow(query, con, params))",
+                "read_arrow(query, con, params, partition_on=partition_on, "
+                "partitions=partitions, consistent=consistent))",
+            ),
+        ],
+    ),
     (
         _run.Run.sync,
         _run.Run.async_,

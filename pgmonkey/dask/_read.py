@@ -16,10 +16,7 @@ DataFrame (or anything derived from it) is alive, and ends when it is garbage co
 
 from __future__ import annotations
 
-import decimal
-import itertools
 import math
-import re
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from psycopg import IsolationLevel, sql
 
 from pgmonkey import frames
 from pgmonkey.errors import TransferError
+from pgmonkey.frames import _partition
 
 from ._source import Source
 
@@ -38,11 +36,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ROWS_PER_PARTITION: Final = 1_000_000  # default partition size of a column range read
-BYTES_PER_PARTITION: Final = 64 << 20  # ... and of a block range read (table on disk)
-
-# A table name: `name` or `schema.name`, each part plain or double-quoted.
-_PART: Final = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
-_TABLE: Final = re.compile(rf"\s*({_PART})(?:\s*\.\s*({_PART}))?\s*;?\s*\Z")
 
 
 @dataclass(frozen=True)
@@ -121,8 +114,7 @@ def read_sql(
     import dask
     import dask.dataframe as dd
 
-    if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
-        raise TransferError(f"partitions must be a positive integer, not {partitions!r}")
+    _partition.check_partitions(partitions)
     source = Source.of(config, resolve_env=resolve_env)
     conn = source.connect()
     snapshot: Snapshot | None = None
@@ -200,21 +192,6 @@ def _conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def table_name(query: str) -> sql.Identifier | None:
-    """``query`` as a table identifier, if it is a bare (possibly qualified) table name."""
-    match = _TABLE.match(query)
-    if match is None:
-        return None
-    names = [_unquote(p) for p in match.groups() if p is not None]
-    return sql.Identifier(*names)
-
-
-def _unquote(part: str) -> str:
-    if part.startswith('"'):
-        return part[1:-1].replace('""', '"')
-    return part.lower()  # as PostgreSQL folds an unquoted name
-
-
 def _plan(
     conn: psycopg.Connection[Any],
     query: str,
@@ -224,11 +201,7 @@ def _plan(
     meta: pd.DataFrame | None,
 ) -> tuple[list[str], pd.DataFrame]:
     """The partitions' queries and the result's meta, planned on the caller's connection."""
-    table = table_name(query)
-    if table is not None:
-        body = sql.SQL("SELECT * FROM {}").format(table).as_string(conn)
-    else:
-        body = query.rstrip().rstrip(";").rstrip()
+    body, table = _partition.source_body(conn, query)
     given_meta = meta is not None
     if meta is None:
         meta = frames.read_sql(f"SELECT * FROM (\n{body}\n) AS _q LIMIT 0", conn)
@@ -236,15 +209,12 @@ def _plan(
     # Integer and boolean columns: read_sql's dtype depends on whether a NULL occurs.
     maybe_null = [] if given_meta else [i for i, d in enumerate(meta.dtypes) if _narrow(d)]
     if table is not None and maybe_null:
-        not_null = _not_null_columns(conn, table)
+        not_null = _partition.not_null_columns(conn, table)
         maybe_null = [i for i in maybe_null if names[i] not in not_null]
 
     key: int | None = None
     if partition_on is not None:
-        if names.count(partition_on) != 1:
-            found = "several columns" if partition_on in names else "no column"
-            raise TransferError(f"the result has {found} named {partition_on!r}")
-        key = names.index(partition_on)
+        key = _partition.key_index(names, partition_on)
         if not _rangeable(meta.dtypes.iloc[key]):
             raise TransferError(
                 f"partition_on={partition_on!r} must be a numeric, date or timestamp column, "
@@ -258,28 +228,18 @@ def _plan(
 
     want_bounds = key is not None and bounds is None
     want_count = key is not None and partitions is None
-    aliases = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(len(names)))
-    aggs: list[sql.Composable] = [sql.SQL("count(*)")]
-    if want_bounds:
-        col = sql.Identifier(f"c{key}")
-        finite = (
-            sql.SQL("")
-            if _is_int(meta.dtypes.iloc[key])
-            else sql.SQL(" FILTER (WHERE {c} > '-infinity' AND {c} < 'infinity')").format(c=col)
-        )
-        aggs += [sql.SQL("min({})").format(col) + finite, sql.SQL("max({})").format(col) + finite]
-    aggs += [sql.SQL("bool_or({} IS NULL)").format(sql.Identifier(f"c{i}")) for i in maybe_null]
     count = 0
     if want_bounds or want_count or maybe_null:
-        scan = sql.SQL("SELECT {} FROM (\n{}\n) AS _q({})").format(
-            sql.SQL(", ").join(aggs), sql.SQL(body), aliases
+        count, scanned, nulls = _partition.scan(
+            conn,
+            body,
+            len(names),
+            key if want_bounds else None,
+            integer_key=key is not None and _is_int(meta.dtypes.iloc[key]),
+            maybe_null=maybe_null,
         )
-        row = conn.execute(scan).fetchone()
-        assert row is not None
-        count = row[0]
         if want_bounds:
-            bounds = (row[1], row[2])
-        nulls = row[3:] if want_bounds else row[1:]
+            bounds = scanned
         widen = [i for i, null in zip(maybe_null, nulls, strict=True) if null]
         if widen:
             meta = meta.astype({names[i]: _nullable(meta.dtypes.iloc[i]) for i in widen})
@@ -287,90 +247,12 @@ def _plan(
     if key is not None:
         assert bounds is not None
         n = partitions or max(1, math.ceil(count / ROWS_PER_PARTITION))
-        queries = _range_queries(conn, body, names[key], bounds, n)
+        queries = _partition.range_queries(conn, body, names[key], bounds, n)
     elif table is not None:
-        queries = _block_queries(conn, table, partitions)
+        queries = _partition.block_queries(conn, table, partitions)
     else:
         queries = [body]
     return queries, meta
-
-
-def _range_queries(
-    conn: psycopg.Connection[Any], body: str, column: str, bounds: tuple[Any, Any], n: int
-) -> list[str]:
-    low, high = bounds
-    ref = sql.SQL("_q.{}").format(sql.Identifier(column))
-    edges = [] if low is None or high is None or n == 1 else _inner_edges(low, high, n)
-    if not edges:
-        return [body]
-    preds: list[sql.Composable] = [
-        sql.SQL("{c} < {e} OR {c} IS NULL").format(c=ref, e=sql.Literal(edges[0]))
-    ]
-    for a, b in itertools.pairwise(edges):
-        preds.append(
-            sql.SQL("{c} >= {a} AND {c} < {b}").format(c=ref, a=sql.Literal(a), b=sql.Literal(b))
-        )
-    # NaN sorts above every number in PostgreSQL: it lands here, with the top range.
-    preds.append(sql.SQL("{c} >= {e}").format(c=ref, e=sql.Literal(edges[-1])))
-    return [
-        sql.SQL("SELECT * FROM (\n{}\n) AS _q WHERE {}").format(sql.SQL(body), pred).as_string(conn)
-        for pred in preds
-    ]
-
-
-def _inner_edges(low: Any, high: Any, n: int) -> list[Any]:
-    """The n-1 boundaries between n equal ranges of [low, high], without repeats."""
-    if high <= low:
-        return []
-    edges: list[Any] = []
-    for k in range(1, n):
-        if isinstance(low, int):
-            edge: Any = low + (high - low) * k // n
-        elif isinstance(low, decimal.Decimal):
-            edge = low + (high - low) * k / decimal.Decimal(n)
-        else:  # float, date, datetime (a timedelta step; a date keeps whole days)
-            edge = low + (high - low) * k / n
-        if edge > low and (not edges or edge > edges[-1]):
-            edges.append(edge)
-    return edges
-
-
-def _block_queries(
-    conn: psycopg.Connection[Any], table: sql.Identifier, partitions: int | None
-) -> list[str]:
-    row = conn.execute(
-        "SELECT pg_catalog.pg_relation_size(%s::regclass), current_setting('block_size')::int8",
-        (table.as_string(conn),),
-    ).fetchone()
-    assert row is not None
-    size, block = row
-    n = partitions or max(1, math.ceil(size / BYTES_PER_PARTITION))
-    pages = size // block
-    edges = sorted({pages * k // n for k in range(1, n)} - {0})
-    select = sql.SQL("SELECT * FROM {}").format(table)
-    if not edges:
-        return [select.as_string(conn)]
-
-    def tid(page: int) -> sql.Composable:
-        return sql.SQL("{}::tid").format(sql.Literal(f"({page},0)"))
-
-    # The last range is open: blocks added after planning are read too.
-    preds = [sql.SQL("ctid < {}").format(tid(edges[0]))]
-    preds += [
-        sql.SQL("ctid >= {} AND ctid < {}").format(tid(a), tid(b))
-        for a, b in itertools.pairwise(edges)
-    ]
-    preds.append(sql.SQL("ctid >= {}").format(tid(edges[-1])))
-    return [sql.SQL("{} WHERE {}").format(select, p).as_string(conn) for p in preds]
-
-
-def _not_null_columns(conn: psycopg.Connection[Any], table: sql.Identifier) -> set[str]:
-    rows = conn.execute(
-        "SELECT attname FROM pg_catalog.pg_attribute"
-        " WHERE attrelid = %s::regclass AND attnum > 0 AND attnotnull AND NOT attisdropped",
-        (table.as_string(conn),),
-    ).fetchall()
-    return {r[0] for r in rows}
 
 
 def _narrow(dtype: Any) -> bool:

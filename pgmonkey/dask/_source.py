@@ -68,28 +68,16 @@ class Source:
 
     def pinned(self, conn: psycopg.Connection[Any]) -> Source:
         """This source, held to the server *conn* is connected to."""
-        info = conn.info
-        return Source(
-            self.path, self.config, self.resolve_env, (info.host, str(info.port), info.hostaddr)
-        )
+        return Source(self.path, self.config, self.resolve_env, _connect.server_of(conn))
 
     def load(self) -> dict[str, Any]:
-        """The validated config (references resolved if asked), pinned if asked."""
+        """The validated config (references resolved if asked)."""
         source: Any = self.path if self.path is not None else self.config
-        config = _connect.config_of(source, resolve_env=self.resolve_env)
-        if self.pin is not None:
-            settings = dict(config.get("connection_settings") or {})
-            settings["host"], settings["port"], hostaddr = self.pin
-            if "hostaddr" in settings:
-                settings["hostaddr"] = hostaddr
-            settings.pop("load_balance_hosts", None)
-            settings.pop("target_session_attrs", None)
-            config = {**config, "connection_settings": settings}
-        return config
+        return _connect.config_of(source, resolve_env=self.resolve_env)
 
     def connect(self) -> psycopg.Connection[Any]:
-        """A new connection by the one road (session settings applied)."""
-        return _connect.open_config(self.load())
+        """A new connection by the one road (session settings applied), pinned if asked."""
+        return _connect.open_config(self.load(), pin=self.pin)
 
 
 def _literal_secret(value: Any, path: tuple[str, ...]) -> str | None:

@@ -13,6 +13,9 @@
 ``_api`` holds the entry points and how they reach a connection; ``_engines`` picks how a
 result is read: binary COPY decoded by numpy (``_bincopy``) for fixed-width columns, Arrow's
 CSV reader (``_arrow``) otherwise, pandas' CSV reader (``_read``) for non-UTF-8 sessions.
+With ``partition_on=`` and ``partitions=``, the readers plan ranges of a column
+(``_partition``, the planner ``pgmonkey.dask`` uses too) and read them over several
+connections at once (``_parallel``).
 
 :func:`to_sql` stores what PostgreSQL itself would store for the same values bound to an
 ``INSERT``: a column is a value of its natural type (the reverse of the table below;

@@ -31,6 +31,8 @@ from ._engines import (
     first_blocks,
     parse_then_abandon,
 )
+from ._parallel import read_split
+from ._partition import Split, split_of
 from ._read import (
     CopyReader,
     Plan,
@@ -67,19 +69,52 @@ _LEAST = 1 << 18  # ... and at least this much, so the parser is not woken for e
 
 
 def read_sql(
-    query: Query, con: Any, params: Params = None, *, decimal: bool = False
+    query: Query,
+    con: Any,
+    params: Params = None,
+    *,
+    decimal: bool = False,
+    partition_on: str | None = None,
+    partitions: int | None = None,
+    consistent: bool = False,
 ) -> pd.DataFrame:
     """Run ``query`` and return its rows as a DataFrame, typed from the result columns.
 
     ``params`` are bound by psycopg (``%s`` / ``%(name)s`` placeholders), never pasted as
     text. A statement that returns no rows raises :class:`~pgmonkey.errors.TransferError`
     (after it ran: as with ``pandas.read_sql``).
+
+    ``partition_on`` (a numeric, date or timestamp column of the result) and ``partitions``
+    (an int): read the result in that many ranges of the column, of equal width between its
+    lowest and highest values, over as many connections at once, for a server with cores to
+    spare. NULLs are read with the first range, NaN with the last: every row exactly once.
+    Rows come range by range (order within a range as the server gives it; an ``ORDER BY``
+    holds only within each range); the dtypes are the unpartitioned read's. ``con`` gives
+    the connections: a pool lends up to ``partitions`` (as many as it can spare, at most its
+    ``max_size``: fewer read more ranges each); a config path or dict, or a pgmonkey
+    ``normal`` object, opens the others with the same config; a psycopg connection cannot
+    open more, so its ranges are read one after another on it. Each range costs the server
+    a scan of ``query`` unless an index on the column serves the range. ``consistent=True``:
+    every range reads one snapshot of the database (exported by the first connection, from
+    a ``REPEATABLE READ READ ONLY`` transaction). An error in any range (or Ctrl-C) cancels
+    the others and is raised; the connections go back usable. ``partitions=1`` or no
+    ``partition_on`` is the ordinary read on one connection.
     """
-    frame: pd.DataFrame = _read_on(con, query, params, decimal, PANDAS)
+    frame: pd.DataFrame = _read_on_split(
+        con, query, params, decimal, PANDAS, split_of(partition_on, partitions, consistent)
+    )
     return frame
 
 
-def read_arrow(query: Query, con: Any, params: Params = None) -> pa.Table:
+def read_arrow(
+    query: Query,
+    con: Any,
+    params: Params = None,
+    *,
+    partition_on: str | None = None,
+    partitions: int | None = None,
+    consistent: bool = False,
+) -> pa.Table:
     """:func:`read_sql`, as a ``pyarrow.Table``, without going through pandas.
 
     Column types: ``int64`` (integers), ``double`` (float4, float8, numeric), ``bool``,
@@ -87,15 +122,35 @@ def read_arrow(query: Query, con: Any, params: Params = None) -> pa.Table:
     ``date32``; other types arrive as their PostgreSQL text. NULL is null in every column
     (a float NaN stays NaN). Results that only pandas' reader takes (a client encoding other
     than UTF-8, statements that are not plain queries) are that frame converted by
-    ``pyarrow.Table.from_pandas``.
+    ``pyarrow.Table.from_pandas``. ``partition_on``, ``partitions``, ``consistent``: as for
+    :func:`read_sql`.
     """
-    table: pa.Table = _read_on(con, query, params, False, ARROW)
+    table: pa.Table = _read_on_split(
+        con, query, params, False, ARROW, split_of(partition_on, partitions, consistent)
+    )
     return table
 
 
-def read_polars(query: Query, con: Any, params: Params = None) -> pl.DataFrame:
+def read_polars(
+    query: Query,
+    con: Any,
+    params: Params = None,
+    *,
+    partition_on: str | None = None,
+    partitions: int | None = None,
+    consistent: bool = False,
+) -> pl.DataFrame:
     """:func:`read_arrow`, as a ``polars.DataFrame`` (``pip install 'pgmonkey[polars]'``)."""
-    frame: pl.DataFrame = _polars().from_arrow(read_arrow(query, con, params))
+    frame: pl.DataFrame = _polars().from_arrow(
+        read_arrow(
+            query,
+            con,
+            params,
+            partition_on=partition_on,
+            partitions=partitions,
+            consistent=consistent,
+        )
+    )
     return frame
 
 
@@ -110,6 +165,18 @@ def _read_on(con: Any, query: Query, params: Params, decimal: bool, output: str)
             raise
 
 
+def _read_on_split(
+    con: Any, query: Query, params: Params, decimal: bool, output: str, split: Split | None
+) -> Any:
+    """:func:`_read_on`, in ranges over several connections if ``split`` asks for it
+    (``_parallel``; the async readers have no partitioned read)."""
+    if split is None:
+        return _read_on(con, query, params, decimal, output)
+    with _connect.connection(con) as conn:
+        text = _bind(conn, query, params)
+        return read_split(con, conn, text, split, lambda c, q: _read(c, q, decimal, output), output)
+
+
 def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str = PANDAS) -> Any:
     body = strip_query(text)
     with conn.cursor() as cur:
@@ -118,6 +185,8 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
             with _describe_guard(conn):
                 cur.execute(describe_statement(body))
             description = _columns(cur)
+        except psycopg.errors.QueryCanceled:
+            raise  # cancelled (or statement_timeout): an answer, not a statement to run as is
         except psycopg.Error:
             _psycopg.cancel_and_drain(conn)
         if not description:
@@ -209,6 +278,8 @@ async def _read_async(
             async with _describe_guard_async(conn):
                 await cur.execute(describe_statement(body))
             description = _columns(cur)
+        except psycopg.errors.QueryCanceled:
+            raise  # cancelled (or statement_timeout): an answer, not a statement to run as is
         except psycopg.Error:
             await _psycopg.cancel_and_drain_async(conn)
         if not description:

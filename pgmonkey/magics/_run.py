@@ -116,7 +116,7 @@ class Run:
 
         fmt, convert = self._reader()
         read = {"pandas": read_sql, "arrow": read_arrow, "polars": read_polars}[fmt]
-        options = {"decimal": True} if fmt == "pandas" and self.decimal else {}
+        options: dict[str, Any] = {"decimal": True} if fmt == "pandas" and self.decimal else {}
         self._read_as_session(conn)
         result: Any = None
         if self._outside_transaction() and not conn.autocommit:
@@ -155,7 +155,7 @@ class Run:
         read = {"pandas": read_sql_async, "arrow": read_arrow_async, "polars": read_polars_async}[
             fmt
         ]
-        options = {"decimal": True} if fmt == "pandas" and self.decimal else {}
+        options: dict[str, Any] = {"decimal": True} if fmt == "pandas" and self.decimal else {}
         self._read_as_session(conn)
         result: Any = None
         if self._outside_transaction() and not conn.autocommit:
