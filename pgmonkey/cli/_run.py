@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import re
 import sys
@@ -253,4 +254,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main() -> None:
     """Console entry point (``pgmonkey`` and ``python -m pgmonkey``)."""
-    sys.exit(run())
+    code = run()
+    # At exit Python searches every object the imports made (psycopg's, fire's) for cycles
+    # to free, 30-40 ms: a fifth of a short command. Frozen, they are left to the OS, which
+    # frees the whole process at once; atexit handlers still run and stdout/stderr are still
+    # flushed (Python never promised __del__ for objects alive at exit).
+    gc.freeze()
+    sys.exit(code)
