@@ -15,7 +15,12 @@ shell would time it (interpreter start, imports, config, connection, COPY, exit)
   an empty table made afresh off the clock (same columns on both sides; pgmonkey's settings
   file beside the CSV names those types, so it runs the import, not the review step).
 - 10 rows: the same export of a 10-row table, next to ``python -c pass`` in the same
-  interpreter (Python's own start, the floor of any Python command).
+  interpreter (Python's own start, the floor of any Python command) and to
+  ``python -c "import fire, psycopg, yaml"`` (the floor of a fire CLI that reads a YAML
+  config and talks to PostgreSQL through psycopg).
+
+psql is the server's own binary (``pgmonkey.sandbox.find_bindir()``), not a wrapper script
+on PATH such as Debian's, which adds a Perl start to every run.
 
 The contestants run interleaved, round after round, the order alternating; the report gives
 each one's median over the rounds, the ratio of the medians and the median of the per-round
@@ -57,6 +62,7 @@ GENERATE = (
     "FROM generate_series(1, {rows}) g"
 )
 SMALL_ROWS = 10
+IMPORTS = "import fire, psycopg, yaml"
 GOAL = 1.05
 CSV = "(format csv, header true)"
 
@@ -85,6 +91,15 @@ def write_config(dsn: str, path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+
+
+def psql_binary() -> str:
+    """The psql next to the server binaries; the one on PATH only when there is none."""
+    try:
+        candidate = Path(sandbox.find_bindir()) / "psql"
+    except Exception:  # no server binaries found: whatever psql the shell would run
+        return "psql"
+    return str(candidate) if candidate.exists() else "psql"
 
 
 def pgmonkey_command() -> list[str]:
@@ -131,10 +146,11 @@ def bench(dsn: str, rows: int, rounds: int, small_rounds: int, work: Path) -> li
     cfg = work / "cfg.yaml"
     write_config(dsn, cfg)
     pgm = pgmonkey_command()
+    psql_exe = psql_binary()
     out_psql, out_pgm = work / "out_psql.csv", work / "out_pgmonkey.csv"
 
     def psql(command: str) -> Callable[[], float]:
-        args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command]
+        args = [psql_exe, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command]
         return lambda: timed(args, env)
 
     def pgmonkey_cli(command: str, table: str, *args: str) -> Callable[[], float]:
@@ -158,7 +174,7 @@ def bench(dsn: str, rows: int, rounds: int, small_rounds: int, work: Path) -> li
 
     report = [f"{rows:,} rows, {size:.1f} MiB CSV; {rounds} rounds, medians"]
     with psycopg.connect(dsn, autocommit=True) as admin:
-        report.insert(0, versions(admin.info.server_version))
+        report.insert(0, versions(psql_exe, admin.info.server_version))
         admin.execute("DROP TABLE IF EXISTS bench, bench_in, bench_small")
         admin.execute(f"CREATE TABLE bench_in ({COLUMNS})")
 
@@ -189,8 +205,14 @@ def bench(dsn: str, rows: int, rounds: int, small_rounds: int, work: Path) -> li
             f"CREATE TABLE bench_small AS SELECT * FROM bench ORDER BY id LIMIT {SMALL_ROWS}"
         )
         python = [sys.executable, "-c", "pass"]
+        imports = [sys.executable, "-c", IMPORTS]
         small = interleaved(
-            small_rounds, {"python -c pass": lambda: timed(python), **export("bench_small")}
+            small_rounds,
+            {
+                "python -c pass": lambda: timed(python),
+                IMPORTS: lambda: timed(imports),
+                **export("bench_small"),
+            },
         )
         assert out_psql.read_bytes() == out_pgm.read_bytes(), "the small exports differ"
         report.append(small_line(small, small_rounds))
@@ -210,24 +232,24 @@ def line(what: str, t: dict[str, list[float]]) -> str:
 
 
 def small_line(t: dict[str, list[float]], rounds: int) -> str:
-    py, base, ours = (
-        statistics.median(t[k]) * 1000 for k in ("python -c pass", "psql", "pgmonkey")
+    py, floor, base, ours = (
+        statistics.median(t[k]) * 1000 for k in ("python -c pass", IMPORTS, "psql", "pgmonkey")
     )
     return (
         f"export of {SMALL_ROWS} rows ({rounds} rounds): python -c pass {py:.0f} ms, "
-        f"psql \\copy {base:.0f} ms, pgmonkey {ours:.0f} ms; "
-        f"pgmonkey - (psql + python -c pass) = {ours - base - py:+.0f} ms"
+        f"python -c {IMPORTS!r} {floor:.0f} ms, psql \\copy {base:.0f} ms, "
+        f"pgmonkey {ours:.0f} ms; pgmonkey - (psql + python -c pass) = {ours - base - py:+.0f} ms"
     )
 
 
-def versions(server: int) -> str:
+def versions(psql_exe: str, server: int) -> str:
     psql_version = subprocess.run(
-        ["psql", "--version"], capture_output=True, text=True, check=True
+        [psql_exe, "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
     return (
         f"pgmonkey {pgmonkey.__version__}, python {platform.python_version()}, "
-        f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), {psql_version}, "
-        f"server {server // 10000}.{server % 10000}"
+        f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), {psql_version} "
+        f"({psql_exe}), server {server // 10000}.{server % 10000}"
     )
 
 
