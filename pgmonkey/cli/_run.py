@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import inspect
 import re
 import sys
@@ -250,20 +249,3 @@ def run(argv: Sequence[str] | None = None) -> int:
         if hide_ipython and sys.modules.get("IPython", False) is None:
             del sys.modules["IPython"]
     return 0
-
-
-def main() -> None:
-    """Console entry point (``pgmonkey`` and ``python -m pgmonkey``)."""
-    # One command, then exit. Python's cycle collector would search the objects start-up
-    # makes (the modules of psycopg and PyYAML, which a command imports) over and over while
-    # they are made, and a command leaves next to no cyclic garbage (a 1,000,000-row export
-    # or import: none per row), so it is off for the command; reference counting frees
-    # everything else as usual.
-    gc.disable()
-    code = run()
-    # At exit Python would still search every object for cycles to free, 30-40 ms: a fifth
-    # of a short command. Frozen, they are left to the OS, which frees the whole process at
-    # once; atexit handlers still run and stdout/stderr are still flushed (Python never
-    # promised __del__ for objects alive at exit).
-    gc.freeze()
-    sys.exit(code)
