@@ -311,3 +311,59 @@ def test_help_leaves_no_heavy_module_in_sys_modules() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout.splitlines()[-2:] == ["exit 0", "[]"], res.stderr
+
+
+# What a CSV import or export never needs: frames and notebooks, CSV detection (the review step
+# only), and tqdm (a bar is drawn on a terminal only, and these runs write to pipes).
+_NOT_FOR_TRANSFER = (
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "polars",
+    "IPython",
+    "tqdm",
+    "cryptography",
+    "pgmonkey.frames",
+    "pgmonkey.magics",
+    "pgmonkey.transfer._detect",
+)
+
+
+def loaded_by(command: str) -> list[str]:
+    """Run a command line in a fresh interpreter; the modules of _NOT_FOR_TRANSFER it loaded."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = {shlex.split(command)!r}\n"
+        "try:\n"
+        "    runpy.run_module('pgmonkey', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code)\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({_NOT_FOR_TRANSFER!r})))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.splitlines()[-2] == "exit 0", res.stderr
+    return list(yaml.safe_load(res.stdout.splitlines()[-1]))
+
+
+def test_pgexport_and_pgimport_load_only_what_they_need(
+    password_config: Path, db_conn: Any, tmp_path: Path
+) -> None:
+    db_conn.execute("DROP TABLE IF EXISTS public.cli_lean_import, public.cli_lean_export")
+    db_conn.execute(
+        "CREATE TABLE public.cli_lean_export AS SELECT g AS id FROM generate_series(1, 3) g"
+    )
+    out = tmp_path / "out.csv"
+    try:
+        export = f"pgmonkey pgexport --table cli_lean_export --connconfig {password_config}"
+        assert loaded_by(f"{export} --export_file {out}") == []
+        assert out.read_text().split() == ["id", "1", "2", "3"]
+        load = f"pgmonkey pgimport --table cli_lean_import --connconfig {password_config}"
+        review = pgmonkey(f"{load} --import_file {out}")  # writes the settings
+        assert review.returncode == 0, review.stderr
+        assert loaded_by(f"{load} --import_file {out}") == []
+        rows = db_conn.execute("SELECT id FROM public.cli_lean_import ORDER BY id").fetchall()
+        assert (
+            rows == db_conn.execute("SELECT id FROM public.cli_lean_export ORDER BY id").fetchall()
+        )
+    finally:
+        db_conn.execute("DROP TABLE IF EXISTS public.cli_lean_import, public.cli_lean_export")

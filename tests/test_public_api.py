@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import pgmonkey
 
 INTENDED = {
@@ -41,6 +43,20 @@ def test_all_is_exactly_the_intended_names() -> None:
 def test_every_exported_name_resolves() -> None:
     for name in pgmonkey.__all__:
         assert getattr(pgmonkey, name) is not None, name
+
+
+def test_lazy_subpackages_resolve_every_name() -> None:
+    # pgmonkey.transfer and pgmonkey.cli load their names on first use (module __getattr__).
+    import pgmonkey.cli
+    import pgmonkey.transfer
+
+    for module in (pgmonkey.transfer, pgmonkey.cli):
+        assert module.__all__ == sorted(module.__all__), module.__name__
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{module.__name__}.{name}"
+        assert set(module.__all__) <= set(dir(module)), module.__name__
+        with pytest.raises(AttributeError, match="no_such_name"):
+            _ = module.no_such_name
 
 
 def test_4_0_import_paths() -> None:

@@ -249,8 +249,3 @@ def run(argv: Sequence[str] | None = None) -> int:
         if hide_ipython and sys.modules.get("IPython", False) is None:
             del sys.modules["IPython"]
     return 0
-
-
-def main() -> None:
-    """Console entry point (``pgmonkey`` and ``python -m pgmonkey``)."""
-    sys.exit(run())

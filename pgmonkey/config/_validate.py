@@ -11,12 +11,11 @@ a value into connection or pool arguments fails later with a ConfigError saying 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NoReturn
 
 from pgmonkey.errors import ConfigError
@@ -138,6 +137,14 @@ def text_parameters() -> frozenset[str]:
     return libpq_parameters() - _NUMERIC_PARAMS - _INT_PARAMS - frozenset(_ENUMS)
 
 
+def _closest(word: str, choices: Iterable[str], cutoff: float) -> str | None:
+    """The choice closest to ``word``, if any is close enough."""
+    import difflib  # only for a bad key: a valid config never pays for it
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def _suggestion(key: str) -> str:
     """Where an unknown ``connection_settings`` key probably belongs, or ''."""
     k = key.strip().lower()
@@ -148,9 +155,9 @@ def _suggestion(key: str) -> str:
         return f"{k} is a pool setting: put it under pool_settings / async_pool_settings"
     if k in _ALIASES:
         return f"did you mean {_ALIASES[k]}?"
-    close = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
+    close = _closest(k, known, 0.6)
     if close:
-        return f"did you mean {close[0]}?"
+        return f"did you mean {close}?"
     if _GUC_NAME.match(key) and ("timeout" in k or k in ("work_mem", "timezone", "datestyle")):
         return "a PostgreSQL setting goes under sync_settings / async_settings"
     return ""
@@ -292,8 +299,8 @@ class _Validator:
             if not isinstance(key, str):
                 self.fail((key,), key, "a string key")
             if key not in TOP_LEVEL_KEYS:
-                close = difflib.get_close_matches(key, sorted(TOP_LEVEL_KEYS), n=1, cutoff=0.75)
-                hint = f" (did you mean {close[0]}?)" if close else ""
+                close = _closest(key, TOP_LEVEL_KEYS, 0.75)
+                hint = f" (did you mean {close}?)" if close else ""
                 self.warn((key,), f"is not a pgmonkey config key: ignored{hint}")
         if "connection_type" in config:
             out["connection_type"] = self.connection_type(config["connection_type"])

@@ -12,21 +12,47 @@ magics are thin faces over these functions.
 
 from __future__ import annotations
 
-from ._detect import column_names, detect_csv, detect_encoding
-from ._export import ExportResult, export_csv
-from ._import import ImportResult, import_csv
-from ._settings import (
-    ColumnSpec,
-    Evidence,
-    ExportSettings,
-    ImportSettings,
-    export_settings_path,
-    import_settings_path,
-    legacy_settings_path,
-    load_export_settings,
-    load_import_settings,
-    write_import_settings,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Each name is loaded from its module on first use: ``pgmonkey pgexport`` needs only the
+# export module, not CSV detection and import (a start-up cost paid by every CLI run).
+_EXPORTS: dict[str, str] = {
+    "column_names": "._detect",
+    "detect_csv": "._detect",
+    "detect_encoding": "._detect",
+    "ExportResult": "._export",
+    "export_csv": "._export",
+    "ImportResult": "._import",
+    "import_csv": "._import",
+    "ColumnSpec": "._settings",
+    "Evidence": "._settings",
+    "ExportSettings": "._settings",
+    "ImportSettings": "._settings",
+    "export_settings_path": "._settings",
+    "import_settings_path": "._settings",
+    "legacy_settings_path": "._settings",
+    "load_export_settings": "._settings",
+    "load_import_settings": "._settings",
+    "write_import_settings": "._settings",
+}
+
+if TYPE_CHECKING:
+    from ._detect import column_names, detect_csv, detect_encoding
+    from ._export import ExportResult, export_csv
+    from ._import import ImportResult, import_csv
+    from ._settings import (
+        ColumnSpec,
+        Evidence,
+        ExportSettings,
+        ImportSettings,
+        export_settings_path,
+        import_settings_path,
+        legacy_settings_path,
+        load_export_settings,
+        load_import_settings,
+        write_import_settings,
+    )
 
 __all__ = [
     "ColumnSpec",
@@ -47,3 +73,16 @@ __all__ = [
     "load_import_settings",
     "write_import_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -21,7 +21,6 @@ from pgmonkey import _connect
 from pgmonkey.errors import TransferError
 
 from ._csvscan import Dialect, Unterminated, collapse, read_record, unquote
-from ._detect import detect_csv
 from ._progress import Progress
 from ._settings import (
     _TYPE_RE,
@@ -175,6 +174,8 @@ def _resolve_settings(
     if legacy is not None:
         logger.info("using 4.0 settings file %s for %s", legacy, p)
         return _complete(p, load_import_settings(legacy)), legacy, False
+    from ._detect import detect_csv  # detection is for the review step only: not loaded after
+
     detected = detect_csv(p)
     write_import_settings(detected, own)
     return replace(detected, source=own), own, True
@@ -184,6 +185,8 @@ def _complete(p: Path, s: ImportSettings) -> ImportSettings:
     """Settings without a column list (4.0's file) get the detected columns."""
     if s.columns:
         return s
+    from ._detect import detect_csv  # as in _resolve_settings: loaded only when needed
+
     found = detect_csv(
         p,
         encoding=s.encoding,
