@@ -8,6 +8,7 @@ replacing ``choose_engine`` for one call: the database is always the real one.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import threading
@@ -371,3 +372,96 @@ def test_wide_results_with_nulls_in_every_mask_group(
     assert [[_cell(v) for v in row] for row in binary.itertuples(index=False)] == [
         list(row) for row in rows
     ]
+
+
+@pytest.mark.usefixtures("tiny_queue")
+async def test_many_async_reads_waiting_for_their_parsers_at_once(superuser_dsn: str) -> None:
+    # More reads than the event loop's default executor has threads (min(32, cpus + 4)):
+    # none of them may need that executor to make progress.
+    query = "SELECT i, md5(i::text) s FROM generate_series(1, 60000) i"
+    conns = [
+        await psycopg.AsyncConnection.connect(superuser_dsn, autocommit=True) for _ in range(12)
+    ]
+    try:
+        frames = await asyncio.wait_for(  # a hang guard, far beyond what the reads take
+            asyncio.gather(*(read_sql_async(query, conn) for conn in conns)), timeout=600
+        )
+    finally:
+        for conn in conns:
+            await conn.close()
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        expected = pgmonkey.read_sql(query, conn)
+    for frame in frames:
+        assert_frame_equal(frame, expected)
+
+
+class _FailingEngine:
+    """The binary engine, with a parser that fails after its first block: no server sends
+    data our parsers reject, so this stands in for a parser bug or an unreadable value."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.inner = _engines.BinaryEngine(plan)
+        self.threaded = True
+        self.setting = self.inner.setting
+
+    def configure(self, row: Any) -> None:
+        self.inner.configure(row)
+
+    def copy_statement(self, query: str) -> Any:
+        return self.inner.copy_statement(query)
+
+    def parser(self, output: str) -> Callable[[Any], Any]:
+        def parse(source: Any) -> Any:
+            for _ in source.blocks():
+                raise ValueError("the parser gave up")
+            raise AssertionError("no block")
+
+        return parse
+
+
+# Rows without end, for a reader that would receive them all: it would never return. (In
+# the select list, the series streams; in FROM, the server would first store all of it.)
+ENDLESS = "SELECT generate_series(1, 1000000000000)::int8 AS i"
+
+
+def _no_copy_left(superuser_dsn: str) -> bool:
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%generate_series%'"
+            " AND state = 'active' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return row == (0,)
+
+
+def test_a_failing_parser_stops_the_copy(
+    db_conn: Conn, monkeypatch: pytest.MonkeyPatch, superuser_dsn: str
+) -> None:
+    # The parser's error comes as soon as it fails, the server's COPY is cancelled, and the
+    # connection reads the next query.
+    monkeypatch.setattr(_api, "choose_engine", _FailingEngine)
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            pgmonkey.read_sql(ENDLESS, db_conn)
+        except BaseException as error:
+            failure.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=300)  # a hang guard: it ends at once
+    assert not reader.is_alive(), "the reader went on receiving after its parser failed"
+    assert len(failure) == 1 and "the parser gave up" in str(failure[0])
+    assert db_conn.execute("SELECT 1").fetchone() == (1,)
+    assert _no_copy_left(superuser_dsn)
+
+
+async def test_a_failing_parser_stops_the_async_copy(
+    aconn: psycopg.AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch, superuser_dsn: str
+) -> None:
+    monkeypatch.setattr(_api, "choose_engine", _FailingEngine)
+    with pytest.raises(ValueError, match="the parser gave up"):
+        # A hang guard: it ends at once (a timeout would raise TimeoutError instead).
+        await asyncio.wait_for(read_sql_async(ENDLESS, aconn), timeout=300)
+    assert await (await aconn.execute("SELECT 1")).fetchone() == (1,)
+    assert _no_copy_left(superuser_dsn)

@@ -11,7 +11,6 @@ pool lends one), a psycopg connection, or the path of a pgmonkey YAML config.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext, suppress
@@ -29,7 +28,7 @@ from ._engines import (
     choose_engine,
     convert,
     first_blocks,
-    parse_then_abandon,
+    parse_in_thread,
 )
 from ._parallel import read_split
 from ._partition import Split, split_of
@@ -93,7 +92,10 @@ def read_sql(
     the connections: a pool lends up to ``partitions`` (as many as it can spare, at most its
     ``max_size``: fewer read more ranges each); a config path or dict, or a pgmonkey
     ``normal`` object, opens the others with the same config; a psycopg connection cannot
-    open more, so its ranges are read one after another on it. Each range costs the server
+    open more, so its ranges are read one after another on it, as they are on a connection
+    in a transaction that has written (what it has not committed, only it sees). The other
+    connections are new sessions: a temporary table or a ``SET`` of the lent connection's
+    own is not there. Each range costs the server
     a scan of ``query`` unless an index on the column serves the range. ``consistent=True``:
     every range reads one snapshot of the database (exported by the first connection, from
     a ``REPEATABLE READ READ ONLY`` transaction). An error in any range (or Ctrl-C) cancels
@@ -222,7 +224,11 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
                 worker = ParseThread(parse, reader, chunks)
                 try:
                     for block in itertools.chain(head, blocks):
-                        chunks.put(block)
+                        if not chunks.put(block):
+                            # The parser stopped before the end: its error, raised here,
+                            # stops the COPY instead of receiving the rest for nothing.
+                            worker.result(reader)
+                            raise AssertionError("the parser stopped without an error")
                     del head
                 except BaseException as error:
                     chunks.close(error)
@@ -292,8 +298,7 @@ async def _read_async(
             engine.configure(await (await cur.execute(engine.setting)).fetchone())
         chunks = QueueChunks()
         reader = CopyReader(iter(chunks))
-        parse = parse_then_abandon(engine.parser(output), chunks)
-        parsed = asyncio.ensure_future(asyncio.to_thread(parse, reader))
+        parsed = parse_in_thread(engine.parser(output), reader, chunks)
         try:
             async with cur.copy(engine.copy_statement(body)):
                 encoding = conn.info.encoding
@@ -302,7 +307,11 @@ async def _read_async(
                     block, end = await _psycopg.wait_async(
                         conn, _psycopg.copy_block(conn.pgconn, _BLOCK, encoding, _LEAST)
                     )
-                    await chunks.put_async(block)
+                    if not await chunks.put_async(block):
+                        # The parser stopped before the end: its error, raised here, stops
+                        # the COPY instead of receiving the rest for nothing.
+                        await parsed
+                        raise AssertionError("the parser stopped without an error")
         except BaseException as error:
             chunks.close(error)
             with suppress(BaseException):

@@ -17,7 +17,9 @@ list of all the stream's blocks, for a result received whole).
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
@@ -129,6 +131,39 @@ def parse_then_abandon(parse: Callable[[Any], Any], chunks: QueueChunks) -> Call
             chunks.abandon()
 
     return run
+
+
+def parse_in_thread(
+    parse: Callable[[Any], Any], reader: Any, chunks: QueueChunks
+) -> asyncio.Future[Any]:
+    """``parse(reader)`` on a thread of its own, as a future of the running event loop.
+
+    A thread of its own, not the loop's default executor: the reads running at once would
+    otherwise share (and could fill) the executor other code needs.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    run = parse_then_abandon(parse, chunks)
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.cancelled():  # the caller stopped waiting (its task was cancelled)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def target() -> None:
+        value, error = None, None
+        try:
+            value = run(reader)
+        except BaseException as exc:
+            error = exc
+        with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future
 
 
 class ParseThread:

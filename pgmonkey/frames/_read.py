@@ -22,6 +22,7 @@ import io
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -377,10 +378,12 @@ _END: Final = object()
 class QueueChunks:
     """Chunks handed over by another thread (the receiving one, or the async reader's loop).
 
-    At most ``limit`` bytes wait at a time: a receiver faster than the parser blocks in
-    :meth:`put` (:meth:`put_async` awaits) instead of holding the whole result in memory,
-    and the server waits for it. The parser's side calls :meth:`abandon` when it stops
-    (done or failed), so a receiver never blocks on a queue nobody reads.
+    At most ``limit`` bytes wait at a time (or one chunk, however large): a receiver faster
+    than the parser waits in :meth:`put` (:meth:`put_async` awaits, in its event loop)
+    instead of holding the whole result in memory, and the server waits for it. The parser's
+    side calls :meth:`abandon` when it stops (done or failed): a waiting receiver returns,
+    and ``put`` returns False from then on, so the receiver can stop reading a result
+    nobody parses.
     """
 
     def __init__(self, limit: int = 16 << 20) -> None:
@@ -389,38 +392,52 @@ class QueueChunks:
         self._waiting = 0  # bytes put and not yet taken
         self._room = threading.Condition()
         self._abandoned = False
+        # Event loops awaiting room in put_async, woken from the parser's thread.
+        self._loop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
-    def _try_put(self, chunk: bytes) -> bool:
-        with self._room:
-            if self._abandoned:
-                return True
-            if self._waiting and self._waiting + len(chunk) > self._limit:
-                return False
-            self._waiting += len(chunk)
+    def _fits(self, size: int) -> bool:
+        return self._abandoned or not self._waiting or self._waiting + size <= self._limit
+
+    def _add(self, chunk: bytes) -> bool:
+        """Queue ``chunk`` (the caller holds ``_room`` and has made sure it fits)."""
+        if self._abandoned:
+            return False
+        self._waiting += len(chunk)
         self._queue.put(chunk)
         return True
 
-    def put(self, chunk: bytes) -> None:
-        while not self._try_put(chunk):
+    def put(self, chunk: bytes) -> bool:
+        """Queue ``chunk`` once there is room; False if the parser has stopped."""
+        with self._room:
+            self._room.wait_for(lambda: self._fits(len(chunk)))
+            return self._add(chunk)
+
+    async def put_async(self, chunk: bytes) -> bool:
+        """:meth:`put` for an event loop: waits for room in the loop, never in a thread."""
+        while True:
             with self._room:
-                self._room.wait_for(self._has_room)
+                if self._fits(len(chunk)):
+                    return self._add(chunk)
+                room = asyncio.Event()
+                self._loop_waiters.append((asyncio.get_running_loop(), room))
+            await room.wait()
 
-    async def put_async(self, chunk: bytes) -> None:
-        """:meth:`put` for an event loop: waits for room in a thread, never in the loop."""
-        if not self._try_put(chunk):
-            await asyncio.to_thread(self.put, chunk)
-
-    def _has_room(self) -> bool:
-        return self._abandoned or self._waiting < self._limit
+    def _wake(self) -> None:
+        """Wake the receivers waiting for room (the caller holds ``_room``)."""
+        self._room.notify_all()
+        waiters, self._loop_waiters = self._loop_waiters, []
+        for loop, room in waiters:
+            with suppress(RuntimeError):  # a loop already closed has nothing to wake
+                loop.call_soon_threadsafe(room.set)
 
     def close(self, error: BaseException | None = None) -> None:
         self._queue.put(_END if error is None else error)
 
     def abandon(self) -> None:
-        """Nothing more is read: let a blocked :meth:`put` return, and later ones not wait."""
+        """Nothing more is read: let a waiting :meth:`put` return, and later ones not wait."""
         with self._room:
             self._abandoned = True
-            self._room.notify_all()
+            self._wake()
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -431,7 +448,7 @@ class QueueChunks:
                 raise item
             with self._room:
                 self._waiting -= len(item)
-                self._room.notify()
+                self._wake()
             yield item
 
 
