@@ -536,3 +536,42 @@ def test_random_int_columns(
     whole_t = pgmonkey.read_arrow(query, pool)
     part_t = pgmonkey.read_arrow(query, pool, partition_on="v", partitions=partitions)
     _assert_same_table(part_t, whole_t)
+
+
+def test_a_transaction_that_has_written_reads_every_range_itself(
+    shapes: None, manager: PGConnectionManager, password_config: Path, superuser_dsn: str
+) -> None:
+    # Rows inserted and not committed are seen by their own connection only: every range is
+    # read on it, so none of them is missed. The first range is held at the gate, so that
+    # other connections, had they been opened, would have taken the ranges these rows are in.
+    key = 300
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        admin.execute("DROP TABLE IF EXISTS part_written")
+        admin.execute("CREATE TABLE part_written AS SELECT id, low_nulls FROM part_shapes")
+        admin.execute("GRANT ALL ON part_written TO PUBLIC")
+        obj = manager.get_database_connection(str(password_config), "normal")
+        query = f"SELECT * FROM part_written WHERE part_gate({key}, true)"
+        with obj as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO part_written VALUES (%s, 7), (%s, 8)", (ROWS // 2, ROWS * 3 // 4)
+            )
+            # Not through the gate: its lock would be held by this transaction until its end.
+            whole = pgmonkey.read_sql("SELECT * FROM part_written", conn)
+            admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+            opener = _Background(lambda: _unlock_once_waited_for(superuser_dsn, admin, key))
+            try:
+                # In this thread: the normal object's connection is the one of this block.
+                part = pgmonkey.read_sql(query, obj, partition_on="id", partitions=4)
+            finally:
+                opener.wait()
+    assert len(whole) == ROWS + 2
+    pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
+
+
+def _unlock_once_waited_for(superuser_dsn: str, admin: psycopg.Connection[Any], key: int) -> None:
+    """Release ``admin``'s lock on ``key`` once a read waits for it (``admin`` took it)."""
+    with psycopg.connect(superuser_dsn, autocommit=True) as watcher:
+        try:
+            _poll("a range at the gate", lambda: _waiters(watcher, key) >= 1)
+        finally:
+            admin.execute("SELECT pg_advisory_unlock(%s)", (key,))

@@ -54,6 +54,7 @@ def main() -> None:
     # once; atexit handlers still run and stdout/stderr are still flushed (Python never
     # promised __del__ for objects alive at exit).
     gc.freeze()
+    gc.enable()  # for a caller that catches SystemExit; the frozen objects stay left alone
     sys.exit(code)
 
 

@@ -49,7 +49,7 @@ def read_split(
     con: Any, conn: psycopg.Connection[Any], text: str, split: Split, read: Read, output: str
 ) -> Any:
     """``text`` (a bound query) read in ``split``'s ranges, ``conn`` (lent by ``con``) first."""
-    more = _connect.lender(con, conn)
+    more = None if _has_written(conn) else _connect.lender(con, conn)
     with _snapshot(conn, split.consistent, export=more is not None) as snapshot:
         try:
             queries = plan_split(conn, text, split)
@@ -62,6 +62,16 @@ def read_split(
             _psycopg.cancel_and_drain(conn)
             raise
     return combine(parts, output)
+
+
+def _has_written(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn`` is in a transaction that has written: what it wrote and did not
+    commit yet is seen by no other connection (nor in a snapshot it exports), so its ranges
+    are all read on it."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        return False
+    row = conn.execute("SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 @contextmanager
