@@ -121,78 +121,79 @@ def first_blocks(blocks: Iterator[bytes], limit: int) -> tuple[list[bytes], bool
     return head, True
 
 
-def parse_then_abandon(parse: Callable[[Any], Any], chunks: QueueChunks) -> Callable[[Any], Any]:
-    """``parse``, which lets the receiver of ``chunks`` go on (unblocked) once it returns."""
-
-    def run(reader: Any) -> Any:
-        try:
-            return parse(reader)
-        finally:
-            chunks.abandon()
-
-    return run
-
-
 def parse_in_thread(
     parse: Callable[[Any], Any], reader: Any, chunks: QueueChunks
 ) -> asyncio.Future[Any]:
-    """``parse(reader)`` on a thread of its own, as a future of the running event loop.
+    """``parse(reader)`` on a :class:`ParseThread`, as a future of the running event loop.
 
     A thread of its own, not the loop's default executor: the reads running at once would
     otherwise share (and could fill) the executor other code needs.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-    run = parse_then_abandon(parse, chunks)
 
-    def settle(value: Any, error: BaseException | None) -> None:
+    def settle() -> None:  # in the loop, after the thread ended
         if future.cancelled():  # the caller stopped waiting (its task was cancelled)
             return
-        if error is not None:
-            future.set_exception(error)
+        if worker.error is not None:
+            future.set_exception(worker.error)
         else:
-            future.set_result(value)
+            future.set_result(worker.value)
 
-    def target() -> None:
-        value, error = None, None
-        try:
-            value = run(reader)
-        except BaseException as exc:
-            error = exc
+    def done() -> None:  # in the thread
         with suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, value, error)
+            loop.call_soon_threadsafe(settle)
 
-    threading.Thread(target=target, daemon=True).start()
+    worker = ParseThread(parse, reader, chunks, done)
     return future
 
 
 class ParseThread:
     """Runs ``parse(reader)`` on a thread of its own; :meth:`result` waits for it.
 
-    ``chunks``: the queue ``reader`` reads, abandoned once the parser stops (done or failed).
+    ``chunks``: the queue ``reader`` reads, abandoned once the parser stops (done or failed),
+    so that its receiver never waits for room nobody makes. ``done``: called on the thread
+    at its end.
     """
 
-    def __init__(self, parse: Callable[[Any], Any], reader: Any, chunks: QueueChunks) -> None:
-        self._value: Any = None
-        self._error: BaseException | None = None
-        run = parse_then_abandon(parse, chunks)
-        self._thread = threading.Thread(target=self._run, args=(run, reader), daemon=True)
+    def __init__(
+        self,
+        parse: Callable[[Any], Any],
+        reader: Any,
+        chunks: QueueChunks,
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(parse, reader, chunks, done), daemon=True
+        )
         self._thread.start()
 
-    def _run(self, parse: Callable[[Any], Any], reader: Any) -> None:
+    def _run(
+        self,
+        parse: Callable[[Any], Any],
+        reader: Any,
+        chunks: QueueChunks,
+        done: Callable[[], None] | None,
+    ) -> None:
         try:
-            self._value = parse(reader)
+            self.value = parse(reader)
         except BaseException as error:
-            self._error = error
+            self.error = error
+        finally:
+            chunks.abandon()
+            if done is not None:
+                done()
 
     def join(self) -> None:
         self._thread.join()
 
     def result(self, reader: Any) -> Any:
         self._thread.join()
-        if self._error is not None:
+        if self.error is not None:
             failure = getattr(reader, "failure", None)
             if failure is not None:  # the parser wrapped it in an error of its own
                 raise failure from None
-            raise self._error
-        return self._value
+            raise self.error
+        return self.value
