@@ -8,6 +8,9 @@ The fast paths and the exit-hang fix use a few things psycopg does not document 
 - ``psycopg.errors.error_from_result``: the exception psycopg itself raises for a result.
 - pq-level COPY: ``PGconn.get_copy_data``, ``consume_input``, ``is_busy``, ``get_result`` on a
   connection inside ``cursor.copy()``.
+- ``PGconn.pgconn_ptr`` and the libpq psycopg is loaded with (psycopg-binary's bundled copy,
+  or the ctypes implementation's ``pq``): the compiled receive loop (``_copyrows.c``) calls
+  that libpq's ``PQgetCopyData`` on psycopg's own PGconn.
 - ``Connection.cancel_safe`` (3.2+) with the same pq-level calls, to leave a connection
   usable after an interrupt in the middle of a query.
 - ``AsyncConnectionPool.worker``: the classmethod that runs a pool's maintenance jobs,
@@ -25,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Generator
+import os
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
@@ -46,10 +50,11 @@ __all__ = [
     "cancel_and_drain_async",
     "cancellable_async_pool_class",
     "copy_block",
-    "copy_out_result",
+    "copy_into",
     "error_from_result",
     "idle_pool_connections",
     "internal_changed",
+    "rows_reader",
     "versions",
     "wait",
     "wait_async",
@@ -114,6 +119,46 @@ def copy_block(
     ``Copy`` block exits cleanly.
     """
     block = bytearray()
+    end = yield from copy_into(pgconn, block, size, encoding, least)
+    return bytes(block), end is not None
+
+
+def copy_into(
+    pgconn: PGconn, block: bytearray, size: int, encoding: str, least: int = 1
+) -> PQGen[PGresult | None]:
+    """Append COPY rows to ``block`` until it holds ``size`` bytes, or ``least`` bytes and
+    nothing more has arrived; at the end of the data, the COPY's final result.
+
+    The rows are taken by the compiled loop (:func:`rows_reader`) when it is there, else one
+    ``get_copy_data`` call per row; either way the socket is waited for only when libpq's
+    buffer holds no whole row.
+    """
+    read = rows_reader()
+    if read is None:
+        return (yield from _copy_into_by_row(pgconn, block, size, encoding, least))
+    while True:
+        address = cast("Any", pgconn).pgconn_ptr  # not in psycopg's PGconn protocol
+        if address is None:
+            raise psycopg.OperationalError("the connection is closed")
+        state = read(address, block, size)
+        if state == _FULL:
+            return None
+        if state == _EMPTY:
+            if len(block) >= least:
+                return None
+            while not (yield Wait.R):
+                continue
+            pgconn.consume_input()
+        elif state == _END:
+            return (yield from _copy_final_result(pgconn, encoding))
+        else:
+            raise psycopg.OperationalError(f"failed to read copy data: {_error(pgconn)}")
+
+
+def _copy_into_by_row(
+    pgconn: PGconn, block: bytearray, size: int, encoding: str, least: int
+) -> PQGen[PGresult | None]:
+    """:func:`copy_into` without the compiled loop: a ``get_copy_data`` call per row."""
     while len(block) < size:
         nbytes, data = pgconn.get_copy_data(1)
         if nbytes > 0:
@@ -125,11 +170,84 @@ def copy_block(
                 continue
             pgconn.consume_input()
         else:
-            result = yield from _copy_result(pgconn)
-            if result.status != ExecStatus.COMMAND_OK:
-                raise error_from_result(result, encoding=encoding)
-            return bytes(block), True
-    return bytes(block), False
+            return (yield from _copy_final_result(pgconn, encoding))
+    return None
+
+
+def _copy_final_result(pgconn: PGconn, encoding: str) -> PQGen[PGresult]:
+    result = yield from _copy_result(pgconn)
+    if result.status != ExecStatus.COMMAND_OK:
+        raise error_from_result(result, encoding=encoding)
+    return result
+
+
+def _error(pgconn: PGconn) -> str:
+    return pgconn.error_message.decode("utf-8", "replace").strip() or "no message from libpq"
+
+
+# What the compiled loop's read_rows() returns (pgmonkey/_copyrows.c); -2 is an error.
+_FULL, _EMPTY, _END = 1, 0, -1
+
+ReadRows = Callable[[int, bytearray, int], int]
+
+
+@functools.cache
+def rows_reader() -> ReadRows | None:
+    """The compiled COPY receive loop, bound to the libpq psycopg runs on; None without it.
+
+    None when the extension was not built (a machine without a C compiler), when
+    ``PGMONKEY_IMPL=python`` asks for the pure-Python loop, or when psycopg's libpq cannot be
+    found for certain: only the library that made a PGconn may touch it, so the binding is
+    made only to psycopg's own copy (psycopg-binary's bundled libpq, or the one psycopg's
+    ctypes implementation loaded), never to another libpq on the machine.
+    """
+    if os.environ.get("PGMONKEY_IMPL", "").lower() == "python":
+        return None
+    try:
+        from pgmonkey import _copyrows
+    except ImportError:
+        return None
+    lib = _psycopg_libpq()
+    if lib is None:
+        return None
+    try:
+        functions = [lib[name] for name in ("PQgetCopyData", "PQfreemem")]
+    except AttributeError:  # pragma: no cover - every libpq since 7.4 has them
+        return None
+    import ctypes
+
+    _copyrows.bind(*(cast("int", ctypes.cast(f, ctypes.c_void_p).value) for f in functions))
+    return _copyrows.read_rows
+
+
+def _psycopg_libpq() -> Any:
+    """The ``ctypes.CDLL`` of the libpq psycopg itself is loaded with, or None."""
+    import ctypes
+
+    implementation = psycopg.pq.__impl__
+    if implementation == "python":
+        from psycopg.pq import _pq_ctypes
+
+        return getattr(_pq_ctypes, "pq", None)
+    if implementation != "binary" or not hasattr(os, "RTLD_NOLOAD"):
+        return None  # psycopg-c links the system's libpq: which one is not known for certain
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec("psycopg_binary")
+    if spec is None or spec.origin is None:  # pragma: no cover - it is what runs
+        return None
+    package = os.path.dirname(spec.origin)
+    # Where the wheel repair tools put the bundled library: auditwheel (Linux), delocate (macOS).
+    found = glob.glob(os.path.join(package + ".libs", "libpq*")) + glob.glob(
+        os.path.join(package, ".dylibs", "libpq*")
+    )
+    if len(found) != 1:
+        return None
+    try:  # RTLD_NOLOAD: only the library already in the process, never a second copy
+        return ctypes.CDLL(found[0], mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+    except OSError:
+        return None
 
 
 def _copy_result(pgconn: PGconn) -> PQGen[PGresult]:
@@ -146,19 +264,6 @@ def _copy_result(pgconn: PGconn) -> PQGen[PGresult]:
     if first is None:  # pragma: no cover - libpq always sends the COPY's result
         raise psycopg.InterfaceError("no result at the end of COPY")
     return first
-
-
-def copy_out_result(pgconn: PGconn, encoding: str) -> int:
-    """The rows of a ``COPY ... TO STDOUT`` whose data is over (``get_copy_data`` gave -1)."""
-    results = []
-    while (res := pgconn.get_result()) is not None:
-        results.append(res)
-    if not results:
-        raise psycopg.OperationalError("copy ended without a result")
-    res = results[0]
-    if res.status != ExecStatus.COMMAND_OK:
-        raise error_from_result(res, encoding=encoding)
-    return int(res.command_tuples or 0)
 
 
 def _drain(pgconn: PGconn) -> PQGen[None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -83,15 +83,19 @@ def test_pq_level_copy_reads_blocks_and_the_row_count(conn: psycopg.Connection[A
     assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
-def test_pq_level_copy_out_result_counts_rows(conn: psycopg.Connection[Any]) -> None:
+def test_pq_level_copy_final_result_counts_rows(conn: psycopg.Connection[Any]) -> None:
+    block = bytearray()
     with conn.cursor() as cur, cur.copy("COPY (SELECT generate_series(1, 7)) TO STDOUT"):
-        pgconn = conn.pgconn
-        while True:
-            nbytes, _data = pgconn.get_copy_data(0)  # blocking: fine for a canary
-            if nbytes < 0:
-                break
-        rows = _psycopg.copy_out_result(pgconn, conn.info.encoding)
-    assert rows == 7, _canary("PGresult.command_tuples after COPY TO STDOUT")
+        result = _psycopg.wait(
+            conn, _psycopg.copy_into(conn.pgconn, block, 1 << 20, conn.info.encoding)
+        )
+    assert result is not None and block == b"1\n2\n3\n4\n5\n6\n7\n"
+    assert result.command_tuples == 7, _canary("PGresult.command_tuples after COPY TO STDOUT")
+
+
+def test_pgconn_pointer_is_psycopgs_own(conn: psycopg.Connection[Any]) -> None:
+    address = cast("Any", conn.pgconn).pgconn_ptr
+    assert isinstance(address, int) and address, _canary("PGconn.pgconn_ptr")
 
 
 def test_sync_pool_keeps_idle_connections_in_pool_attribute(superuser_dsn: str) -> None:
