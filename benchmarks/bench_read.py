@@ -51,7 +51,7 @@ ADBC_PA = "ADBC -> Arrow"
 FLOOR_CSV = "psql \\copy CSV floor"
 FLOOR_BIN = "psql \\copy BINARY floor"
 PG_OLD = "pgmonkey.read_sql (pandas CSV engine)"
-PG_PYLOOP = "pgmonkey.read_sql (pure-Python receive loop)"
+PG_PYLOOP = "pgmonkey.read_sql (PGMONKEY_IMPL=python: nothing compiled)"
 PG_PARTS = "pgmonkey.read_sql (2 partitions)"
 PG_ARROW_PARTS = "pgmonkey.read_arrow (2 partitions)"
 CONTESTANTS = [
@@ -138,7 +138,7 @@ def _contestant(name: str, shape: str, dsn: str, warm: bool = False) -> Callable
             from pgmonkey.frames import _api, _engines
 
             _api.choose_engine = _engines.PandasCsvEngine  # type: ignore[assignment]
-        if name == PG_PYLOOP:  # without the compiled loop, as on a machine with no C compiler
+        if name == PG_PYLOOP:  # without the compiled parts, as on a machine with no C compiler
             os.environ["PGMONKEY_IMPL"] = "python"
         fn = getattr(pgmonkey, name.split(".")[1].split(" ")[0])
         return lambda: fn(query, conn)

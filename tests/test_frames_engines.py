@@ -21,7 +21,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 import pgmonkey
-from pgmonkey.frames import _api, _engines, read_sql_async
+from pgmonkey.frames import _api, _bincompiled, _bincopy, _engines, read_sql_async
 from pgmonkey.frames import _read as _read_module
 from pgmonkey.frames._read import Plan
 
@@ -32,7 +32,9 @@ ENGINES: dict[str, Callable[[Plan], Any]] = {
     "pandas-csv": _engines.PandasCsvEngine,
     "arrow-csv": _engines.ArrowCsvEngine,
     "binary": _engines.BinaryEngine,
+    "compiled-binary": _engines.CompiledBinaryEngine,
 }
+COMPILED = _bincompiled._decoder() is not None
 
 TS = "'2024-02-29 12:34:56.123456'::timestamp"
 # Fixed-width results (all three engines), then any result (the two CSV engines).
@@ -68,6 +70,12 @@ ANY = [
     "SELECT 1.5::float4 a, 0.1::float4 b, NULL::float4 c, '-0'::float4 d",
     "SELECT 1e300::numeric * 1e300 a, 'Infinity'::numeric b, '-Infinity'::numeric c,"
     " 'NaN'::numeric d, 0.1::numeric e, NULL::numeric f, -0.0::numeric g",
+    "SELECT '1e-400'::numeric a, '-1e-330'::numeric b, 123456789012345678901234567890.5::numeric c,"
+    " 0.12345678901234567890123456789::numeric d, -98765.4321::numeric e, 1e20::numeric f,"
+    " 9007199254740993::numeric g, 2.5e-308::numeric h, '1e308'::numeric * 2 i",
+    "SELECT NULLIF(i, 3)::numeric(12, 2) / 7 a, NULLIF(md5(i::text), md5('5')) b,"
+    " 'é✓𝄞'::text || i c, repeat('x', i * 40)::varchar d, ''::text e"
+    " FROM generate_series(1, 200) i",
     "SELECT '{\"a\": 1}'::jsonb j, NULL::jsonb k, '\\x00ff'::bytea b, '{1,NULL}'::int[] c,"
     " ROW(NULL::int, NULL::text) r, '12:34:56.5'::time t, '1 day'::interval v",
     "SELECT NULL::int a, NULL::bool b, NULL::date c, '' d",
@@ -88,10 +96,11 @@ ERRORS = [
 def _engines_for(conn: Conn, query: str) -> list[str]:
     description = conn.execute(f"SELECT * FROM ({query}) AS s LIMIT 0").description or []
     plan = Plan.build([(c.name, c.type_code) for c in description], conn, decimal=False)
-    chosen = type(_engines.choose_engine(plan)).__name__
     names = ["pandas-csv", "arrow-csv"]
-    if chosen == "BinaryEngine":
+    if _bincopy.usable(plan):
         names.append("binary")
+    if _bincompiled.usable(plan):
+        names.append("compiled-binary")
     return names
 
 
@@ -141,6 +150,8 @@ def test_engines_agree(db_conn: Conn, monkeypatch: pytest.MonkeyPatch, query: st
     db_conn.execute("SET TimeZone = 'Asia/Kolkata'")
     names = _engines_for(db_conn, query)
     assert ("binary" in names) == (query in FIXED)
+    if COMPILED and (query in FIXED or query in (ANY[0], ANY[6], ANY[7], ANY[8])):
+        assert "compiled-binary" in names
     frames = {name: _read(monkeypatch, name, query, db_conn) for name in names}
     for name in names[1:]:
         assert_frame_equal(frames[name], frames["pandas-csv"], obj=name)
@@ -163,10 +174,11 @@ def test_rounded_float_output_is_read_as_the_text_engines_read_it(
 ) -> None:
     db_conn.execute("SET extra_float_digits = -3")
     query = "SELECT (i::float8 / 3) a FROM generate_series(1, 20) i"
-    binary = _read(monkeypatch, "binary", query, db_conn)
-    assert_frame_equal(binary, _read(monkeypatch, "pandas-csv", query, db_conn))
-    assert binary["a"].tolist() == [r[0] for r in db_conn.execute(query).fetchall()]
-    assert binary["a"].iloc[0] == 0.333333333333
+    for engine in ["binary", "compiled-binary"] if COMPILED else ["binary"]:
+        binary = _read(monkeypatch, engine, query, db_conn)
+        assert_frame_equal(binary, _read(monkeypatch, "pandas-csv", query, db_conn))
+        assert binary["a"].tolist() == [r[0] for r in db_conn.execute(query).fetchall()]
+        assert binary["a"].iloc[0] == 0.333333333333
 
 
 def test_byte_order_mark_at_the_start_of_the_first_value(db_conn: Conn) -> None:
@@ -310,6 +322,12 @@ def test_engines_agree_on_a_large_result(db_conn: Conn, monkeypatch: pytest.Monk
         _read(monkeypatch, "binary", fixed, db_conn),
         _read(monkeypatch, "pandas-csv", fixed, db_conn),
     )
+    if COMPILED:
+        compiled = "SELECT a, b, c, d, e, f, g, h, j, k FROM (" + query + ") AS q"
+        assert_frame_equal(
+            _read(monkeypatch, "compiled-binary", compiled, db_conn),
+            _read(monkeypatch, "pandas-csv", compiled, db_conn),
+        )
 
 
 @pytest.fixture
@@ -368,6 +386,8 @@ def test_wide_results_with_nulls_in_every_mask_group(
     query = f"SELECT {columns} FROM generate_series(1, 500) AS i"
     binary = _read(monkeypatch, "binary", query, db_conn)
     assert_frame_equal(binary, _read(monkeypatch, "pandas-csv", query, db_conn))
+    if COMPILED:
+        assert_frame_equal(_read(monkeypatch, "compiled-binary", query, db_conn), binary)
     rows = db_conn.execute(query).fetchall()
     assert [[_cell(v) for v in row] for row in binary.itertuples(index=False)] == [
         list(row) for row in rows

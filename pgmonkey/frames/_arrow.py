@@ -34,6 +34,7 @@ from ._read import (
     TIMESTAMPTZ,
     Plan,
     _reload_datetimes,
+    copy_select,
 )
 
 if TYPE_CHECKING:
@@ -82,14 +83,7 @@ class ArrowCsvPlan:
             if col.kind == TIMESTAMPTZ:
                 ref = sql.SQL("({} AT TIME ZONE 'UTC')").format(ref)
             exprs.append(ref)
-        aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(len(self.plan.columns)))
-        return sql.Composed(
-            [
-                sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
-                sql.SQL(query),  # already bound by psycopg
-                sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT csv)").format(aliases),
-            ]
-        )
+        return copy_select(query, exprs, len(self.plan.columns), "csv")
 
     def read_arrow(self, source: Any) -> pa.Table:
         """The CSV stream as an Arrow table (other types as text).

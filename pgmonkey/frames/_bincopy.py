@@ -27,7 +27,18 @@ from typing import TYPE_CHECKING, Any, Final
 from psycopg import sql
 
 from ._arrow import frame_of, utc_array
-from ._read import _MASK_BITS, BOOL, DATE, FLOAT, INT, TIMESTAMP, TIMESTAMPTZ, Column, Plan
+from ._read import (
+    _MASK_BITS,
+    BOOL,
+    DATE,
+    FLOAT,
+    INT,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+    Column,
+    Plan,
+    copy_select,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,9 +82,33 @@ def usable(plan: Plan) -> bool:
     )
 
 
-class BinaryPlan:
+class FloatRounding:
+    """float8 in binary is the stored double; the text engines read the server's text of
+    it, the same double unless ``extra_float_digits`` is below 1 (rounded output). So the
+    binary engines ask for that setting first (:attr:`setting`, the caller runs it and hands
+    its row to :meth:`configure`) and then have such values rounded through text."""
+
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
+        self.setting = (
+            "SHOW extra_float_digits" if any(c.kind == FLOAT for c in plan.columns) else None
+        )
+        self.round_floats = False
+
+    def configure(self, row: Any) -> None:
+        self.round_floats = row is not None and int(row[0]) < 1
+
+    def column(self, i: int) -> sql.Composable:
+        """The query's column ``i`` as the binary engines select it."""
+        ref: sql.Composable = sql.SQL(f"_q.c{i}")
+        if self.plan.columns[i].kind == FLOAT and self.round_floats:
+            return sql.SQL("{}::text::float8").format(ref)
+        return ref
+
+
+class BinaryPlan(FloatRounding):
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan)
         self.n_masks = -(-len(plan.columns) // _MASK_BITS)
         import numpy as np
 
@@ -83,24 +118,12 @@ class BinaryPlan:
         for j in range(self.n_masks):
             fields += [(f"lm{j}", ">i4"), (f"m{j}", ">i8")]
         self.row = np.dtype(fields)
-        # extra_float_digits below 1 makes the server round float8 output (see configure).
-        self.setting = (
-            "SHOW extra_float_digits" if any(c.kind == FLOAT for c in plan.columns) else None
-        )
-        self.round_floats = False
         self.widths = [np.dtype(_WIRE[c.oid]).itemsize for c in plan.columns] + [8] * (self.n_masks)
-
-    def configure(self, row: Any) -> None:
-        """Takes the row of :attr:`setting` (run by the caller before the COPY)."""
-        self.round_floats = row is not None and int(row[0]) < 1
 
     def copy_statement(self, query: str) -> sql.Composed:
         exprs: list[sql.Composable] = []
         for i, col in enumerate(self.plan.columns):
-            ref: sql.Composable = sql.SQL(f"_q.c{i}")
-            if col.kind == FLOAT and self.round_floats:
-                # The session rounds float8 output: the value the text engines would read.
-                ref = sql.SQL("{}::text::float8").format(ref)
+            ref = self.column(i)
             filler = _FILLER.get(col.kind, "2000-01-01")
             exprs.append(sql.SQL("coalesce({}, {})").format(ref, sql.Literal(filler)))
         for start in range(0, len(self.plan.columns), _MASK_BITS):
@@ -118,14 +141,7 @@ class BinaryPlan:
                     sql.SQL(" + ").join(bits),
                 )
             )
-        aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(len(self.plan.columns)))
-        return sql.Composed(
-            [
-                sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
-                sql.SQL(query),  # already bound by psycopg
-                sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT binary)").format(aliases),
-            ]
-        )
+        return copy_select(query, exprs, len(self.plan.columns), "binary")
 
     def decode(self, source: Any) -> tuple[list[Array], list[Array | None]]:
         """The columns (native numpy arrays of the wire values) and their NULL masks.
@@ -243,6 +259,25 @@ class Growing:
             self._array.resize(max(end, grown, 1 << 16), refcheck=False)
         self._array[self._size : end] = values  # byte order converted while copying
         self._size = end
+
+    def room(self, n: int, back: int = 0) -> Array:
+        """A view of the next ``n`` items (and the ``back`` last ones) to write in place;
+        :meth:`commit` then counts what was written. No other view may be alive when the
+        array grows."""
+        end = self._size + n
+        if end > len(self._array):
+            grown = len(self._array) + len(self._array) // 4
+            self._array.resize(max(end, grown, 1 << 16), refcheck=False)
+        return self._array[self._size - back : end]
+
+    def commit(self, n: int) -> None:
+        self._size += n
+
+    def last(self) -> Any:
+        return self._array[self._size - 1]
+
+    def __len__(self) -> int:
+        return self._size
 
     def done(self) -> Array:
         self._array.resize(self._size, refcheck=False)

@@ -1,7 +1,9 @@
 """Which engine reads a result, and the worker thread the sync reader parses on.
 
-Three engines read a query's ``COPY``, each giving the same frame, dtype for dtype:
+Four engines read a query's ``COPY``, each giving the same frame, dtype for dtype:
 
+- binary COPY decoded by the compiled decoder (``_bincompiled``), when it is built: every
+  column an integer, float8, bool, date, timestamp, numeric or text (in a UTF-8 session);
 - binary COPY decoded with numpy (``_bincopy``): every column fixed-width (integers,
   float8, bool, date, timestamps), where PostgreSQL's float-to-text would set the pace;
 - Arrow's CSV reader (``_arrow``): any other result, when pyarrow is installed and the
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
 
-from . import _arrow, _bincopy
+from . import _arrow, _bincompiled, _bincopy
 from ._read import Plan, QueueChunks
 
 if TYPE_CHECKING:
@@ -76,8 +78,12 @@ class BinaryEngine:
     threaded = True
 
     def __init__(self, plan: Plan) -> None:
-        self.reader = _bincopy.BinaryPlan(plan)
+        self.reader = self._reader(plan)
         self.setting = self.reader.setting
+
+    @staticmethod
+    def _reader(plan: Plan) -> _bincopy.BinaryPlan | _bincompiled.CompiledBinaryPlan:
+        return _bincopy.BinaryPlan(plan)
 
     def configure(self, row: Any) -> None:
         self.reader.configure(row)
@@ -89,10 +95,18 @@ class BinaryEngine:
         return self.reader.parse if output == PANDAS else self.reader.read_arrow
 
 
+class CompiledBinaryEngine(BinaryEngine):
+    @staticmethod
+    def _reader(plan: Plan) -> _bincopy.BinaryPlan | _bincompiled.CompiledBinaryPlan:
+        return _bincompiled.CompiledBinaryPlan(plan)
+
+
 Engine = PandasCsvEngine | ArrowCsvEngine | BinaryEngine
 
 
 def choose_engine(plan: Plan) -> Engine:
+    if _bincompiled.usable(plan):
+        return CompiledBinaryEngine(plan)
     if _bincopy.usable(plan):
         return BinaryEngine(plan)
     if plan.encoding.replace("-", "").replace("_", "").lower() == "utf8" and _arrow.available():

@@ -73,6 +73,19 @@ _MASK_BITS: Final = 62  # bits per mask column (int8, kept positive)
 _UNIT: Final = {TIMESTAMPTZ: "us", TIMESTAMP: "us", DATE: "s"}
 
 
+def copy_select(query: str, exprs: list[sql.Composable], columns: int, fmt: str) -> sql.Composed:
+    """``COPY (SELECT exprs FROM (query) AS _q(c0, ...)) TO STDOUT (FORMAT fmt)``: the
+    expressions name the query's columns ``_q.c0``, ``_q.c1``, ..."""
+    aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(columns))
+    return sql.Composed(
+        [
+            sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
+            sql.SQL(query),  # already bound by psycopg
+            sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT {})").format(aliases, sql.SQL(fmt)),
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class Column:
     """One result column: its name, type OID and how it is read."""
@@ -136,15 +149,7 @@ class Plan:
             masks.append(sql.SQL(" | ").join(bits))
         # Masks first: pandas drops a U+FEFF at the very start of the data as a BOM, and a
         # string in the first field could begin with one; a number cannot.
-        exprs = masks + exprs
-        aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(len(self.columns)))
-        return sql.Composed(
-            [
-                sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
-                sql.SQL(query),  # already bound by psycopg
-                sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT csv)").format(aliases),
-            ]
-        )
+        return copy_select(query, masks + exprs, len(self.columns), "csv")
 
     def parse(self, source: Any) -> pd.DataFrame:
         """Read the COPY's CSV stream (a file-like object) into a typed DataFrame."""

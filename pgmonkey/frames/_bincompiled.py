@@ -1,0 +1,247 @@
+"""The compiled binary engine: ``COPY ... (FORMAT binary)`` decoded by ``_bindecode.c``.
+
+Used, when the extension is built, for results whose every column is an integer,
+``float8``, ``bool``, ``date``, ``timestamp``, ``timestamptz``, ``numeric`` (read as float)
+or text (``text``, ``varchar``, ``char(n)``, ``name``, in a UTF-8 session). The server
+sends values as stored (no float, timestamp or numeric to text, no CSV quoting), NULLs as
+NULLs (no ``coalesce`` or bitmask columns, as the numpy engine of ``_bincopy`` needs), and
+one C pass puts each field into its column: numbers in numpy arrays, text in Arrow's
+string layout.
+
+Values are those the text engines give, as in ``_bincopy``: ``float8`` rounded through
+text when ``extra_float_digits`` is below 1, dates and timestamps outside years 1 to 9999
+raising psycopg's own error, and ``numeric`` as the double nearest its exact value (which
+is what parsing its text gives; NaN and infinities as themselves). The result is first the
+Arrow table ``read_arrow`` returns; pandas gets it through the Arrow CSV engine's
+conversion (``_arrow.ArrowCsvPlan.to_pandas``), dtype for dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import TYPE_CHECKING, Any, Final
+
+from psycopg import sql
+
+from . import _arrow
+from ._bincopy import FloatRounding, Growing, _arrow_type, _values
+from ._read import (
+    BOOL,
+    DATE,
+    FLOAT,
+    INT,
+    NUMERIC,
+    TEXT,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+    Plan,
+    copy_select,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# The decoder's kind of each type it reads, by type OID (see _bindecode.c).
+_CODES: Final[dict[int, bytes]] = {
+    21: b"h",  # int2
+    23: b"i",  # int4
+    20: b"q",  # int8
+    26: b"I",  # oid
+    701: b"d",  # float8
+    16: b"?",  # bool
+    1082: b"D",  # date
+    1114: b"T",  # timestamp
+    1184: b"T",  # timestamptz
+    1700: b"n",  # numeric
+    25: b"t",  # text
+    1043: b"t",  # varchar
+    1042: b"t",  # bpchar: sent with its padding, as its text is
+    19: b"t",  # name
+}
+# numpy dtype of each kind's values (a text column's values are its end offsets).
+_DTYPES: Final = {
+    b"h": "int64",
+    b"i": "int64",
+    b"q": "int64",
+    b"I": "int64",
+    b"d": "float64",
+    b"?": "uint8",
+    b"D": "int32",
+    b"T": "int64",
+    b"n": "float64",
+    b"t": "int64",
+}
+# The plan's kind a column must have for its code (numeric in decimal mode, or dates in a
+# DateStyle other than ISO, are read value by value by the text engines instead).
+_KINDS: Final = {
+    b"h": {INT},
+    b"i": {INT},
+    b"q": {INT},
+    b"I": {INT},
+    b"d": {FLOAT},
+    b"?": {BOOL},
+    b"D": {DATE},
+    b"T": {TIMESTAMP, TIMESTAMPTZ},
+    b"n": {NUMERIC},
+    b"t": {TEXT},
+}
+
+
+_SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
+_HEADER: Final = 19  # signature, flags, extension length
+
+
+@functools.cache
+def _decoder() -> Any:
+    if os.environ.get("PGMONKEY_IMPL", "").lower() == "python":
+        return None
+    try:
+        from . import _bindecode
+    except ImportError:  # built without a C compiler
+        return None
+    return _bindecode.decode
+
+
+def usable(plan: Plan) -> bool:
+    """Whether the compiled decoder is there and reads every column of ``plan``."""
+    if not plan.columns or _decoder() is None:
+        return False
+    utf8 = plan.encoding.replace("-", "").replace("_", "").lower() == "utf8"
+    for col in plan.columns:
+        code = _CODES.get(col.oid)
+        if code is None or col.kind not in _KINDS[code] or (code == b"t" and not utf8):
+            return False
+    return True
+
+
+class CompiledBinaryPlan(FloatRounding):
+    """Reads one result through ``COPY ... (FORMAT binary)`` into Arrow, then pandas."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan)
+        self.codes = [_CODES[c.oid] for c in plan.columns]
+
+    def copy_statement(self, query: str) -> sql.Composed:
+        exprs = [self.column(i) for i in range(len(self.plan.columns))]
+        return copy_select(query, exprs, len(exprs), "binary")
+
+    def _decode(self, source: Any) -> tuple[list[Any], list[Any], list[Any], int]:
+        """Every column's values (or end offsets), NULL flags and text bytes, and the rows."""
+        decode = _decoder()
+        kinds = b"".join(self.codes)
+        # A row has at least its field count and one length per field.
+        least_row = 2 + 4 * len(self.codes)
+        import numpy as np
+
+        values = [_grow(code) for code in self.codes]
+        nulls = [Growing(np.dtype("uint8")) for _ in self.codes]
+        texts = [Growing(np.dtype("uint8")) if code == b"t" else None for code in self.codes]
+        blocks = iter(source) if isinstance(source, list) else source.blocks()
+        rest = b""
+        waiting: list[bytes] = []  # blocks kept until a row cut by a block's end is whole
+        wanted = 0
+        started = finished = False
+        rows = 0
+        for block in blocks:
+            if finished:
+                raise ValueError("binary COPY data goes on after its trailer")
+            waiting.append(block)
+            wanted -= len(block)
+            if wanted > 0:
+                continue
+            data = b"".join([rest, *waiting]) if rest or len(waiting) > 1 else waiting[0]
+            waiting = []
+            start = 0
+            if not started:
+                if len(data) < _HEADER or len(data) < _HEADER + int.from_bytes(data[15:19], "big"):
+                    rest = data
+                    continue
+                if data[:11] != _SIGNATURE:
+                    raise ValueError("not binary COPY data")
+                start = _HEADER + int.from_bytes(data[15:19], "big")
+                started = True
+            capacity = (len(data) - start) // least_row + 1
+            outputs = []
+            for value, null, text in zip(values, nulls, texts, strict=True):
+                back = 0 if text is None else 1
+                outputs.append(
+                    (
+                        value.room(capacity, back),
+                        null.room(capacity),
+                        None if text is None else text.room(len(data) - start),
+                    )
+                )
+            end, taken, finished = decode(data, start, kinds, outputs, capacity)
+            del outputs
+            for value, null, text in zip(values, nulls, texts, strict=True):
+                value.commit(taken)
+                null.commit(taken)
+                if text is not None:  # its bytes end where its last offset says
+                    text.commit(int(value.last()) - len(text))
+            rows += taken
+            rest = data[end:]
+            # A row longer than what is here: wait for twice as much before trying again,
+            # so that a very long row is not joined again for every block.
+            wanted = len(rest) if not taken and rest else 0
+        if not finished:
+            raise ValueError("binary COPY data ends in the middle of a row")
+        if rest:
+            raise ValueError("binary COPY data goes on after its trailer")
+        return (
+            [v.done() for v in values],
+            [n.done() for n in nulls],
+            [None if t is None else t.done() for t in texts],
+            rows,
+        )
+
+    def read_arrow(self, source: Any) -> pa.Table:
+        """The binary stream as an Arrow table, of the types the Arrow CSV engine gives."""
+        import numpy as np
+        import pyarrow as pa
+
+        values, nulls, texts, rows = self._decode(source)
+        arrays = []
+        for i, col in enumerate(self.plan.columns):
+            flags = nulls[i].view(bool)
+            isnull = flags if flags.any() else None
+            code = self.codes[i]
+            if code == b"t":
+                validity = (
+                    None
+                    if isnull is None
+                    else pa.py_buffer(np.packbits(~isnull, bitorder="little"))
+                )
+                array: Any = pa.LargeStringArray.from_buffers(
+                    rows,
+                    pa.py_buffer(values[i]),
+                    pa.py_buffer(texts[i]),
+                    validity,
+                    0 if isnull is None else int(isnull.sum()),
+                )
+                array.validate(full=True)  # valid UTF-8, as Arrow's CSV reader checks
+            elif code == b"n":
+                array = pa.array(values[i], mask=isnull, type=pa.float64())
+            else:
+                native = _values(values[i], isnull, col)
+                if col.kind in (TIMESTAMP, TIMESTAMPTZ):
+                    native = native.view("int64")
+                array = pa.array(native, mask=isnull, type=_arrow_type(col))
+            values[i] = nulls[i] = texts[i] = None
+            arrays.append(array)
+        return pa.table(arrays, names=[c.name for c in self.plan.columns])
+
+    def parse(self, source: Any) -> pd.DataFrame:
+        """The binary stream as the DataFrame the text engines give for it."""
+        return _arrow.ArrowCsvPlan(self.plan).to_pandas(self.read_arrow(source))
+
+
+def _grow(code: bytes) -> Growing:
+    import numpy as np
+
+    values = Growing(np.dtype(_DTYPES[code]))
+    if code == b"t":  # end offsets start with the start of the first value
+        values.room(1)[0] = 0
+        values.commit(1)
+    return values

@@ -1,0 +1,196 @@
+"""The compiled binary engine (frames/_bincompiled.py, frames/_bindecode.c) on its own.
+
+tests/test_frames_engines.py holds it to the other engines on fixed queries; here random
+values are held to ground truth (Python's correctly rounded ``float(Decimal)`` for numeric,
+psycopg's ``fetchall`` for text), rows longer than many receive blocks are read whole, and
+streams no server sends (cut, corrupt, too long) are refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+import pgmonkey
+from pgmonkey.frames import _bincompiled, _engines
+from pgmonkey.frames._read import Plan
+
+pytestmark = pytest.mark.skipif(
+    _bincompiled._decoder() is None, reason="the compiled decoder is not built here"
+)
+HYPOTHESIS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture(scope="module")
+def conn(superuser_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(superuser_dsn, autocommit=True) as c:
+        yield c
+
+
+def _plan(conn: psycopg.Connection[Any], query: str) -> Plan:
+    description = conn.execute(f"SELECT * FROM ({query}) AS s LIMIT 0").description or []
+    return Plan.build([(c.name, c.type_code) for c in description], conn, decimal=False)
+
+
+def _compiled(conn: psycopg.Connection[Any], query: str) -> None:
+    assert isinstance(_engines.choose_engine(_plan(conn, query)), _engines.CompiledBinaryEngine)
+
+
+@HYPOTHESIS
+@given(
+    values=st.lists(
+        st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**300), max_value=10**300)
+        | st.none(),
+        max_size=40,
+    )
+)
+def test_numeric_is_the_nearest_double(
+    conn: psycopg.Connection[Any], values: list[decimal.Decimal | None]
+) -> None:
+    query = (
+        sql.SQL("SELECT v FROM unnest({}::numeric[]) WITH ORDINALITY AS t(v, n) ORDER BY n")
+        .format(sql.Literal([None if v is None else str(v) for v in values]))
+        .as_string(conn)
+    )
+    _compiled(conn, query)
+    got = pgmonkey.read_sql(query, conn)["v"].tolist()
+    # What PostgreSQL stores, as the nearest double (the value parsing its text gives).
+    stored = [r[0] for r in conn.execute(query).fetchall()]
+    want = [math.nan if v is None else float(v) for v in stored]
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert (math.isnan(g) and math.isnan(w)) or (
+            g == w and math.copysign(1, g) == math.copysign(1, w)
+        )
+    table = pgmonkey.read_arrow(query, conn)
+    assert table.column(0).to_pylist() == [None if v is None else float(v) for v in stored]
+
+
+@HYPOTHESIS
+@given(
+    values=st.lists(
+        st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=200) | st.none(),
+        max_size=40,
+    )
+)
+def test_text_is_what_psycopg_fetches(
+    conn: psycopg.Connection[Any], values: list[str | None]
+) -> None:
+    query = (
+        sql.SQL(
+            "SELECT v, n, v::varchar AS w FROM unnest({}::text[]) WITH ORDINALITY AS t(v, n)"
+            " ORDER BY n"
+        )
+        .format(sql.Literal(values))
+        .as_string(conn)
+    )
+    _compiled(conn, query)
+    rows = conn.execute(query).fetchall()
+    frame = pgmonkey.read_sql(query, conn)
+    assert [[None if pd.isna(v) else v for v in row] for row in frame.itertuples(index=False)] == [
+        list(row) for row in rows
+    ]
+    assert str(frame["v"].dtype) == "str"
+    table = pgmonkey.read_arrow(query, conn)
+    assert [tuple(r.values()) for r in table.to_pylist()] == rows
+
+
+def test_rows_longer_than_many_blocks(conn: psycopg.Connection[Any]) -> None:
+    query = """SELECT i, CASE WHEN i IN (3, 7) THEN repeat(md5(i::text), 400000)
+                              ELSE md5(i::text) END AS s, i / 7.0 AS n
+               FROM generate_series(1, 20000) i"""
+    _compiled(conn, query)
+    frame = pgmonkey.read_sql(query, conn)
+    rows = conn.execute(query).fetchall()
+    assert frame["s"].tolist() == [r[1] for r in rows]
+    assert frame["i"].tolist() == [r[0] for r in rows]
+    assert len(frame["s"].iloc[2]) == 32 * 400000
+
+
+HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+TRAILER = b"\xff\xff"
+
+
+def _row(*fields: bytes | None) -> bytes:
+    out = struct.pack(">h", len(fields))
+    for f in fields:
+        out += struct.pack(">i", -1) if f is None else struct.pack(">i", len(f)) + f
+    return out
+
+
+@pytest.fixture
+def int_text(conn: psycopg.Connection[Any]) -> _bincompiled.CompiledBinaryPlan:
+    return _bincompiled.CompiledBinaryPlan(_plan(conn, "SELECT 1::int8 AS a, 'x'::text AS b"))
+
+
+def test_a_stream_cut_anywhere_decodes_alike(int_text: _bincompiled.CompiledBinaryPlan) -> None:
+    stream = HEADER + b"".join(
+        _row(struct.pack(">q", i), None if i % 3 == 0 else f"v{i}é".encode()) for i in range(50)
+    )
+    stream += TRAILER
+    whole = int_text.read_arrow([stream])
+    assert whole.column(0).to_pylist() == list(range(50))
+    assert whole.column(1).to_pylist() == [None if i % 3 == 0 else f"v{i}é" for i in range(50)]
+    for cut in range(1, len(stream)):
+        assert int_text.read_arrow([stream[:cut], stream[cut:]]).equals(whole), cut
+    assert int_text.read_arrow([bytes([b]) for b in stream]).equals(whole)
+
+
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        (b"PGCOPX\n\xff\r\n\x00" + b"\x00" * 8 + TRAILER, "not binary COPY data"),
+        (HEADER + _row(struct.pack(">q", 1), b"x"), "ends in the middle of a row"),
+        (HEADER + _row(struct.pack(">q", 1), b"x")[:-1] + TRAILER, "ends in the middle of a row"),
+        (HEADER + _row(struct.pack(">q", 1)) + TRAILER, "row of 1 fields, expected 2"),
+        (HEADER + _row(struct.pack(">i", 1), b"x") + TRAILER, "value of 4 bytes"),
+        (HEADER + TRAILER + b"\x00", "goes on after its trailer"),
+        (HEADER + _row(struct.pack(">q", 1), b"\xff\xfe") + TRAILER, "UTF8|utf-8|UTF-8"),
+    ],
+)
+def test_a_stream_no_server_sends_is_refused(
+    int_text: _bincompiled.CompiledBinaryPlan, stream: bytes, message: str
+) -> None:
+    with pytest.raises(Exception, match=message) as info:
+        int_text.read_arrow([stream])
+    assert isinstance(info.value, ValueError)  # pyarrow.ArrowInvalid is one too
+
+
+@pytest.mark.parametrize(
+    "numeric",
+    [
+        struct.pack(">hhHh", 1, 0, 0, 0) + struct.pack(">h", 10000),  # a digit past 9999
+        struct.pack(">hhHh", 1, 0, 0x1234, 0) + struct.pack(">h", 1),  # no such sign
+        struct.pack(">hhHh", 2, 0, 0, 0) + struct.pack(">h", 1),  # fewer digits than said
+    ],
+)
+def test_a_corrupt_numeric_is_refused(conn: psycopg.Connection[Any], numeric: bytes) -> None:
+    plan = _bincompiled.CompiledBinaryPlan(_plan(conn, "SELECT 1.5::numeric AS n"))
+    with pytest.raises(ValueError, match="not a valid 'n'"):
+        plan.read_arrow([HEADER + _row(numeric) + TRAILER])
+
+
+def test_pgmonkey_impl_python_leaves_the_compiled_engine_out(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGMONKEY_IMPL", "python")
+    _bincompiled._decoder.cache_clear()
+    try:
+        engine = _engines.choose_engine(_plan(conn, "SELECT 1::int8 AS a, 'x'::text AS b"))
+        assert isinstance(engine, _engines.ArrowCsvEngine)
+    finally:
+        monkeypatch.undo()
+        _bincompiled._decoder.cache_clear()
+    assert _bincompiled._decoder() is not None
