@@ -422,7 +422,6 @@ class _FailingEngine:
     def __init__(self, plan: Plan) -> None:
         self.inner = _engines.BinaryEngine(plan)
         self.threaded = True
-        self.setting = self.inner.setting
 
     def configure(self, row: Any) -> None:
         self.inner.configure(row)

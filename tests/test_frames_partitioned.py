@@ -411,7 +411,7 @@ def test_a_cancelled_describe_is_not_run_again(superuser_dsn: str) -> None:
         def waiting(describe: bool) -> bool:
             row = watch.execute(
                 "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = %s"
-                " AND wait_event_type = 'Lock' AND (query LIKE '%%LIMIT 0') = %s",
+                " AND wait_event_type = 'Lock' AND (query LIKE '%%LIMIT 0%%') = %s",
                 (pid, describe),
             ).fetchone()
             return row is not None and row[0] == 1

@@ -37,7 +37,7 @@ from ._read import (
     Plan,
     QueueChunks,
     copy_chunks,
-    describe_statement,
+    describe_and_settings,
     strip_query,
 )
 from ._sqltext import check_placeholders, standard_strings
@@ -182,11 +182,12 @@ def _read_on_split(
 def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str = PANDAS) -> Any:
     body = strip_query(text)
     with conn.cursor() as cur:
-        description = None
+        description = settings = None
         try:
             with _describe_guard(conn):
-                cur.execute(describe_statement(body))
-            description = _columns(cur)
+                cur.execute(describe_and_settings(body))
+            settings = cur.fetchone()
+            description = (_columns(cur) or [])[1:]
         except psycopg.errors.QueryCanceled:
             raise  # cancelled (or statement_timeout): an answer, not a statement to run as is
         except psycopg.Error:
@@ -200,8 +201,7 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
             return convert(plan.from_rows(cur.fetchall()), output)
         plan = Plan.build(description, conn, decimal=decimal)
         engine = choose_engine(plan)
-        if engine.setting is not None:
-            engine.configure(cur.execute(engine.setting).fetchone())
+        engine.configure(settings)
         parse = engine.parser(output)
         if not engine.threaded:
             reader = CopyReader(copy_chunks(conn))
@@ -279,11 +279,12 @@ async def _read_async(
 ) -> Any:
     body = strip_query(text)
     async with conn.cursor() as cur:
-        description = None
+        description = settings = None
         try:
             async with _describe_guard_async(conn):
-                await cur.execute(describe_statement(body))
-            description = _columns(cur)
+                await cur.execute(describe_and_settings(body))
+            settings = await cur.fetchone()
+            description = (_columns(cur) or [])[1:]
         except psycopg.errors.QueryCanceled:
             raise  # cancelled (or statement_timeout): an answer, not a statement to run as is
         except psycopg.Error:
@@ -294,8 +295,7 @@ async def _read_async(
             return convert(plan.from_rows(await cur.fetchall()), output)
         plan = Plan.build(description, conn, decimal=decimal)
         engine = choose_engine(plan)
-        if engine.setting is not None:
-            engine.configure(await (await cur.execute(engine.setting)).fetchone())
+        engine.configure(settings)
         chunks = QueueChunks()
         reader = CopyReader(iter(chunks))
         parsed = parse_in_thread(engine.parser(output), reader, chunks)

@@ -85,17 +85,15 @@ def usable(plan: Plan) -> bool:
 class FloatRounding:
     """float8 in binary is the stored double; the text engines read the server's text of
     it, the same double unless ``extra_float_digits`` is below 1 (rounded output). So the
-    binary engines ask for that setting first (:attr:`setting`, the caller runs it and hands
-    its row to :meth:`configure`) and then have such values rounded through text."""
+    binary engines are told that setting (:meth:`configure`, with the describe row of
+    ``_read.describe_and_settings``) and then have such values rounded through text."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.setting = (
-            "SHOW extra_float_digits" if any(c.kind == FLOAT for c in plan.columns) else None
-        )
         self.round_floats = False
 
     def configure(self, row: Any) -> None:
+        """Takes the row whose first value is the session's ``extra_float_digits``."""
         self.round_floats = row is not None and int(row[0]) < 1
 
     def column(self, i: int) -> sql.Composable:
@@ -265,9 +263,9 @@ class Growing:
         :meth:`commit` then counts what was written. No other view may be alive when the
         array grows."""
         end = self._size + n
-        if end > len(self._array):
+        if end > len(self._array):  # the first call sizes it exactly: a small result stays small
             grown = len(self._array) + len(self._array) // 4
-            self._array.resize(max(end, grown, 1 << 16), refcheck=False)
+            self._array.resize(max(end, grown), refcheck=False)
         return self._array[self._size - back : end]
 
     def commit(self, n: int) -> None:

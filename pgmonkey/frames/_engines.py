@@ -10,8 +10,9 @@ Four engines read a query's ``COPY``, each giving the same frame, dtype for dtyp
   session's client encoding is UTF-8 (Arrow reads UTF-8 only);
 - pandas' CSV reader (``_read.Plan``): everything else.
 
-An engine has ``setting`` (``None``, or a query whose one row the caller hands to
-``configure(row)`` before the COPY), ``copy_statement(query)``, ``parser(output)`` (a
+An engine has ``configure(row)`` (the caller hands it the describe row of
+``_read.describe_and_settings``, the session's settings, before the COPY),
+``copy_statement(query)``, ``parser(output)`` (a
 function from the COPY stream, a file-like object, to the result) and ``threaded`` (parse on
 a worker thread while the caller's thread receives; such an engine's parser also takes the
 list of all the stream's blocks, for a result received whole).
@@ -40,7 +41,6 @@ class PandasCsvEngine:
     """pandas' C CSV reader on the COPY stream, in the caller's thread (``_read.Plan``)."""
 
     threaded = False
-    setting: str | None = None
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -59,7 +59,6 @@ class PandasCsvEngine:
 
 class ArrowCsvEngine:
     threaded = True
-    setting: str | None = None
 
     def __init__(self, plan: Plan) -> None:
         self.reader = _arrow.ArrowCsvPlan(plan)
@@ -79,7 +78,6 @@ class BinaryEngine:
 
     def __init__(self, plan: Plan) -> None:
         self.reader = self._reader(plan)
-        self.setting = self.reader.setting
 
     @staticmethod
     def _reader(plan: Plan) -> _bincopy.BinaryPlan | _bincompiled.CompiledBinaryPlan:

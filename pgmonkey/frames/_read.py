@@ -290,6 +290,24 @@ def describe_statement(query: str) -> sql.Composed:
     )
 
 
+def describe_and_settings(query: str) -> sql.Composed:
+    """:func:`describe_statement` that also returns one row: the session's
+    ``extra_float_digits`` first (the binary engines need it to read float8 as the text
+    engines do), then ``query``'s columns, all NULL. One round trip instead of two: ``query``
+    is still planned, not run (``LIMIT 0`` fetches nothing)."""
+    return sql.Composed(
+        [
+            sql.SQL(
+                "SELECT _s.efd, _q.* FROM"
+                " (SELECT pg_catalog.current_setting('extra_float_digits') AS efd) AS _s"
+                " LEFT JOIN (SELECT * FROM (\n"
+            ),
+            sql.SQL(query),
+            sql.SQL("\n) AS _q0 LIMIT 0) AS _q ON true"),
+        ]
+    )
+
+
 def strip_query(query: str) -> str:
     """Drop trailing blanks and semicolons, so the query can sit inside parentheses."""
     return query.rstrip().rstrip(";").rstrip()
