@@ -158,6 +158,11 @@ def test_a_stream_cut_anywhere_decodes_alike(int_text: _bincompiled.CompiledBina
         (HEADER + _row(struct.pack(">i", 1), b"x") + TRAILER, "value of 4 bytes"),
         (HEADER + TRAILER + b"\x00", "goes on after its trailer"),
         (HEADER + _row(struct.pack(">q", 1), b"\xff\xfe") + TRAILER, "UTF8|utf-8|UTF-8"),
+        # A negative length other than -1 (NULL) is no length at all.
+        (HEADER + b"\x00\x02\xff\xff\xff\xfe" + TRAILER, "value of -2 bytes"),
+        # OIDs included (bit 16 of the flags), or an extension no server sends.
+        (HEADER[:11] + b"\x00\x01\x00\x00" + b"\x00" * 4 + TRAILER, "header"),
+        (HEADER[:15] + b"\x7f\xff\xff\xff" + TRAILER, "header"),
     ],
 )
 def test_a_stream_no_server_sends_is_refused(
@@ -166,6 +171,50 @@ def test_a_stream_no_server_sends_is_refused(
     with pytest.raises(Exception, match=message) as info:
         int_text.read_arrow([stream])
     assert isinstance(info.value, ValueError)  # pyarrow.ArrowInvalid is one too
+
+
+def test_a_long_row_cut_anywhere_decodes_alike(conn: psycopg.Connection[Any]) -> None:
+    # One row longer than the first block: the blocks after it wait for the row to be whole,
+    # and those still waiting when the stream ends are decoded too.
+    plan = _bincompiled.CompiledBinaryPlan(_plan(conn, "SELECT 'x'::text AS t"))
+    stream = HEADER + _row(b"a" * 100) + _row(None) + TRAILER
+    for cut in range(1, len(stream)):
+        table = plan.read_arrow([stream[:cut], stream[cut:]])
+        assert table.column(0).to_pylist() == ["a" * 100, None], cut
+        for second in range(cut + 1, len(stream), 7):
+            parts = [stream[:cut], stream[cut:second], stream[second:]]
+            assert plan.read_arrow(parts).column(0).to_pylist() == ["a" * 100, None]
+
+
+def test_one_huge_value_grows_its_own_column_only(conn: psycopg.Connection[Any]) -> None:
+    # Room is made per text column: eight NULL text columns beside a 20 MB value do not
+    # each get room for it. tracemalloc sees numpy's allocations (its peak is counted in
+    # bytes allocated, whatever else the machine does).
+    import tracemalloc
+
+    names = ", ".join(f"NULL::text AS t{i}" for i in range(8))
+    plan = _bincompiled.CompiledBinaryPlan(_plan(conn, f"SELECT 'x'::text AS big, {names}"))
+    size = 20_000_000
+    stream = HEADER + _row(b"x" * size, *[None] * 8) + TRAILER
+    blocks = [stream[i : i + (1 << 18)] for i in range(0, len(stream), 1 << 18)]
+    tracemalloc.start()
+    try:
+        table = plan.read_arrow(blocks)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert table.column(0)[0].as_py() == "x" * size
+    assert table.column(8).to_pylist() == [None]
+    # The blocks joined, the value's column, and some room: not nine times the value.
+    assert peak < 2 * size + 16_000_000, peak
+
+
+def test_the_decoder_refuses_a_start_outside_its_data() -> None:
+    from pgmonkey.frames import _bindecode
+
+    for start in (-1, 3):
+        with pytest.raises(ValueError, match="out of range"):
+            _bindecode.decode(b"ab", start, b"", [], 1)
 
 
 @pytest.mark.parametrize(

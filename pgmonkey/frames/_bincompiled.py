@@ -11,21 +11,22 @@ string layout.
 Values are those the text engines give, as in ``_bincopy``: ``float8`` rounded through
 text when ``extra_float_digits`` is below 1, dates and timestamps outside years 1 to 9999
 raising psycopg's own error, and ``numeric`` as the double nearest its exact value (which
-is what parsing its text gives; NaN and infinities as themselves). The result is first the
-Arrow table ``read_arrow`` returns; pandas gets it through the Arrow CSV engine's
-conversion (``_arrow.ArrowCsvPlan.to_pandas``), dtype for dtype.
+is what parsing its text gives; NaN and infinities as themselves). ``read_arrow`` gives the
+Arrow CSV engine's types; for pandas, numbers and dates go from numpy to pandas as in the
+numpy binary engine, and text through Arrow as in the Arrow CSV engine, dtype for dtype.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
 
-from . import _arrow
-from ._bincopy import FloatRounding, Growing, _arrow_type, _values
+from ._arrow import frame_of, to_values
+from ._bincopy import FloatRounding, Growing, _arrow_type, _values, column_array
 from ._read import (
     BOOL,
     DATE,
@@ -35,11 +36,14 @@ from ._read import (
     TEXT,
     TIMESTAMP,
     TIMESTAMPTZ,
+    Column,
     Plan,
     copy_select,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
     import pyarrow as pa
 
@@ -91,6 +95,9 @@ _KINDS: Final = {
 
 _SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
 _HEADER: Final = 19  # signature, flags, extension length
+_MAX_EXTENSION: Final = 1 << 20  # PostgreSQL sends none: anything large is not its header
+_ROWS_PER_CALL: Final = 1 << 16  # rows of room each decoder call gets, at most
+_TEXT_ROOM: Final = 1 << 18  # bytes of room per text column and call, unless a value needs more
 
 
 @functools.cache
@@ -129,80 +136,107 @@ class CompiledBinaryPlan(FloatRounding):
 
     def _decode(self, source: Any) -> tuple[list[Any], list[Any], list[Any], int]:
         """Every column's values (or end offsets), NULL flags and text bytes, and the rows."""
-        decode = _decoder()
-        kinds = b"".join(self.codes)
-        # A row has at least its field count and one length per field.
-        least_row = 2 + 4 * len(self.codes)
         import numpy as np
 
-        values = [_grow(code) for code in self.codes]
-        nulls = [Growing(np.dtype("uint8")) for _ in self.codes]
-        texts = [Growing(np.dtype("uint8")) if code == b"t" else None for code in self.codes]
+        self._values = [_grow(code) for code in self.codes]
+        self._nulls = [Growing(np.dtype("uint8")) for _ in self.codes]
+        self._texts = [Growing(np.dtype("uint8")) if c == b"t" else None for c in self.codes]
+        self._rows = 0
         blocks = iter(source) if isinstance(source, list) else source.blocks()
         rest = b""
         waiting: list[bytes] = []  # blocks kept until a row cut by a block's end is whole
         wanted = 0
         started = finished = False
-        rows = 0
-        for block in blocks:
-            if finished:
+        for block in itertools.chain(blocks, [None]):
+            if block is None:  # the end of the stream: decode what still waits
+                if not waiting:
+                    break
+            elif finished:
                 raise ValueError("binary COPY data goes on after its trailer")
-            waiting.append(block)
-            wanted -= len(block)
-            if wanted > 0:
-                continue
+            else:
+                waiting.append(block)
+                wanted -= len(block)
+                if wanted > 0:
+                    continue
             data = b"".join([rest, *waiting]) if rest or len(waiting) > 1 else waiting[0]
-            waiting = []
+            rest, waiting = b"", []  # not held while data is decoded
             start = 0
             if not started:
-                if len(data) < _HEADER or len(data) < _HEADER + int.from_bytes(data[15:19], "big"):
+                if len(data) >= 11 and data[:11] != _SIGNATURE:
+                    raise ValueError("not binary COPY data")
+                if len(data) < _HEADER:
                     rest = data
                     continue
-                if data[:11] != _SIGNATURE:
-                    raise ValueError("not binary COPY data")
-                start = _HEADER + int.from_bytes(data[15:19], "big")
+                flags, extension = int.from_bytes(data[11:15], "big"), data[15:19]
+                # Bits 0-15: incompatible format changes; 16: OIDs included (never asked).
+                if flags & 0x1FFFF or int.from_bytes(extension, "big") > _MAX_EXTENSION:
+                    raise ValueError("binary COPY data with a header this reader does not know")
+                start = _HEADER + int.from_bytes(extension, "big")
+                if len(data) < start:
+                    rest = data
+                    continue
                 started = True
-            capacity = (len(data) - start) // least_row + 1
-            outputs = []
-            for value, null, text in zip(values, nulls, texts, strict=True):
-                back = 0 if text is None else 1
-                outputs.append(
-                    (
-                        value.room(capacity, back),
-                        null.room(capacity),
-                        None if text is None else text.room(len(data) - start),
-                    )
-                )
-            end, taken, finished = decode(data, start, kinds, outputs, capacity)
-            del outputs
-            for value, null, text in zip(values, nulls, texts, strict=True):
-                value.commit(taken)
-                null.commit(taken)
-                if text is not None:  # its bytes end where its last offset says
-                    text.commit(int(value.last()) - len(text))
-            rows += taken
+            end, taken, finished = self._take(data, start)
             rest = data[end:]
             # A row longer than what is here: wait for twice as much before trying again,
             # so that a very long row is not joined again for every block.
-            wanted = len(rest) if not taken and rest else 0
+            wanted = len(rest) if not taken and rest and not finished else 0
         if not finished:
             raise ValueError("binary COPY data ends in the middle of a row")
         if rest:
             raise ValueError("binary COPY data goes on after its trailer")
+        values, nulls, texts = self._values, self._nulls, self._texts
+        del self._values, self._nulls, self._texts
         return (
             [v.done() for v in values],
             [n.done() for n in nulls],
             [None if t is None else t.done() for t in texts],
-            rows,
+            self._rows,
         )
 
-    def read_arrow(self, source: Any) -> pa.Table:
-        """The binary stream as an Arrow table, of the types the Arrow CSV engine gives."""
+    def _take(self, data: bytes, start: int) -> tuple[int, int, bool]:
+        """Decode the whole rows of ``data`` from ``start``: where the rest begins, the rows
+        taken, whether the trailer came. Each call of the decoder gets room for a bounded
+        number of rows and bytes per text column (one huge value grows its own column only)
+        and is called again where it stopped for want of room."""
+        decode = _decoder()
+        kinds = b"".join(self.codes)
+        least_row = 2 + 4 * len(self.codes)  # its field count and one length per field
+        taken = 0
+        need: dict[int, int] = {}  # text column -> the room a value of it needs
+        while True:
+            capacity = min((len(data) - start) // least_row + 1, _ROWS_PER_CALL)
+            outputs = []
+            for i, (value, null, text) in enumerate(
+                zip(self._values, self._nulls, self._texts, strict=True)
+            ):
+                room = None
+                if text is not None:
+                    room = text.room(max(need.get(i, 0), min(len(data) - start, _TEXT_ROOM)))
+                outputs.append(
+                    (value.room(capacity, 1 if text is not None else 0), null.room(capacity), room)
+                )
+            start, rows, finished, short, size = decode(data, start, kinds, outputs, capacity)
+            del outputs
+            for value, null, text in zip(self._values, self._nulls, self._texts, strict=True):
+                value.commit(rows)
+                null.commit(rows)
+                if text is not None:  # its bytes end where its last offset says
+                    text.commit(int(value.last()) - len(text))
+            taken += rows
+            self._rows += rows
+            if short >= 0:
+                need[short] = size
+            elif finished or rows < capacity:
+                return start, taken, finished
+
+    def _columns(self, source: Any) -> Iterator[tuple[Column, Any, Any]]:
+        """Each column once decoded: its native values (numpy; a text column's values as an
+        Arrow string array) and NULL flags (None where it has no NULL), freed as it goes."""
         import numpy as np
         import pyarrow as pa
 
         values, nulls, texts, rows = self._decode(source)
-        arrays = []
         for i, col in enumerate(self.plan.columns):
             flags = nulls[i].view(bool)
             isnull = flags if flags.any() else None
@@ -213,28 +247,52 @@ class CompiledBinaryPlan(FloatRounding):
                     if isnull is None
                     else pa.py_buffer(np.packbits(~isnull, bitorder="little"))
                 )
-                array: Any = pa.LargeStringArray.from_buffers(
+                native: Any = pa.LargeStringArray.from_buffers(
                     rows,
                     pa.py_buffer(values[i]),
                     pa.py_buffer(texts[i]),
                     validity,
                     0 if isnull is None else int(isnull.sum()),
                 )
-                array.validate(full=True)  # valid UTF-8, as Arrow's CSV reader checks
+                native.validate(full=True)  # valid UTF-8, as Arrow's CSV reader checks
             elif code == b"n":
-                array = pa.array(values[i], mask=isnull, type=pa.float64())
+                native = values[i]  # NULLs are NaN already
             else:
                 native = _values(values[i], isnull, col)
-                if col.kind in (TIMESTAMP, TIMESTAMPTZ):
-                    native = native.view("int64")
-                array = pa.array(native, mask=isnull, type=_arrow_type(col))
             values[i] = nulls[i] = texts[i] = None
-            arrays.append(array)
+            yield col, native, isnull
+
+    def read_arrow(self, source: Any) -> pa.Table:
+        """The binary stream as an Arrow table, of the types the Arrow CSV engine gives."""
+        import pyarrow as pa
+
+        arrays = []
+        for col, native, isnull in self._columns(source):
+            if col.kind == TEXT:
+                arrays.append(native)
+                continue
+            if col.kind in (TIMESTAMP, TIMESTAMPTZ):
+                native = native.view("int64")
+            kind = pa.float64() if col.kind == NUMERIC else _arrow_type(col)
+            arrays.append(pa.array(native, mask=isnull, type=kind))
         return pa.table(arrays, names=[c.name for c in self.plan.columns])
 
     def parse(self, source: Any) -> pd.DataFrame:
-        """The binary stream as the DataFrame the text engines give for it."""
-        return _arrow.ArrowCsvPlan(self.plan).to_pandas(self.read_arrow(source))
+        """The binary stream as the DataFrame the text engines give for it: numpy columns
+        straight into pandas (as the numpy binary engine does), text through Arrow."""
+        import pyarrow as pa
+
+        arrays = []
+        rows = 0
+        for col, native, isnull in self._columns(source):
+            rows = len(native)
+            if col.kind == TEXT:
+                arrays.append(to_values(pa.chunked_array([native]), TEXT))
+            elif col.kind == NUMERIC:
+                arrays.append(native)
+            else:
+                arrays.append(column_array(native, isnull, col))
+        return frame_of(self.plan, arrays, rows)
 
 
 def _grow(code: bytes) -> Growing:

@@ -214,7 +214,7 @@ class BinaryPlan(FloatRounding):
         columns, isnull = self.decode(source)
         rows = len(columns[0]) if columns else 0
         values = [
-            _series(_values(columns[i], isnull[i], col), isnull[i], col).array
+            column_array(_values(columns[i], isnull[i], col), isnull[i], col)
             for i, col in enumerate(self.plan.columns)
         ]
         del columns
@@ -343,27 +343,23 @@ def _pg_text(raw: int, col: Column) -> str:
     return text + " BC" if bc else text
 
 
-def _series(values: Array, isnull: Array | None, col: Column) -> pd.Series:
-    """One column as a Series of the text engines' dtype; ``values`` (ours alone) is reused,
-    not copied (pandas' constructors copy a numpy array unless told not to)."""
+def column_array(values: Array, isnull: Array | None, col: Column) -> Any:
+    """One column as the array (numpy, or a pandas extension array) of the text engines'
+    dtype; ``values`` (ours alone) is reused, not copied."""
     import numpy as np
     import pandas as pd
 
     if col.kind == INT:
-        if isnull is None:
-            return pd.Series(values, copy=False)
-        return pd.Series(pd.arrays.IntegerArray(values, isnull), copy=False)
+        return values if isnull is None else pd.arrays.IntegerArray(values, isnull)
     if col.kind == BOOL:
-        if isnull is None:
-            return pd.Series(values, copy=False)
-        return pd.Series(pd.arrays.BooleanArray(values, isnull), copy=False)
+        return values if isnull is None else pd.arrays.BooleanArray(values, isnull)
     if col.kind == DATE:
         values = (values.astype(np.int64) * 86_400).view("datetime64[s]")
     if isnull is not None:
         values[isnull] = np.datetime64("NaT") if col.kind != FLOAT else np.nan
     if col.kind == TIMESTAMPTZ:
-        return pd.Series(utc_array(values), copy=False)
-    return pd.Series(values, copy=False)
+        return utc_array(values)
+    return values
 
 
 def _arrow_type(col: Column) -> pa.DataType:

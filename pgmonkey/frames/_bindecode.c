@@ -4,9 +4,10 @@
    into its column's output buffer: fixed-width values in native byte order, NULLs as 1 in
    a byte mask, text as Arrow's large_string layout (int64 end offsets and the bytes), and
    numeric as the double nearest its exact decimal value (what parsing PostgreSQL's text for
-   it gives). The buffers are numpy arrays the caller allocated, large enough for every row
-   the data could hold; decode() only fills them. Only whole rows are taken: what is left
-   of a row cut by the end of the data is decoded with the next data.
+   it gives). The buffers are numpy arrays the caller allocated; decode() only fills them,
+   and stops at the first row that does not fit (rows: `capacity`; a text column's bytes:
+   its buffer), saying which text column needs how much room. Only whole rows are taken:
+   what is left of a row cut by the end of the data is decoded with the next data.
 
    Kinds (one byte per column):
      'h' int2, 'i' int4, 'q' int8, 'I' oid (uint4)  -> int64
@@ -126,9 +127,11 @@ static void release(Column *cols, Py_ssize_t n)
 /* decode(data, start, kinds, outputs, capacity) -> (end, rows, finished)
    outputs: one (values, nulls, data_or_None) per column, writable buffers for `capacity`
    rows. A text column's values are capacity + 1 end offsets, the first one (the column's
-   length so far) given by the caller; its data receives the bytes from there and holds at
-   least len(data) - start of them. end: where the first row not taken starts; finished:
-   the stream's trailer was reached. */
+   length so far) given by the caller; its data receives the bytes from there.
+   Returns (end, rows, finished, column, need): end: where the first row not taken starts;
+   finished: the stream's trailer was reached; column >= 0: that text column's data buffer
+   had no room for the next row's value of `need` bytes (the caller makes room and calls
+   again from end), else -1. */
 static PyObject *decode(PyObject *module, PyObject *args)
 {
     Py_buffer in;
@@ -139,6 +142,11 @@ static PyObject *decode(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*ny#O!n:decode", &in, &start, &kinds, &ncols, &PyList_Type,
                           &outputs, &capacity))
         return NULL;
+    if (start < 0 || start > in.len || capacity < 0 || capacity > PY_SSIZE_T_MAX / 16) {
+        PyBuffer_Release(&in);
+        PyErr_SetString(PyExc_ValueError, "decode: start or capacity out of range");
+        return NULL;
+    }
     Column *cols = PyMem_Calloc(ncols ? ncols : 1, sizeof(Column));
     if (!cols) {
         PyBuffer_Release(&in);
@@ -167,10 +175,6 @@ static PyObject *decode(PyObject *module, PyObject *args)
         if (kinds[c] == 't') {
             if (PyObject_GetBuffer(data, &cols[c].data, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
                 goto fail;
-            if (cols[c].data.len < in.len - start) {
-                PyErr_SetString(PyExc_ValueError, "decode: a text output is smaller than data");
-                goto fail;
-            }
             cols[c].base = cols[c].used = ((int64_t *)cols[c].values.buf)[0];
         } else if (w < 0 && kinds[c] != 'n') {
             PyErr_Format(PyExc_ValueError, "decode: unknown kind %c", kinds[c]);
@@ -181,6 +185,8 @@ static PyObject *decode(PyObject *module, PyObject *args)
     const unsigned char *buf = (const unsigned char *)in.buf;
     Py_ssize_t len = in.len, pos = start, rows = 0;
     int finished = 0, bad = 0;
+    Py_ssize_t short_column = -1;
+    int32_t short_need = 0;
     char bad_kind = 0;
     int32_t bad_len = 0;
 
@@ -209,6 +215,10 @@ static PyObject *decode(PyObject *module, PyObject *args)
             p += 4;
             Column *col = &cols[c];
             unsigned char *nulls = (unsigned char *)col->nulls.buf;
+            if (flen < -1) {
+                bad = 2, bad_kind = cols[c].kind, bad_len = flen;
+                break;
+            }
             if (flen < 0) {
                 nulls[rows] = 1;
                 switch (col->kind) {
@@ -245,6 +255,10 @@ static PyObject *decode(PyObject *module, PyObject *args)
             case '?': ((uint8_t *)col->values.buf)[rows] = v[0] != 0; break;
             case 'D': ((int32_t *)col->values.buf)[rows] = (int32_t)be32(v); break;
             case 't':
+                if (col->used - col->base + flen > col->data.len) {
+                    short_column = c, short_need = flen;
+                    break;
+                }
                 memcpy((char *)col->data.buf + (col->used - col->base), v, (size_t)flen);
                 col->used += flen;
                 ((int64_t *)col->values.buf)[rows + 1] = col->used;
@@ -257,10 +271,10 @@ static PyObject *decode(PyObject *module, PyObject *args)
                 break;
             }
             }
-            if (bad)
+            if (bad || short_column >= 0)
                 break;
         }
-        if (bad || !whole) {
+        if (bad || !whole || short_column >= 0) {
             /* A cut row: its text bytes are written again with the next data. */
             for (Py_ssize_t c = 0; c < ncols; c++)
                 if (cols[c].kind == 't')
@@ -285,7 +299,8 @@ static PyObject *decode(PyObject *module, PyObject *args)
     }
     release(cols, ncols);
     PyBuffer_Release(&in);
-    return Py_BuildValue("nnO", pos, rows, finished ? Py_True : Py_False);
+    return Py_BuildValue("nnOni", pos, rows, finished ? Py_True : Py_False, short_column,
+                         (int)short_need);
 
 fail:
     release(cols, ncols);
