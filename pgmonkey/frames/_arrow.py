@@ -235,10 +235,13 @@ def to_values(column: Any, kind: str) -> Any:
     if kind in (FLOAT, NUMERIC):
         return column.to_numpy().astype(np.float64, copy=False)
     if kind == TEXT:
+        target = pd.StringDtype(na_value=np.nan)
+        if target.storage == "pyarrow" and pa.types.is_large_string(column.type):
+            # pandas' str dtype keeps exactly this: the Arrow memory, wrapped, not converted.
+            return pd.arrays.ArrowStringArray(column, dtype=target)
         series = column.to_pandas()
         # pandas' default string dtype (``str``), as read_csv gives; older pyarrow releases
         # convert a column without any value to object.
-        target = pd.StringDtype(na_value=np.nan)
         return (series if series.dtype == target else series.astype(target)).array
     if kind == DATE:
         return column.cast(pa.timestamp("s")).to_numpy().astype("datetime64[s]", copy=False)

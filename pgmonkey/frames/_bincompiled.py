@@ -131,8 +131,11 @@ class CompiledBinaryPlan(FloatRounding):
         self.codes = [_CODES[c.oid] for c in plan.columns]
 
     def copy_statement(self, query: str) -> sql.Composed:
-        exprs = [self.column(i) for i in range(len(self.plan.columns))]
-        return copy_select(query, exprs, len(exprs), "binary")
+        n = len(self.plan.columns)
+        if not self.round_floats:  # the columns as they are: one piece of SQL for all
+            names = sql.SQL(", ".join(f"_q.c{i}" for i in range(n)))
+            return copy_select(query, [names], n, "binary")
+        return copy_select(query, [self.column(i) for i in range(n)], n, "binary")
 
     def _decode(self, source: Any) -> tuple[list[Any], list[Any], list[Any], int]:
         """Every column's values (or end offsets), NULL flags and text bytes, and the rows."""

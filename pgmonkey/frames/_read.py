@@ -75,13 +75,15 @@ _UNIT: Final = {TIMESTAMPTZ: "us", TIMESTAMP: "us", DATE: "s"}
 
 def copy_select(query: str, exprs: list[sql.Composable], columns: int, fmt: str) -> sql.Composed:
     """``COPY (SELECT exprs FROM (query) AS _q(c0, ...)) TO STDOUT (FORMAT fmt)``: the
-    expressions name the query's columns ``_q.c0``, ``_q.c1``, ..."""
-    aliases = sql.SQL(", ").join(sql.SQL(f"c{i}") for i in range(columns))
+    expressions name the query's columns ``_q.c0``, ``_q.c1``, ... (``fmt``: csv or binary)."""
+    aliases = ", ".join(f"c{i}" for i in range(columns))
     return sql.Composed(
         [
-            sql.SQL("COPY (SELECT {} FROM (\n").format(sql.SQL(", ").join(exprs)),
+            sql.SQL("COPY (SELECT "),
+            sql.SQL(", ").join(exprs),
+            sql.SQL(" FROM (\n"),
             sql.SQL(query),  # already bound by psycopg
-            sql.SQL("\n) AS _q({})) TO STDOUT (FORMAT {})").format(aliases, sql.SQL(fmt)),
+            sql.SQL(f"\n) AS _q({aliases})) TO STDOUT (FORMAT {fmt})"),
         ]
     )
 
