@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import statistics
 import tempfile
 import threading
@@ -125,6 +126,8 @@ def bench_borrow(config: Path) -> float:
 
 
 def main() -> None:
+    # SIGTERM (a kill, a runner's timeout) unwinds like Ctrl-C: the sandbox is stopped below.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="pgm-bench-") as tmp:
         sandbox = sb.start(Path(tmp) / "sb")
         try:

@@ -37,6 +37,7 @@ import compileall
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -254,6 +255,8 @@ def versions(psql_exe: str, server: int) -> str:
 
 
 def main() -> None:
+    # SIGTERM (a kill, a runner's timeout) unwinds like Ctrl-C: the sandbox is stopped below.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ AUTH_KINDS = ("password", "ssl", "cert")
 
 _DIR_KEY = pytest.StashKey[Path]()
 _OLD_ENV_KEY = pytest.StashKey["str | None"]()
+_OLD_SIGTERM_KEY = pytest.StashKey[object]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,9 +35,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_DIR_KEY] = path
     config.stash[_OLD_ENV_KEY] = os.environ.get(sb.DIR_ENV)
     os.environ[sb.DIR_ENV] = str(path)
+    # SIGTERM (a CI runner's timeout, `kill`) ends the session as Ctrl-C does, through
+    # pytest_unconfigure below, so the sandbox cluster does not outlive the run. Only where
+    # nobody handles SIGTERM already.
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        config.stash[_OLD_SIGTERM_KEY] = signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(_OLD_SIGTERM_KEY, None) is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     path = config.stash.get(_DIR_KEY, None)
     if path is None:
         return
