@@ -484,3 +484,34 @@ async def test_a_failing_parser_stops_the_async_copy(
         await asyncio.wait_for(read_sql_async(ENDLESS, aconn), timeout=300)
     assert await (await aconn.execute("SELECT 1")).fetchone() == (1,)
     assert _no_copy_left(superuser_dsn)
+
+
+# Values longer than Arrow's CSV block (1 MiB), alone and among many short rows (the stream
+# is then read in parts with larger blocks), in types only the CSV engines read.
+LONG_VALUES = [
+    "SELECT jsonb_build_object('a', repeat('x', 2000000)) j, g FROM generate_series(1, 3) g",
+    "SELECT repeat('x', 3000000)::bytea b",
+    "SELECT CASE WHEN g % 50000 = 0 THEN repeat('é', 1500000 + g) ELSE md5(g::text) END t,"
+    " g::float4 / 3 f, CASE WHEN g = 7 THEN ARRAY[repeat('z', 2500000)] END a"
+    " FROM generate_series(1, 200000) g",
+]
+
+
+@pytest.mark.parametrize("query", LONG_VALUES)
+def test_values_longer_than_a_parser_block(
+    db_conn: Conn, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    names = _engines_for(db_conn, query)
+    frames = {name: _read(monkeypatch, name, query, db_conn) for name in names}
+    for name in names[1:]:
+        assert_frame_equal(frames[name], frames["pandas-csv"], obj=name)
+    _check_against_fetchall(db_conn, query, frames["arrow-csv"])
+    table = pgmonkey.read_arrow(query, db_conn)
+    assert table.num_rows == len(frames["arrow-csv"])
+
+
+async def test_values_longer_than_a_parser_block_async(
+    aconn: psycopg.AsyncConnection[Any], db_conn: Conn
+) -> None:
+    query = LONG_VALUES[2]
+    assert_frame_equal(await read_sql_async(query, aconn), pgmonkey.read_sql(query, db_conn))

@@ -38,6 +38,8 @@ from ._read import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
     import pyarrow as pa
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 # at the very start of its input, and there it would be the first value's own U+FEFF.
 _LEAD: Final = b"-\n"
 _BLOCK: Final = 1 << 20
+_MAX_BLOCK: Final = (1 << 31) - 1  # Arrow's block size is an int32
 _BATCH_ROWS: Final = 1 << 16  # from this many rows, Arrow converts the columns to pandas
 
 
@@ -97,27 +100,32 @@ class ArrowCsvPlan:
         types = {
             name: _csv_type(col.kind) for name, col in zip(names, self.plan.columns, strict=True)
         }
+
+        def read(stream: Any, block_size: int) -> pa.Table:
+            return csv.read_csv(
+                stream,
+                read_options=csv.ReadOptions(
+                    column_names=names, skip_rows=1, block_size=block_size, use_threads=True
+                ),
+                parse_options=csv.ParseOptions(
+                    newlines_in_values=True, ignore_empty_lines=False, double_quote=True
+                ),
+                convert_options=csv.ConvertOptions(
+                    column_types=types,
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                    true_values=["t"],
+                    false_values=["f"],
+                ),
+            )
+
         if isinstance(source, list):  # all of the stream, as received: no Python file to read
-            stream: Any = pa.BufferReader(b"".join([_LEAD, *source]))
+            longest = max((len(block) for block in source), default=0)
+            table = read(pa.BufferReader(b"".join([_LEAD, *source])), _block_size(longest))
         else:
-            stream = _Prefixed(source)
-        table = csv.read_csv(
-            stream,
-            read_options=csv.ReadOptions(
-                column_names=names, skip_rows=1, block_size=_BLOCK, use_threads=True
-            ),
-            parse_options=csv.ParseOptions(
-                newlines_in_values=True, ignore_empty_lines=False, double_quote=True
-            ),
-            convert_options=csv.ConvertOptions(
-                column_types=types,
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                true_values=["t"],
-                false_values=["f"],
-            ),
-        )
+            tables = [read(part, size) for part, size in _segments(source.blocks())]
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         columns = [self._finish(table.column(i), col) for i, col in enumerate(self.plan.columns)]
         return pa.table(columns, names=[c.name for c in self.plan.columns])
 
@@ -271,20 +279,78 @@ def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
     return frame
 
 
-class _Prefixed:
-    """A file-like object: one line of ours, then ``source``."""
+def _block_size(longest: int) -> int:
+    """Arrow's block size for blocks of up to ``longest`` bytes: at least twice that.
 
-    def __init__(self, source: Any) -> None:
-        self._source = source
-        self._lead = _LEAD
+    Every block of a COPY stream holds whole rows (the receive loop appends rows), so no row
+    is longer than its block; Arrow's reader fails on a row longer than its block size
+    ("straddling object straddles two block boundaries").
+    """
+    size = _BLOCK
+    while size < 2 * longest and size < _MAX_BLOCK:
+        size *= 2
+    return size
+
+
+def _segments(blocks: Iterator[bytes]) -> Iterator[tuple[_Segment, int]]:
+    """The stream as consecutive parts, each with the block size Arrow reads it with.
+
+    A part ends before a block longer than half its block size (one that may hold a row
+    Arrow could not read with it); the next part starts there, with a block size for it.
+    Results without a long value are one part.
+    """
+    first: bytes | None = next(blocks, None)
+    while True:
+        size = _block_size(len(first or b""))
+        part = _Segment(first, blocks, size // 2)
+        yield part, size
+        if part.stopped_before is None:
+            return
+        first = part.stopped_before
+
+
+class _Segment:
+    """A file-like object: one line of ours (see ``_LEAD``), then ``first`` and the blocks
+    that follow it, up to (not including) the first one longer than ``limit``, which it
+    keeps in :attr:`stopped_before`."""
+
+    def __init__(self, first: bytes | None, blocks: Iterator[bytes], limit: int) -> None:
+        self._first = first
+        self._blocks = blocks
+        self._limit = limit
+        self._head = _LEAD
+        self._pos = 0
+        self._ended = False
+        self.stopped_before: bytes | None = None
         self.closed = False
 
+    def _fetch(self) -> bytes | None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        block = next(self._blocks, None)
+        if block is not None and len(block) > self._limit:
+            self.stopped_before = block
+            return None
+        return block
+
     def read(self, size: int = -1) -> bytes:
-        if self._lead:
-            lead, self._lead = self._lead, b""
-            return lead
-        data: bytes = self._source.read(size)
-        return data
+        parts: list[bytes] = []
+        got = 0
+        while size < 0 or got < size:
+            if self._pos >= len(self._head):
+                block = None if self._ended else self._fetch()
+                if block is None:
+                    self._ended = True
+                    break
+                self._head, self._pos = block, 0
+            left = len(self._head) - self._pos
+            take = left if size < 0 else min(size - got, left)
+            whole = take == len(self._head)
+            parts.append(self._head if whole else self._head[self._pos : self._pos + take])
+            self._pos += take
+            got += take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readable(self) -> bool:
         return True
