@@ -106,6 +106,25 @@ def test_rows_of_a_statement_that_is_not_a_plain_query_are_converted_too(
     assert ok(ip, "%pgmonkey --out-format arrow DELETE FROM of_t") is None
 
 
+def test_a_result_arrow_cannot_hold_is_a_cell_error(
+    shell_magics: tuple[InteractiveShell, PgMonkeyMagics], password_config: Path
+) -> None:
+    from pgmonkey.errors import MagicCellError
+
+    ip, magics = shell_magics
+    connect(ip, password_config)
+    magics.decimal = True  # read through pandas: jsonb values as Python objects
+    result = run(
+        ip,
+        "%pgmonkey --out-format arrow SELECT x, 1.5::numeric AS n FROM"
+        " (VALUES ('{\"a\": 1}'::jsonb), ('[1, 2]'::jsonb)) AS v(x)",
+    )
+    assert isinstance(result.error_in_exec, MagicCellError), result.error_in_exec
+    assert "cannot be given as arrow" in str(result.error_in_exec)
+    assert "--out-format pandas" in str(result.error_in_exec)
+    assert ok(ip, "%pgmonkey --out-format arrow SELECT 1 AS one").to_pydict() == {"one": [1]}
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

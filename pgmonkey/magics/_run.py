@@ -216,9 +216,17 @@ def as_output(result: Any, output: str) -> Any:
     """A pandas result (``Affected`` stays as it is) as a pyarrow Table or polars DataFrame."""
     if output == "pandas" or isinstance(result, Affected):
         return result
+    import pyarrow as pa
+
     from pgmonkey.frames._engines import ARROW, convert
 
-    table = convert(result, ARROW)
+    try:
+        table = convert(result, ARROW)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        # Python objects Arrow cannot put in one column (decimal mode reads through pandas).
+        raise MagicCellError(
+            f"the result cannot be given as {output}: {exc} (--out-format pandas returns it)"
+        ) from exc
     if output == "arrow":
         return table
     import polars as pl
