@@ -46,14 +46,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if config.stash.get(_OLD_SIGTERM_KEY, None) is not None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     path = config.stash.get(_DIR_KEY, None)
     if path is None:
         return
+    ours = config.stash.get(_OLD_SIGTERM_KEY, None) is not None
+    if ours:  # a second SIGTERM must not cut the stop short (its own waits are bounded)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         sb.stop(path)
     finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         shutil.rmtree(path, ignore_errors=True)
         old = config.stash.get(_OLD_ENV_KEY, None)
         if old is None:

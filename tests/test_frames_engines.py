@@ -515,3 +515,62 @@ async def test_values_longer_than_a_parser_block_async(
 ) -> None:
     query = LONG_VALUES[2]
     assert_frame_equal(await read_sql_async(query, aconn), pgmonkey.read_sql(query, db_conn))
+
+
+def test_block_sizes_stay_within_arrows_int32() -> None:
+    from pgmonkey.frames import _arrow
+
+    assert _arrow._block_size(0) == _arrow._block_size(1 << 19) == 1 << 20
+    assert _arrow._block_size((1 << 19) + 1) == 1 << 21
+    for longest in ((1 << 29) + 1, 1 << 30, (1 << 30) + 12345):
+        assert _arrow._block_size(longest) == _arrow._MAX_BLOCK == (1 << 31) - 1
+
+
+def test_after_a_long_row_the_stream_goes_back_to_small_blocks() -> None:
+    from pgmonkey.frames import _arrow
+
+    blocks = [b"a" * 100, b"b" * 3_000_000, b"c" * 2_500_000, b"d" * 100, b"e" * 100]
+    parts = []
+    for part, size in _arrow._segments(iter(blocks)):
+        parts.append((part.read(), size))
+    assert [p for p, _ in parts] == [
+        _arrow._LEAD + b"a" * 100,
+        _arrow._LEAD + b"b" * 3_000_000 + b"c" * 2_500_000,
+        _arrow._LEAD + b"d" * 100 + b"e" * 100,
+    ]
+    assert [s for _, s in parts] == [1 << 20, 1 << 23, 1 << 20]
+    empty = list(_arrow._segments(iter([])))
+    assert len(empty) == 1 and empty[0][0].read() == _arrow._LEAD
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_a_result_of_the_most_columns_postgresql_allows(
+    superuser_dsn: str, autocommit: bool
+) -> None:
+    # The describe's extra column (the session's extra_float_digits) does not fit beside
+    # 1664 columns: it is asked apart, and the result still comes through the engines.
+    kinds = ["g::int8", "g::float8 / 3", "'2024-01-01'::date + g", "md5(g::text)"]
+    columns = ", ".join(f"{kinds[i % 4]} AS c{i}" for i in range(1664))
+    query = f"SELECT {columns} FROM generate_series(1, 3) AS g"
+    with psycopg.connect(superuser_dsn, autocommit=autocommit) as conn:
+        conn.execute("SET extra_float_digits = 0")
+        table = pgmonkey.read_arrow(query, conn)
+        frame = pgmonkey.read_sql(query, conn)
+        rows = conn.execute(query).fetchall()
+    assert table.num_columns == 1664 and str(table.schema.field("c2").type) == "date32[day]"
+    assert frame["c1"].tolist() == [r[1] for r in rows]  # rounded as the session asks
+    assert frame["c3"].tolist() == [r[3] for r in rows]
+
+
+async def test_a_result_of_the_most_columns_postgresql_allows_async(
+    aconn: psycopg.AsyncConnection[Any],
+) -> None:
+    kinds = ["g::float8 / 3", "'2024-01-01'::date + g"]
+    columns = ", ".join(f"{kinds[i % 2]} AS c{i}" for i in range(1664))
+    query = f"SELECT {columns} FROM generate_series(1, 3) AS g"
+    await aconn.execute("SET extra_float_digits = -3")
+    table = await pgmonkey.frames.read_arrow_async(query, aconn)
+    rows = await (await aconn.execute(query)).fetchall()
+    assert str(table.schema.field("c1").type) == "date32[day]"  # not the fetchall fallback
+    assert table.column("c6").to_pylist() == [r[6] for r in rows]
+    assert table.column("c6")[0].as_py() == 0.333333333333

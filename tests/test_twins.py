@@ -39,6 +39,8 @@ RENAME = {
     "read_polars_async": "read_polars",
     "_read_async": "_read",
     "_read_on_async": "_read_on",
+    "_describe_async": "_describe",
+    "_describe_guard_async": "_describe_guard",
     "cancel_and_drain_async": "cancel_and_drain",
     "AbstractAsyncContextManager": "AbstractContextManager",
     "to_sql_async": "to_sql",
@@ -134,6 +136,7 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
     (_api.to_sql, _api.to_sql_async, []),
     (_api._read_on, _api._read_on_async, []),
     (_api._describe_guard, _api._describe_guard_async, []),
+    (_api._describe, _api._describe_async, []),
     (
         _api.read_polars,
         _api.read_polars_async,

@@ -38,6 +38,7 @@ from ._read import (
     QueueChunks,
     copy_chunks,
     describe_and_settings,
+    describe_statement,
     strip_query,
 )
 from ._sqltext import check_placeholders, standard_strings
@@ -65,6 +66,8 @@ Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
 _BLOCK = 1 << 18  # bytes handed from the receiving to the parsing thread at a time
 _INLINE = 1 << 20  # a result this small is parsed once received, without a worker thread
 _LEAST = 1 << 18  # ... and at least this much, so the parser is not woken for every row
+# The setting the binary engines need, when the describe has no room for it (see _describe).
+_SETTINGS = "SELECT pg_catalog.current_setting('extra_float_digits')"
 
 
 def read_sql(
@@ -184,10 +187,7 @@ def _read(conn: psycopg.Connection[Any], text: str, decimal: bool, output: str =
     with conn.cursor() as cur:
         description = settings = None
         try:
-            with _describe_guard(conn):
-                cur.execute(describe_and_settings(body))
-            settings = cur.fetchone()
-            description = (_columns(cur) or [])[1:]
+            description, settings = _describe(conn, cur, body)
         except psycopg.errors.QueryCanceled:
             raise  # cancelled (or statement_timeout): an answer, not a statement to run as is
         except psycopg.Error:
@@ -281,10 +281,7 @@ async def _read_async(
     async with conn.cursor() as cur:
         description = settings = None
         try:
-            async with _describe_guard_async(conn):
-                await cur.execute(describe_and_settings(body))
-            settings = await cur.fetchone()
-            description = (_columns(cur) or [])[1:]
+            description, settings = await _describe_async(conn, cur, body)
         except psycopg.errors.QueryCanceled:
             raise  # cancelled (or statement_timeout): an answer, not a statement to run as is
         except psycopg.Error:
@@ -469,6 +466,38 @@ def _bind(
     if isinstance(conn, psycopg.AsyncConnection):
         return psycopg.AsyncClientCursor(conn).mogrify(query, params)
     return psycopg.ClientCursor(conn).mogrify(query, params)
+
+
+def _describe(
+    conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], body: str
+) -> tuple[list[tuple[str, int]], Any]:
+    """The query's columns and the settings row of ``describe_and_settings``."""
+    try:
+        with _describe_guard(conn):
+            cur.execute(describe_and_settings(body))
+        return (_columns(cur) or [])[1:], cur.fetchone()
+    except psycopg.errors.TooManyColumns:
+        # As many columns as PostgreSQL allows: none left for the setting, asked apart.
+        with _describe_guard(conn):
+            cur.execute(describe_statement(body))
+        description = _columns(cur) or []
+        return description, (cur.execute(_SETTINGS)).fetchone()
+
+
+async def _describe_async(
+    conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any], body: str
+) -> tuple[list[tuple[str, int]], Any]:
+    """The async twin of :func:`_describe`."""
+    try:
+        async with _describe_guard_async(conn):
+            await cur.execute(describe_and_settings(body))
+        return (_columns(cur) or [])[1:], await cur.fetchone()
+    except psycopg.errors.TooManyColumns:
+        # As many columns as PostgreSQL allows: none left for the setting, asked apart.
+        async with _describe_guard_async(conn):
+            await cur.execute(describe_statement(body))
+        description = _columns(cur) or []
+        return description, await (await cur.execute(_SETTINGS)).fetchone()
 
 
 def _describe_guard(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:

@@ -288,21 +288,22 @@ def _block_size(longest: int) -> int:
     """
     size = _BLOCK
     while size < 2 * longest and size < _MAX_BLOCK:
-        size *= 2
+        size = min(size * 2, _MAX_BLOCK)
     return size
 
 
 def _segments(blocks: Iterator[bytes]) -> Iterator[tuple[_Segment, int]]:
     """The stream as consecutive parts, each with the block size Arrow reads it with.
 
-    A part ends before a block longer than half its block size (one that may hold a row
-    Arrow could not read with it); the next part starts there, with a block size for it.
-    Results without a long value are one part.
+    A part ends before a block that wants another block size: a longer one (it may hold a
+    row Arrow could not read with this size), or, after long rows, a short one again (so
+    that Arrow's read-ahead of large blocks ends with them). Results without a long value
+    are one part.
     """
     first: bytes | None = next(blocks, None)
     while True:
         size = _block_size(len(first or b""))
-        part = _Segment(first, blocks, size // 2)
+        part = _Segment(first, blocks, size)
         yield part, size
         if part.stopped_before is None:
             return
@@ -311,13 +312,13 @@ def _segments(blocks: Iterator[bytes]) -> Iterator[tuple[_Segment, int]]:
 
 class _Segment:
     """A file-like object: one line of ours (see ``_LEAD``), then ``first`` and the blocks
-    that follow it, up to (not including) the first one longer than ``limit``, which it
-    keeps in :attr:`stopped_before`."""
+    that follow it, up to (not including) the first one that wants another block size than
+    ``size``, which it keeps in :attr:`stopped_before`."""
 
-    def __init__(self, first: bytes | None, blocks: Iterator[bytes], limit: int) -> None:
+    def __init__(self, first: bytes | None, blocks: Iterator[bytes], size: int) -> None:
         self._first = first
         self._blocks = blocks
-        self._limit = limit
+        self._size = size
         self._head = _LEAD
         self._pos = 0
         self._ended = False
@@ -329,7 +330,7 @@ class _Segment:
             first, self._first = self._first, None
             return first
         block = next(self._blocks, None)
-        if block is not None and len(block) > self._limit:
+        if block is not None and _block_size(len(block)) != self._size:
             self.stopped_before = block
             return None
         return block
