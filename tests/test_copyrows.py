@@ -11,6 +11,7 @@ import ctypes
 import shutil
 import sysconfig
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
@@ -78,17 +79,19 @@ def _copy_of(values: Sequence[str | None]) -> sql.Composed:
     )
 
 
-def _compiler() -> bool:
+def _can_build() -> bool:
+    """A C compiler and Python's headers: what pip needs to build the extensions."""
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    return shutil.which(cc) is not None
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return shutil.which(cc) is not None and headers.is_file()
 
 
 def test_the_compiled_loop_is_bound(conn: psycopg.Connection[Any]) -> None:
-    """Built wherever a C compiler is, and bound to psycopg's own libpq."""
+    """Built wherever it can be, and bound to psycopg's own libpq."""
     if psycopg.pq.__impl__ not in ("binary", "python"):
         pytest.skip(f"psycopg's {psycopg.pq.__impl__} implementation: the Python loop is used")
-    if not _compiler():
-        pytest.skip("no C compiler: the extension is optional and the Python loop is used")
+    if not _can_build():
+        pytest.skip("no C compiler or Python headers: the extension is optional, not built")
     _psycopg.rows_reader.cache_clear()
     assert _psycopg.rows_reader() is not None, "pgmonkey._copyrows is not built or not bound"
     lib = _psycopg._psycopg_libpq()
