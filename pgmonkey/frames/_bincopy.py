@@ -250,18 +250,13 @@ class Growing:
         self._size = 0
 
     def extend(self, values: Array) -> None:
-        end = self._size + len(values)
-        if end > len(self._array):
-            # No view of the array exists (only this object holds it): realloc is safe.
-            grown = len(self._array) + len(self._array) // 4
-            self._array.resize(max(end, grown, 1 << 16), refcheck=False)
-        self._array[self._size : end] = values  # byte order converted while copying
-        self._size = end
+        self.room(len(values))[:] = values  # byte order converted while copying
+        self.commit(len(values))
 
     def room(self, n: int, back: int = 0) -> Array:
         """A view of the next ``n`` items (and the ``back`` last ones) to write in place;
         :meth:`commit` then counts what was written. No other view may be alive when the
-        array grows."""
+        array grows (realloc moves it)."""
         end = self._size + n
         if end > len(self._array):  # the first call sizes it exactly: a small result stays small
             grown = len(self._array) + len(self._array) // 4
