@@ -28,10 +28,7 @@ from psycopg import sql
 from ._arrow import frame_of, to_values
 from ._bincopy import FloatRounding, Growing, _arrow_type, _values, column_array
 from ._read import (
-    BOOL,
-    DATE,
-    FLOAT,
-    INT,
+    _KIND_BY_OID,
     NUMERIC,
     TEXT,
     TIMESTAMP,
@@ -77,22 +74,6 @@ _DTYPES: Final = {
     b"n": "float64",
     b"t": "int64",
 }
-# The plan's kind a column must have for its code (numeric in decimal mode, or dates in a
-# DateStyle other than ISO, are read value by value by the text engines instead).
-_KINDS: Final = {
-    b"h": {INT},
-    b"i": {INT},
-    b"q": {INT},
-    b"I": {INT},
-    b"d": {FLOAT},
-    b"?": {BOOL},
-    b"D": {DATE},
-    b"T": {TIMESTAMP, TIMESTAMPTZ},
-    b"n": {NUMERIC},
-    b"t": {TEXT},
-}
-
-
 _SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
 _HEADER: Final = 19  # signature, flags, extension length
 _MAX_EXTENSION: Final = 1 << 20  # PostgreSQL sends none: anything large is not its header
@@ -118,7 +99,9 @@ def usable(plan: Plan) -> bool:
     utf8 = plan.encoding.replace("-", "").replace("_", "").lower() == "utf8"
     for col in plan.columns:
         code = _CODES.get(col.oid)
-        if code is None or col.kind not in _KINDS[code] or (code == b"t" and not utf8):
+        # The type's own kind: numeric in decimal mode, or dates in a DateStyle other than
+        # ISO, are read value by value by the text engines instead (their kind is OTHER).
+        if code is None or col.kind != _KIND_BY_OID[col.oid] or (code == b"t" and not utf8):
             return False
     return True
 
@@ -141,10 +124,10 @@ class CompiledBinaryPlan(FloatRounding):
         """Every column's values (or end offsets), NULL flags and text bytes, and the rows."""
         import numpy as np
 
-        self._values = [_grow(code) for code in self.codes]
-        self._nulls = [Growing(np.dtype("uint8")) for _ in self.codes]
-        self._texts = [Growing(np.dtype("uint8")) if c == b"t" else None for c in self.codes]
-        self._rows = 0
+        values = [_grow(code) for code in self.codes]
+        nulls = [Growing(np.dtype("uint8")) for _ in self.codes]
+        texts = [Growing(np.dtype("uint8")) if c == b"t" else None for c in self.codes]
+        rows = 0
         blocks = iter(source) if isinstance(source, list) else source.blocks()
         rest = b""
         waiting: list[bytes] = []  # blocks kept until a row cut by a block's end is whole
@@ -179,7 +162,8 @@ class CompiledBinaryPlan(FloatRounding):
                     rest = data
                     continue
                 started = True
-            end, taken, finished = self._take(data, start)
+            end, taken, finished = self._take(data, start, values, nulls, texts)
+            rows += taken
             rest = data[end:]
             # A row longer than what is here: wait for twice as much before trying again,
             # so that a very long row is not joined again for every block.
@@ -188,20 +172,25 @@ class CompiledBinaryPlan(FloatRounding):
             raise ValueError("binary COPY data ends in the middle of a row")
         if rest:
             raise ValueError("binary COPY data goes on after its trailer")
-        values, nulls, texts = self._values, self._nulls, self._texts
-        del self._values, self._nulls, self._texts
         return (
             [v.done() for v in values],
             [n.done() for n in nulls],
             [None if t is None else t.done() for t in texts],
-            self._rows,
+            rows,
         )
 
-    def _take(self, data: bytes, start: int) -> tuple[int, int, bool]:
-        """Decode the whole rows of ``data`` from ``start``: where the rest begins, the rows
-        taken, whether the trailer came. Each call of the decoder gets room for a bounded
-        number of rows and bytes per text column (one huge value grows its own column only)
-        and is called again where it stopped for want of room."""
+    def _take(
+        self,
+        data: bytes,
+        start: int,
+        values: list[Growing],
+        nulls: list[Growing],
+        texts: list[Growing | None],
+    ) -> tuple[int, int, bool]:
+        """Decode the whole rows of ``data`` from ``start`` into the columns' buffers: where
+        the rest begins, the rows taken, whether the trailer came. Each call of the decoder
+        gets room for a bounded number of rows and bytes per text column (one huge value
+        grows its own column only) and is called again where it stopped for want of room."""
         decode = _decoder()
         kinds = b"".join(self.codes)
         least_row = 2 + 4 * len(self.codes)  # its field count and one length per field
@@ -210,9 +199,7 @@ class CompiledBinaryPlan(FloatRounding):
         while True:
             capacity = min((len(data) - start) // least_row + 1, _ROWS_PER_CALL)
             outputs = []
-            for i, (value, null, text) in enumerate(
-                zip(self._values, self._nulls, self._texts, strict=True)
-            ):
+            for i, (value, null, text) in enumerate(zip(values, nulls, texts, strict=True)):
                 room = None
                 if text is not None:
                     room = text.room(max(need.get(i, 0), min(len(data) - start, _TEXT_ROOM)))
@@ -221,13 +208,12 @@ class CompiledBinaryPlan(FloatRounding):
                 )
             start, rows, finished, short, size = decode(data, start, kinds, outputs, capacity)
             del outputs
-            for value, null, text in zip(self._values, self._nulls, self._texts, strict=True):
+            for value, null, text in zip(values, nulls, texts, strict=True):
                 value.commit(rows)
                 null.commit(rows)
                 if text is not None:  # its bytes end where its last offset says
                     text.commit(int(value.last()) - len(text))
             taken += rows
-            self._rows += rows
             if short >= 0:
                 need[short] = size
             elif finished or rows < capacity:
