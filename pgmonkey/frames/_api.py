@@ -481,7 +481,7 @@ def _describe(
         with _describe_guard(conn):
             cur.execute(describe_statement(body))
         description = _columns(cur) or []
-        return description, (cur.execute(_SETTINGS)).fetchone()
+        return description, cur.execute(_SETTINGS).fetchone()
 
 
 async def _describe_async(

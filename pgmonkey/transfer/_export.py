@@ -181,8 +181,8 @@ def _copy_out(cur: psycopg.Cursor[Any], stmt: sql.Composed, out: _Output) -> int
     encoding = conn.info.encoding
     with cur.copy(stmt):
         while True:
-            block = _psycopg.copy_into(conn.pgconn, out.buf, _FLUSH, encoding, least=_FLUSH)
-            result = _psycopg.wait(conn, block)
+            fill = _psycopg.copy_into(conn.pgconn, out.buf, _FLUSH, encoding, least=_FLUSH)
+            result = _psycopg.wait(conn, fill)
             if result is not None:
                 return int(result.command_tuples or 0)
             out.flush()
