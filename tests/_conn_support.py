@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -104,3 +105,37 @@ def close_leftovers() -> Iterator[None]:
     yield
     for obj in _lifecycle.live_objects():
         obj.close_now(2.0)
+
+
+class Background:
+    """A call on a thread of its own; :meth:`wait` gives its result or raises its error."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self.thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self.result = call()
+        except BaseException as error:
+            self.error = error
+
+    def wait(self) -> Any:
+        self.thread.join(POLL_DEADLINE)
+        assert not self.thread.is_alive(), "the call did not end"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def advisory_waiters(admin: psycopg.Connection[Any], key: int) -> int:
+    """How many sessions wait for advisory lock ``key`` (a test's gate on a query)."""
+    row = admin.execute(
+        "SELECT count(*) FROM pg_catalog.pg_locks"
+        " WHERE locktype = 'advisory' AND objid = %s AND NOT granted",
+        (key,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from pgmonkey.errors import TransferError
 from pgmonkey.frames._partition import Split, plan_split
 from pgmonkey.manager import PGConnectionManager
 from tests._conn_support import POLL_DEADLINE as DEADLINE
-from tests._conn_support import derive_config, run_script
+from tests._conn_support import Background, advisory_waiters, derive_config, run_script
 from tests._conn_support import poll as _poll
 
 ROWS = 1000
@@ -49,39 +48,6 @@ SHAPES: dict[str, tuple[str, str, Any]] = {
     "bound parameters": ("SELECT * FROM part_shapes WHERE id > %s", "id", (500,)),
 }
 CONS = ("pool", "config", "psycopg", "normal")
-
-
-class _Background:
-    """A call on a thread of its own; :meth:`wait` gives its result or raises its error."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
-        self.thread.start()
-
-    def _run(self, call: Callable[[], Any]) -> None:
-        try:
-            self.result = call()
-        except BaseException as error:
-            self.error = error
-
-    def wait(self) -> Any:
-        self.thread.join(DEADLINE)
-        assert not self.thread.is_alive(), "the read did not end"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def _waiters(admin: psycopg.Connection[Any], key: int) -> int:
-    row = admin.execute(
-        "SELECT count(*) FROM pg_catalog.pg_locks"
-        " WHERE locktype = 'advisory' AND objid = %s AND NOT granted",
-        (key,),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 @pytest.fixture(scope="module")
@@ -265,12 +231,15 @@ def test_ranges_are_read_at_once_up_to_the_pool_size(
     try:
         with psycopg.connect(superuser_dsn, autocommit=True) as admin:
             admin.execute("SELECT pg_advisory_lock(%s)", (key,))
-            reader = _Background(
+            reader = Background(
                 lambda: pgmonkey.read_sql(query, obj, partition_on="id", partitions=4)
             )
             try:
-                _poll(f"{at_once} ranges read at once", lambda: _waiters(admin, key) == at_once)
-                assert _waiters(admin, key) <= max_size
+                _poll(
+                    f"{at_once} ranges read at once",
+                    lambda: advisory_waiters(admin, key) == at_once,
+                )
+                assert advisory_waiters(admin, key) <= max_size
             finally:
                 admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
             part = reader.wait()
@@ -321,13 +290,13 @@ def test_consistent_read_sees_one_snapshot(
         con: Any = {"pool": pool, "config": password_config}.get(kind)
         own = psycopg.connect(superuser_dsn) if con is None else None
         admin.execute("SELECT pg_advisory_lock(%s)", (key,))
-        reader = _Background(
+        reader = Background(
             lambda: pgmonkey.read_sql(
                 query, con or own, partition_on="id", partitions=4, consistent=consistent
             )
         )
         try:
-            _poll("the planning scan", lambda: _waiters(admin, key) == 1)
+            _poll("the planning scan", lambda: advisory_waiters(admin, key) == 1)
             admin.execute("INSERT INTO part_snap VALUES (-5, NULL), (5000, 1)")
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
@@ -373,18 +342,18 @@ def test_an_error_in_one_range_cancels_the_others(
     try:
         with psycopg.connect(superuser_dsn, autocommit=True) as admin:
             admin.execute("SELECT pg_advisory_lock(301), pg_advisory_lock(302)")
-            reader = _Background(
+            reader = Background(
                 lambda: pgmonkey.read_sql(query, obj, partition_on="id", partitions=4)
             )
             try:
                 _poll(
                     "the four ranges",
-                    lambda: (_waiters(admin, 301), _waiters(admin, 302)) == (3, 1),
+                    lambda: (advisory_waiters(admin, 301), advisory_waiters(admin, 302)) == (3, 1),
                 )
                 admin.execute("SELECT pg_advisory_unlock(302)")
                 reader.thread.join(DEADLINE)
                 assert not reader.thread.is_alive(), "the waiting ranges were not cancelled"
-                assert _waiters(admin, 301) == 0
+                assert advisory_waiters(admin, 301) == 0
             finally:
                 admin.execute("SELECT pg_advisory_unlock_all()")
             with pytest.raises(psycopg.errors.DivisionByZero):
@@ -418,7 +387,7 @@ def test_a_cancelled_describe_is_not_run_again(superuser_dsn: str) -> None:
 
         with admin.transaction():
             admin.execute("LOCK TABLE part_lockme IN ACCESS EXCLUSIVE MODE")
-            reader = _Background(lambda: pgmonkey.read_sql("SELECT * FROM part_lockme", conn))
+            reader = Background(lambda: pgmonkey.read_sql("SELECT * FROM part_lockme", conn))
             _poll("the describe", lambda: waiting(True))
             conn.cancel_safe()
             _poll("the read to end", lambda: not reader.thread.is_alive() or waiting(False))
@@ -558,7 +527,7 @@ def test_a_transaction_that_has_written_reads_every_range_itself(
             # Not through the gate: its lock would be held by this transaction until its end.
             whole = pgmonkey.read_sql("SELECT * FROM part_written", conn)
             admin.execute("SELECT pg_advisory_lock(%s)", (key,))
-            opener = _Background(lambda: _unlock_once_waited_for(superuser_dsn, admin, key))
+            opener = Background(lambda: _unlock_once_waited_for(superuser_dsn, admin, key))
             try:
                 # In this thread: the normal object's connection is the one of this block.
                 part = pgmonkey.read_sql(query, obj, partition_on="id", partitions=4)
@@ -572,6 +541,6 @@ def _unlock_once_waited_for(superuser_dsn: str, admin: psycopg.Connection[Any], 
     """Release ``admin``'s lock on ``key`` once a read waits for it (``admin`` took it)."""
     with psycopg.connect(superuser_dsn, autocommit=True) as watcher:
         try:
-            _poll("a range at the gate", lambda: _waiters(watcher, key) >= 1)
+            _poll("a range at the gate", lambda: advisory_waiters(watcher, key) >= 1)
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
