@@ -9,7 +9,8 @@ shell would time it (interpreter start, imports, config, connection, COPY, exit)
 
 - export: ``pgmonkey pgexport --table bench --connconfig cfg.yaml --export_file out.csv``
   against ``psql -c "\\copy bench to 'out.csv' (format csv, header true)"``; the two files
-  must be the same bytes.
+  must be the same bytes. A third contestant adds ``--partitions 2`` (the table read in two
+  ranges of its blocks on two connections at once, in one snapshot): the same bytes again.
 - import: ``pgmonkey pgimport --table bench_in --connconfig cfg.yaml --import_file bench.csv``
   against ``psql -c "\\copy bench_in from 'bench.csv' (format csv, header true)"``, each into
   an empty table made afresh off the clock (same columns on both sides; pgmonkey's settings
@@ -65,6 +66,8 @@ GENERATE = (
 SMALL_ROWS = 10
 IMPORTS = "import fire, psycopg, yaml"
 GOAL = 1.05
+# The table read in two ranges of its blocks on two connections at once (opt-in).
+PARTITIONED = "pgmonkey --partitions 2"
 CSV = "(format csv, header true)"
 
 
@@ -149,6 +152,7 @@ def bench(dsn: str, rows: int, rounds: int, small_rounds: int, work: Path) -> li
     pgm = pgmonkey_command()
     psql_exe = psql_binary()
     out_psql, out_pgm = work / "out_psql.csv", work / "out_pgmonkey.csv"
+    out_part = work / "out_pgmonkey_partitioned.csv"
 
     def psql(command: str) -> Callable[[], float]:
         args = [psql_exe, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command]
@@ -162,6 +166,14 @@ def bench(dsn: str, rows: int, rounds: int, small_rounds: int, work: Path) -> li
         return {
             "psql": psql(f"\\copy {table} to '{out_psql}' {CSV}"),
             "pgmonkey": pgmonkey_cli("pgexport", table, "--export_file", str(out_pgm)),
+        }
+
+    def export_partitioned(table: str) -> dict[str, Callable[[], float]]:
+        return {
+            **export(table),
+            PARTITIONED: pgmonkey_cli(
+                "pgexport", table, "--export_file", str(out_part), "--partitions", "2"
+            ),
         }
 
     csv_path = work / "bench.csv"
@@ -198,9 +210,11 @@ def bench(dsn: str, rows: int, rounds: int, small_rounds: int, work: Path) -> li
 
         admin.execute("ALTER TABLE bench_in RENAME TO bench")
         admin.execute("VACUUM ANALYZE bench")
-        exp = interleaved(rounds, export("bench"))
+        exp = interleaved(rounds, export_partitioned("bench"))
         assert out_psql.read_bytes() == out_pgm.read_bytes(), "the exports differ"
+        assert out_psql.read_bytes() == out_part.read_bytes(), "the partitioned export differs"
         report.append(line("export", exp))
+        report.append(line("export --partitions 2", exp, PARTITIONED))
 
         admin.execute(
             f"CREATE TABLE bench_small AS SELECT * FROM bench ORDER BY id LIMIT {SMALL_ROWS}"
@@ -221,8 +235,8 @@ def bench(dsn: str, rows: int, rounds: int, small_rounds: int, work: Path) -> li
     return report
 
 
-def line(what: str, t: dict[str, list[float]]) -> str:
-    base, ours = t["psql"], t["pgmonkey"]
+def line(what: str, t: dict[str, list[float]], ours_key: str = "pgmonkey") -> str:
+    base, ours = t["psql"], t[ours_key]
     of_medians, per_round = ratios(ours, base)
     verdict = "OK" if of_medians <= GOAL else "SLOWER THAN GOAL"
     return (

@@ -200,6 +200,13 @@ def test_fire_usage_errors_exit_2(cli: Any, args: list[str]) -> None:
         (["pgexport", "--connconfig", "a.yaml"], "either --table or --query"),
         (["pgexport", "--connconfig", "a.yaml", "--query", "SELECT 1"], "--export_file"),
         (["pgexport", "--connconfig", "a.yaml", "--table", "t", "--query", "Q"], "not both"),
+        (["pgexport", "--connconfig", "a.yaml", "--table", "t", "--partitions", "0"], "1 or more"),
+        (["pgexport", "--connconfig", "a.yaml", "--table", "t", "--partitions", "two"], "'two'"),
+        (["pgexport", "--connconfig", "a.yaml", "--table", "t", "--partitions", "2.5"], "'2.5'"),
+        (
+            ["pgexport", "--connconfig", "a.yaml", "--query", "Q", "--partitions", "2"],
+            "a --query's rows are exported on one connection",
+        ),
         (["sandbox", "start", "--port", "abc"], "--port"),
     ],
 )

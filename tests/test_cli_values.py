@@ -80,8 +80,12 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         r.seen.update(import_file=path, table=table)
         return Imported()
 
-    def export_csv(cfg: Any, out: Any, *, table: Any = None, query: Any = None) -> str:
+    def export_csv(
+        cfg: Any, out: Any, *, table: Any = None, query: Any = None, partitions: Any = None
+    ) -> str:
         r.seen.update(export_file=out, table=table, query=query)
+        if partitions is not None:
+            r.seen.update(partitions=partitions)
         return "exported"
 
     monkeypatch.setattr("pgmonkey.transfer.import_csv", import_csv)

@@ -24,7 +24,7 @@ the password as ``${VAR}`` (for ``--resolve-env``), a sandbox config name (``ssl
 ``../password.yaml``, ``standby1.yaml``, ``~/.pgmonkey/sandbox/ssl.yaml``) the file of the
 sandbox the documents start (its own folder, ``PGMONKEY_SANDBOX_DIR`` and ``DIR``), else of
 the session sandbox; ``--port N`` that sandbox's port when it runs (a free one otherwise),
-``--standbys N`` 1;
+``--standbys N`` 1, ``--partitions N`` 2;
 each ``--table`` name a table of this test holding rows; ``data.csv`` a small CSV. Each
 line runs in a fresh folder. It must exit 0, or with its documented code (``--strict``: 0
 or 3); no traceback and no password in its output.
@@ -241,6 +241,7 @@ class Runner:
         if "--port N" in text:
             text = text.replace("--port N", f"--port {self._own_port() or _free_port()}")
         text = text.replace("--standbys N", "--standbys 1")
+        text = text.replace("--partitions N", "--partitions 2")
         for name, ours in self.tables.items():
             text = re.sub(rf"(?<![\w.]){re.escape(name)}(?![\w.])", ours, text)
         return re.sub(r"(^|&&\s*|\|\s*)pgmonkey(?=\s|$)", rf"\1{PGMONKEY}", text)

@@ -73,6 +73,7 @@ _SHOWN = {
     "query": "SQL",
     "port": "int",
     "standbys": "int",
+    "partitions": "int",
 }
 
 

@@ -49,19 +49,36 @@ def read_split(
     con: Any, conn: psycopg.Connection[Any], text: str, split: Split, read: Read, output: str
 ) -> Any:
     """``text`` (a bound query) read in ``split``'s ranges, ``conn`` (lent by ``con``) first."""
-    more = None if _has_written(conn) else _connect.lender(con, conn)
-    with _snapshot(conn, split.consistent, export=more is not None) as snapshot:
+    parts = read_ranges(con, conn, lambda c: plan_split(c, text, split), read, split.consistent)
+    return combine(parts, output)
+
+
+def read_ranges(
+    con: Any,
+    conn: psycopg.Connection[Any],
+    plan: Callable[[psycopg.Connection[Any]], Sequence[str]],
+    read: Read,
+    consistent: bool,
+    *,
+    resolve_env: bool = False,
+) -> list[Any]:
+    """``read``'s result for each statement ``plan`` makes on ``conn``, in plan order.
+
+    ``conn`` (lent by ``con``) plans, in the snapshot the others import if ``consistent``,
+    and reads; more connections like it read at once when ``con`` can open them
+    (``resolve_env`` as the caller opened ``conn``).
+    """
+    more = None if _has_written(conn) else _connect.lender(con, conn, resolve_env=resolve_env)
+    with _snapshot(conn, consistent, export=more is not None) as snapshot:
         try:
-            queries = plan_split(conn, text, split)
-            if more is None or len(queries) == 1:
-                parts = [read(conn, q) for q in queries]
-            else:
-                parts = _read_parallel(conn, more, queries, read, snapshot)
+            statements = plan(conn)
+            if more is None or len(statements) == 1:
+                return [read(conn, q) for q in statements]
+            return _read_parallel(conn, more, statements, read, snapshot)
         except BaseException:
             # Ctrl-C, an error mid-COPY: the server stops, the connection stays usable.
             _psycopg.cancel_and_drain(conn)
             raise
-    return combine(parts, output)
 
 
 def _has_written(conn: psycopg.Connection[Any]) -> bool:

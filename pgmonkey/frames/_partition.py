@@ -217,9 +217,15 @@ def inner_edges(low: Any, high: Any, n: int) -> list[Any]:
 
 
 def block_queries(
-    conn: psycopg.Connection[Any], table: sql.Identifier, partitions: int | None
+    conn: psycopg.Connection[Any],
+    table: sql.Identifier,
+    partitions: int | None,
+    select: sql.Composable | None = None,
 ) -> list[str]:
-    """``table`` split in ranges of its blocks: ``partitions``, or one per 64 MiB."""
+    """``table`` split in ranges of its blocks: ``partitions``, or one per 64 MiB.
+
+    Each range is ``select`` (by default ``SELECT * FROM table``) with a ``ctid`` filter.
+    """
     row = conn.execute(
         "SELECT pg_catalog.pg_relation_size(%s::regclass), current_setting('block_size')::int8",
         (table.as_string(conn),),
@@ -229,7 +235,8 @@ def block_queries(
     n = partitions or max(1, math.ceil(size / BYTES_PER_PARTITION))
     pages = size // block
     edges = sorted({pages * k // n for k in range(1, n)} - {0})
-    select = sql.SQL("SELECT * FROM {}").format(table)
+    if select is None:
+        select = sql.SQL("SELECT * FROM {}").format(table)
     if not edges:
         return [select.as_string(conn)]
 

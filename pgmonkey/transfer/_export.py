@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import codecs
 import os
-from dataclasses import dataclass
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from pgmonkey import _connect, _psycopg
 from pgmonkey.errors import TransferError
@@ -67,6 +72,7 @@ def export_csv(
     settings: ExportSettings | str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     resolve_env: bool = False,
+    partitions: int | None = None,
 ) -> ExportResult:
     """Export a table or a query's rows to a CSV file through ``COPY ... TO STDOUT``.
 
@@ -75,9 +81,22 @@ def export_csv(
     ``<out stem>.yaml`` (settings keys only), else the defaults (comma, double quote,
     UTF-8, a header row). ``con``, ``progress`` and ``resolve_env`` are as for
     :func:`import_csv`.
+
+    ``partitions``: a table export read in that many ranges of the table's blocks at once,
+    each on a connection of its own in one snapshot, for when the server has cores to
+    spare; the file is the same bytes as one ``COPY`` writes (see :class:`_Ranged`).
     """
     if (table is None) == (query is None):
         raise TransferError("export needs either a table or a query")
+    if partitions is not None:
+        from pgmonkey.frames._partition import check_partitions
+
+        check_partitions(partitions)
+        if query is not None and partitions > 1:
+            raise TransferError(
+                f"partitions={partitions} splits a table by its blocks: a query's rows are "
+                "exported on one connection"
+            )
     if table is not None:
         target = parse_table(table)
         source_sql: sql.Composable = target.ident
@@ -102,8 +121,16 @@ def export_csv(
         copy_options(s),
     )
     try:
-        with atomic_writer(out) as f, _connect.connection(con, resolve_env=resolve_env) as conn:
-            rows, size = _write(conn, stmt, f, s, server_encoding, out.name, progress)
+        with (
+            atomic_writer(out) as f,
+            _connect.connection(con, resolve_env=resolve_env) as conn,
+            Progress(None, out.name, progress) as bar,
+        ):
+            if table is not None and partitions is not None and partitions > 1:
+                ranged = _Ranged(con, target.ident, partitions, s, server_encoding, out.parent)
+                rows, size = ranged.write(conn, f, bar, resolve_env=resolve_env)
+            else:
+                rows, size = _copy_to(conn, stmt, _Output(f, s.encoding, server_encoding, bar))
     except OSError as exc:
         raise TransferError(f"cannot write {os.fspath(out)!r}: {exc.strerror or exc}") from None
     return ExportResult(out, rows, size, source, s)
@@ -127,9 +154,20 @@ def _resolve_settings(
 
 
 class _Output:
-    """The output file behind a 1 MiB buffer, transcoding if PostgreSQL cannot encode."""
+    """The output file behind a 1 MiB buffer, transcoding if PostgreSQL cannot encode.
 
-    def __init__(self, f: Any, encoding: str, server_encoding: str | None, bar: Progress):
+    ``start``: whether this is the file's start (where a ``utf-8-sig`` BOM goes).
+    """
+
+    def __init__(
+        self,
+        f: Any,
+        encoding: str,
+        server_encoding: str | None,
+        bar: Progress,
+        *,
+        start: bool = True,
+    ):
         self.buf = bytearray()
         self.written = 0
         self._f = f
@@ -139,7 +177,7 @@ class _Output:
         if server_encoding is None:
             self._decoder = codecs.getincrementaldecoder("utf-8")()
             self._encoder = codecs.getincrementalencoder(encoding)()
-        elif codecs.lookup(encoding).name == "utf-8-sig":
+        elif start and codecs.lookup(encoding).name == "utf-8-sig":
             self.buf += codecs.BOM_UTF8
 
     def flush(self, final: bool = False) -> None:
@@ -152,25 +190,131 @@ class _Output:
         self.buf.clear()
 
 
-def _write(
-    conn: psycopg.Connection[Any],
-    stmt: sql.Composed,
-    f: Any,
-    s: ExportSettings,
-    server_encoding: str | None,
-    desc: str,
-    progress: bool | None,
+def _copy_to(
+    conn: psycopg.Connection[Any], stmt: str | sql.Composed, out: _Output
 ) -> tuple[int, int]:
-    """Run the COPY and write its output; return (rows, bytes written)."""
-    with Progress(None, desc, progress) as bar:
-        out = _Output(f, s.encoding, server_encoding, bar)
-        with conn.transaction(), conn.cursor() as cur:
-            rows = _copy_out(cur, stmt, out)
-        out.flush(final=True)
+    """Run the COPY, write its output to the end; return (rows, bytes written)."""
+    with conn.transaction(), conn.cursor() as cur:
+        rows = _copy_out(cur, stmt, out)
+    out.flush(final=True)
     return rows, out.written
 
 
-def _copy_out(cur: psycopg.Cursor[Any], stmt: sql.Composed, out: _Output) -> int:
+class _Ranged:
+    """A table's export in ranges of its blocks over several connections at once.
+
+    Each range is ``COPY (SELECT <columns> FROM ONLY table WHERE ctid ...) TO STDOUT``: the
+    columns ``COPY table`` writes (not the dropped nor the generated ones), the table's own
+    rows (not its inheritance children's), a TID range scan (PostgreSQL 14 and later) that
+    reads only its blocks, and the header row in the first range only. The ranges are read
+    in one snapshot (``frames._parallel``); the first is written straight into the file, the
+    others into unnamed temporary files beside it, appended in order at the end: the same
+    bytes as one ``COPY table``, as rows come in block order. Anything else (a view, a
+    partitioned table, an older server, a table too small to split, an encoding Python
+    transcodes) is read by that one ``COPY`` on one connection.
+    """
+
+    def __init__(
+        self,
+        con: Any,
+        table: sql.Identifier,
+        partitions: int,
+        settings: ExportSettings,
+        server_encoding: str | None,
+        folder: Path,
+    ) -> None:
+        self.con = con
+        self.table = table
+        self.partitions = partitions
+        self.settings = settings
+        self.server_encoding = server_encoding
+        self.folder = folder
+        self.statements: list[str] = []
+        self._spills: list[IO[bytes]] = []
+        self._lock = threading.Lock()
+
+    def write(
+        self, conn: psycopg.Connection[Any], f: Any, bar: Progress, *, resolve_env: bool
+    ) -> tuple[int, int]:
+        from pgmonkey.frames._parallel import read_ranges  # ~10 ms of imports, only here
+
+        self._f, self._bar = f, bar
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            # In the caller's transaction: what it sees (its own writes too) is read by it
+            # alone, in one COPY, as without partitions.
+            return _copy_to(conn, self._plain(conn), self._output(f, start=True))
+        try:
+            parts = read_ranges(
+                self.con, conn, self._plan, self._read, True, resolve_env=resolve_env
+            )
+            f.flush()
+            for _rows, _size, spill in parts[1:]:
+                spill.seek(0)
+                shutil.copyfileobj(spill, f, _FLUSH)
+        finally:
+            for spill in self._spills:
+                spill.close()
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+    def _plain(self, conn: psycopg.Connection[Any]) -> str:
+        return (
+            sql.SQL("COPY {} TO STDOUT {}")
+            .format(self.table, copy_options(self.settings))
+            .as_string(conn)
+        )
+
+    def _output(self, sink: Any, *, start: bool) -> _Output:
+        return _Output(sink, self.settings.encoding, self.server_encoding, self._bar, start=start)
+
+    def _plan(self, conn: psycopg.Connection[Any]) -> Sequence[str]:
+        selects = self._selects(conn)
+        if len(selects) <= 1:
+            self.statements = [self._plain(conn)]
+        else:
+            rest = copy_options(replace(self.settings, has_headers=False))
+            self.statements = [
+                sql.SQL("COPY ({}) TO STDOUT {}")
+                .format(sql.SQL(q), copy_options(self.settings) if i == 0 else rest)
+                .as_string(conn)
+                for i, q in enumerate(selects)
+            ]
+        return self.statements
+
+    def _selects(self, conn: psycopg.Connection[Any]) -> list[str]:
+        """The ranges' SELECTs, or none when the table is not one to split."""
+        if self.server_encoding is None or conn.info.server_version < 140000:
+            return []
+        row = conn.execute(
+            "SELECT c.relkind, ARRAY(SELECT a.attname FROM pg_catalog.pg_attribute AS a"
+            "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+            "  AND a.attgenerated = '' ORDER BY a.attnum)::text[]"
+            " FROM pg_catalog.pg_class AS c WHERE c.oid = %s::regclass",
+            (self.table.as_string(conn),),
+        ).fetchone()
+        assert row is not None
+        kind, columns = row
+        if kind != "r" or not columns:
+            return []
+        from pgmonkey.frames._partition import block_queries
+
+        select = sql.SQL("SELECT {} FROM ONLY {}").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns), self.table
+        )
+        return block_queries(conn, self.table, self.partitions, select)
+
+    def _read(self, conn: psycopg.Connection[Any], stmt: str) -> tuple[int, int, IO[bytes]]:
+        start = self.statements.index(stmt) == 0
+        if start:
+            sink: Any = self._f
+        else:
+            sink = tempfile.TemporaryFile(dir=self.folder)
+            with self._lock:
+                self._spills.append(sink)
+        rows, size = _copy_to(conn, stmt, self._output(sink, start=start))
+        return rows, size, sink
+
+
+def _copy_out(cur: psycopg.Cursor[Any], stmt: str | sql.Composed, out: _Output) -> int:
     """COPY TO STDOUT into ``out``; return the rows.
 
     The rows go straight into the output buffer, many per call (``_psycopg.copy_into``:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from typing import Any
 
 
@@ -12,6 +13,7 @@ class Progress:
 
     def __init__(self, total: int | None, desc: str, enabled: bool | None) -> None:
         self._bar: Any = None
+        self._lock = threading.Lock()  # the ranges of an export update it from their threads
         if enabled is None:
             enabled = is_interactive()
         if not enabled:
@@ -28,7 +30,8 @@ class Progress:
 
     def update(self, nbytes: int) -> None:
         if self._bar is not None:
-            self._bar.update(nbytes)
+            with self._lock:
+                self._bar.update(nbytes)
 
     def close(self) -> None:
         if self._bar is not None:
