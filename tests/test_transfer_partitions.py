@@ -238,6 +238,85 @@ def _copy_bytes_on(conn: psycopg.Connection[Any], table: sql.Identifier) -> byte
             return b"".join(bytes(block) for block in copy)
 
 
+def test_the_other_sessions_read_the_table_the_callers_session_names(
+    tables: None,
+    superuser_dsn: str,
+    password_config: Path,
+    manager: PGConnectionManager,
+    tmp_path: Path,
+) -> None:
+    # A pgmonkey normal connection keeps its session, whose search_path finds xpart.gated
+    # as "gated"; the ranges' other connections are new sessions, where "gated" is a twin in
+    # public. Both ranges wait at the gate, one on each session: the export is still what
+    # COPY gated writes on the caller's session.
+    key = 4444
+    config, _app = _reader_config(password_config, tmp_path, key)
+    normal = manager.get_database_connection(str(config), "normal")
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE TABLE public.gated AS SELECT * FROM {SCHEMA}.gated WHERE id < 0")
+        admin.execute("ALTER TABLE public.gated ENABLE ROW LEVEL SECURITY")
+        admin.execute(f"CREATE POLICY gate ON public.gated USING ({SCHEMA}.gate(id))")
+        admin.execute(f"GRANT SELECT ON public.gated TO {ROLE}")
+        try:
+            with normal as conn:
+                conn.execute(f"SET search_path = {SCHEMA}, public")
+                conn.commit()
+            out = tmp_path / "out.csv"
+            admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                export = Background(lambda: export_csv(normal, out, table="gated", partitions=2))
+                poll("both ranges waiting at once", lambda: advisory_waiters(admin, key) == 2)
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            export.wait()
+            expected = _copy_bytes(superuser_dsn, sql.Identifier(SCHEMA, "gated"), ExportSettings())
+            assert out.read_bytes() == expected
+        finally:
+            with normal as conn:
+                conn.execute("RESET search_path")
+                conn.commit()
+            admin.execute("DROP TABLE public.gated")
+
+
+def test_a_temporary_table_is_read_by_its_own_session_alone(
+    tables: None,
+    superuser_dsn: str,
+    password_config: Path,
+    manager: PGConnectionManager,
+    tmp_path: Path,
+) -> None:
+    # No other session sees a temporary table (and "gated" names xpart.gated there): it is
+    # exported by one COPY, which the gate does not hold, so the export ends while the test
+    # holds the lock the ranges would wait on.
+    key = 4545
+    config, _app = _reader_config(password_config, tmp_path, key)
+    normal = manager.get_database_connection(str(config), "normal")
+    with normal as conn:
+        conn.execute(f"CREATE TEMP TABLE gated AS SELECT * FROM {SCHEMA}.gated WHERE id > 10")
+        conn.execute("ALTER TABLE pg_temp.gated ENABLE ROW LEVEL SECURITY")
+        conn.execute("ALTER TABLE pg_temp.gated FORCE ROW LEVEL SECURITY")
+        conn.execute(f"CREATE POLICY gate ON pg_temp.gated USING ({SCHEMA}.gate(id))")
+        conn.commit()
+        assert len(block_queries(conn, sql.Identifier("gated"), 2)) == 2
+        conn.commit()
+    out = tmp_path / "out.csv"
+    try:
+        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                export = Background(lambda: export_csv(normal, out, table="gated", partitions=2))
+                export.wait()
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        with normal as conn:
+            assert out.read_bytes() == _copy_bytes_on(conn, sql.Identifier("gated"))
+            conn.commit()
+    finally:
+        with normal as conn:
+            conn.execute("DROP TABLE pg_temp.gated")
+            conn.commit()
+
+
 def test_tables_that_do_not_split_export_as_without_partitions(
     tables: None, superuser_dsn: str, password_config: Path, tmp_path: Path
 ) -> None:

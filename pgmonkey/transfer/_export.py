@@ -210,8 +210,8 @@ class _Ranged:
     in one snapshot (``frames._parallel``); the first is written straight into the file, the
     others into unnamed temporary files beside it, appended in order at the end: the same
     bytes as one ``COPY table``, as rows come in block order. Anything else (a view, a
-    partitioned table, an older server, a table too small to split, an encoding Python
-    transcodes) is read by that one ``COPY`` on one connection.
+    partitioned or temporary table, an older server, a table too small to split, an
+    encoding Python transcodes) is read by that one ``COPY`` on one connection.
     """
 
     def __init__(
@@ -281,26 +281,35 @@ class _Ranged:
         return self.statements
 
     def _selects(self, conn: psycopg.Connection[Any]) -> list[str]:
-        """The ranges' SELECTs, or none when the table is not one to split."""
+        """The ranges' SELECTs, or none when the table is not one to split.
+
+        The other connections are new sessions: they name the table by the schema and name
+        it has on ``conn`` (its search_path may differ from theirs), and a temporary table,
+        which they cannot see, is not split.
+        """
         if self.server_encoding is None or conn.info.server_version < 140000:
             return []
         row = conn.execute(
-            "SELECT c.relkind, ARRAY(SELECT a.attname FROM pg_catalog.pg_attribute AS a"
+            "SELECT c.relkind, c.relpersistence, n.nspname, c.relname,"
+            " ARRAY(SELECT a.attname FROM pg_catalog.pg_attribute AS a"
             "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
             "  AND a.attgenerated = '' ORDER BY a.attnum)::text[]"
-            " FROM pg_catalog.pg_class AS c WHERE c.oid = %s::regclass",
+            " FROM pg_catalog.pg_class AS c"
+            " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE c.oid = %s::regclass",
             (self.table.as_string(conn),),
         ).fetchone()
         assert row is not None
-        kind, columns = row
-        if kind != "r" or not columns:
+        kind, persistence, schema, name, columns = row
+        if kind != "r" or persistence == "t" or not columns:
             return []
         from pgmonkey.frames._partition import block_queries
 
+        table = sql.Identifier(schema, name)
         select = sql.SQL("SELECT {} FROM ONLY {}").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns), self.table
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns), table
         )
-        return block_queries(conn, self.table, self.partitions, select)
+        return block_queries(conn, table, self.partitions, select)
 
     def _read(self, conn: psycopg.Connection[Any], stmt: str) -> tuple[int, int, IO[bytes]]:
         start = self.statements.index(stmt) == 0
