@@ -27,7 +27,12 @@ from pgmonkey.errors import TransferError
 from pgmonkey.frames._partition import Split, plan_split
 from pgmonkey.manager import PGConnectionManager
 from tests._conn_support import POLL_DEADLINE as DEADLINE
-from tests._conn_support import Background, advisory_waiters, derive_config, run_script
+from tests._conn_support import (
+    Background,
+    advisory_waiters,
+    derive_config,
+    run_script,
+)
 from tests._conn_support import poll as _poll
 
 ROWS = 1000
@@ -544,3 +549,84 @@ def _unlock_once_waited_for(superuser_dsn: str, admin: psycopg.Connection[Any], 
             _poll("a range at the gate", lambda: advisory_waiters(watcher, key) >= 1)
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+@pytest.fixture
+def twins(superuser_dsn: str) -> Iterator[None]:
+    """``part_twin`` twice: the rows of part_shapes in schema ``part_s``, none in public."""
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        admin.execute("DROP SCHEMA IF EXISTS part_s CASCADE")
+        admin.execute("CREATE SCHEMA part_s")
+        admin.execute("CREATE TABLE part_s.part_twin AS SELECT id, low_nulls FROM part_shapes")
+        admin.execute("CREATE TABLE public.part_twin AS SELECT * FROM part_s.part_twin LIMIT 0")
+        admin.execute("GRANT ALL ON SCHEMA part_s TO PUBLIC")
+        admin.execute("GRANT ALL ON part_s.part_twin, public.part_twin TO PUBLIC")
+    yield
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        admin.execute("DROP SCHEMA part_s CASCADE")
+        admin.execute("DROP TABLE public.part_twin")
+
+
+def test_the_other_sessions_get_the_lent_sessions_settings(
+    shapes: None, twins: None, password_config: Path, superuser_dsn: str, tmp_path: Path
+) -> None:
+    # The lent session's search_path finds part_s.part_twin; a new session's finds the empty
+    # one in public. Both ranges wait at the gate, one on each session: the other session
+    # reads with the lent one's search_path (and TimeZone), so the rows are all there.
+    key = 310
+    manager = PGConnectionManager()
+    obj = manager.get_database_connection(str(derive_config(password_config, tmp_path)), "normal")
+    query = f"SELECT id, low_nulls, now()::text AS at FROM part_twin WHERE part_gate({key}, true)"
+    try:
+        with obj as conn:
+            conn.execute("SET search_path = part_s, public")
+            conn.execute("SET TimeZone = 'Asia/Kathmandu'")
+            conn.commit()
+            whole = pgmonkey.read_sql(query.replace(f"part_gate({key}, true)", "true"), conn)
+            conn.commit()
+        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                reader = Background(
+                    lambda: pgmonkey.read_sql(query, obj, partition_on="id", partitions=2)
+                )
+                _poll("a range on each session", lambda: advisory_waiters(admin, key) == 2)
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            part = reader.wait()
+    finally:
+        manager.clear_cache()
+    assert len(whole) == ROWS
+    assert part["at"].str.endswith("+05:45").all()
+    pd.testing.assert_frame_equal(
+        _sorted(part).drop(columns="at"), _sorted(whole).drop(columns="at")
+    )
+
+
+def test_a_session_with_a_temporary_table_reads_every_range_itself(
+    shapes: None, twins: None, password_config: Path, superuser_dsn: str, tmp_path: Path
+) -> None:
+    # No other session sees the lent session's temporary tables (here part_twin, in front of
+    # the empty one in public): every range is read on it. The first range is held at the
+    # gate, so that other connections, had they been opened, would have taken the others.
+    key = 320
+    manager = PGConnectionManager()
+    obj = manager.get_database_connection(str(derive_config(password_config, tmp_path)), "normal")
+    query = f"SELECT * FROM part_twin WHERE part_gate({key}, true)"
+    try:
+        with obj as conn:
+            conn.execute("CREATE TEMP TABLE part_twin AS SELECT * FROM part_s.part_twin")
+            conn.commit()
+            whole = pgmonkey.read_sql("SELECT * FROM part_twin", conn)
+            conn.commit()
+        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+            opener = Background(lambda: _unlock_once_waited_for(superuser_dsn, admin, key))
+            try:
+                part = pgmonkey.read_sql(query, obj, partition_on="id", partitions=4)
+            finally:
+                opener.wait()
+    finally:
+        manager.clear_cache()
+    assert len(whole) == ROWS
+    pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))

@@ -97,8 +97,9 @@ def read_sql(
     ``normal`` object, opens the others with the same config; a psycopg connection cannot
     open more, so its ranges are read one after another on it, as they are on a connection
     in a transaction that has written (what it has not committed, only it sees). The other
-    connections are new sessions: a temporary table or a ``SET`` of the lent connection's
-    own is not there. Each range costs the server
+    connections are new sessions: each is given the lent session's own ``SET``s
+    (search_path, TimeZone, ...) for its transaction; a lent session with a temporary table
+    or a ``SET ROLE`` reads every range itself, as no other can. Each range costs the server
     a scan of ``query`` unless an index on the column serves the range. ``consistent=True``:
     every range reads one snapshot of the database (exported by the first connection, from
     a ``REPEATABLE READ READ ONLY`` transaction). An error in any range (or Ctrl-C) cancels

@@ -38,6 +38,8 @@ from ._engines import ARROW, PANDAS, convert
 from ._partition import Split, plan_split
 
 Read = Callable[[psycopg.Connection[Any], str], Any]
+# A session's own settings: their names and values (pg_settings' setting column).
+Settings = tuple[list[str], list[str]]
 
 _ONE_SNAPSHOT: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 # Once stopped, the reads still running are cancelled again this often (seconds): a read
@@ -71,10 +73,11 @@ def read_ranges(
     more = None if _has_written(conn) else _connect.lender(con, conn, resolve_env=resolve_env)
     with _snapshot(conn, consistent, export=more is not None) as snapshot:
         try:
+            settings = None if more is None else _session_settings(conn)
             statements = plan(conn)
-            if more is None or len(statements) == 1:
+            if more is None or settings is None or len(statements) == 1:
                 return [read(conn, q) for q in statements]
-            return _read_parallel(conn, more, statements, read, snapshot)
+            return _read_parallel(conn, more, statements, read, snapshot, settings)
         except BaseException:
             # Ctrl-C, an error mid-COPY: the server stops, the connection stays usable.
             _psycopg.cancel_and_drain(conn)
@@ -89,6 +92,28 @@ def _has_written(conn: psycopg.Connection[Any]) -> bool:
         return False
     row = conn.execute("SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL").fetchone()
     return bool(row and row[0])
+
+
+def _session_settings(conn: psycopg.Connection[Any]) -> Settings | None:
+    """What the other connections need to read as ``conn`` does, or None if they cannot.
+
+    They are new sessions: ``conn``'s own ``SET``s (search_path, TimeZone, DateStyle, ...)
+    are given to each for its transaction; a temporary table, a ``SET ROLE`` or a
+    ``SET SESSION AUTHORIZATION`` cannot be, and then ``conn`` reads every range itself.
+    """
+    row = conn.execute(
+        "SELECT current_user = session_user AND session_user = %s"
+        " AND NOT EXISTS (SELECT FROM pg_catalog.pg_class"
+        "  WHERE relnamespace = pg_catalog.pg_my_temp_schema()),"
+        " ARRAY(SELECT name FROM pg_catalog.pg_settings"
+        "  WHERE source = 'session' AND context IN ('user', 'superuser') ORDER BY name),"
+        " ARRAY(SELECT setting FROM pg_catalog.pg_settings"
+        "  WHERE source = 'session' AND context IN ('user', 'superuser') ORDER BY name)",
+        (conn.info.user,),
+    ).fetchone()
+    assert row is not None
+    alike, names, values = row
+    return (list(names), list(values)) if alike else None
 
 
 @contextmanager
@@ -186,12 +211,15 @@ def _read_parallel(
     queries: Sequence[str],
     read: Read,
     snapshot: str | None,
+    settings: Settings,
 ) -> list[Any]:
     ranges = _Ranges(queries)
     extra = max(0, min(len(queries) - 1, more.spare()))
     threads = [threading.Thread(target=_lent, args=(ranges, read, conn), daemon=True)]
     threads += [
-        threading.Thread(target=_another, args=(ranges, read, more, snapshot), daemon=True)
+        threading.Thread(
+            target=_another, args=(ranges, read, more, snapshot, settings), daemon=True
+        )
         for _ in range(extra)
     ]
     try:
@@ -238,8 +266,15 @@ def _lent(ranges: _Ranges, read: Read, conn: psycopg.Connection[Any]) -> None:
         _read_ranges(ranges, read, conn)
 
 
-def _another(ranges: _Ranges, read: Read, more: _connect.Lender, snapshot: str | None) -> None:
-    """A thread's work on a connection of its own, borrowed or opened, in the snapshot."""
+def _another(
+    ranges: _Ranges,
+    read: Read,
+    more: _connect.Lender,
+    snapshot: str | None,
+    settings: Settings,
+) -> None:
+    """A thread's work on a connection of its own, borrowed or opened: in the snapshot, with
+    the lent session's settings, for the length of one transaction."""
     try:
         if not ranges.left:
             return  # the others were quicker: no connection to take
@@ -250,10 +285,18 @@ def _another(ranges: _Ranges, read: Read, more: _connect.Lender, snapshot: str |
                 # None to be had now (a pool at its limit, a server at max_connections):
                 # the connections there are read this one's share.
                 return
+            stack.enter_context(conn.transaction())
             if snapshot is not None:
-                stack.enter_context(conn.transaction())
+                # Before any query: a snapshot is imported first in its transaction.
                 conn.execute(_ONE_SNAPSHOT)
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            names, values = settings
+            if names:
+                conn.execute(
+                    "SELECT pg_catalog.set_config(n, v, true)"
+                    " FROM unnest(%s::text[], %s::text[]) AS s(n, v)",
+                    (names, values),
+                )
             _read_ranges(ranges, read, conn)
     except BaseException as error:
         ranges.fail(error)
