@@ -125,6 +125,30 @@ def test_a_result_arrow_cannot_hold_is_a_cell_error(
     assert ok(ip, "%pgmonkey --out-format arrow SELECT 1 AS one").to_pydict() == {"one": [1]}
 
 
+@pytest.mark.parametrize("special", ["NaN", "Infinity", "-Infinity"])
+def test_a_numeric_an_arrow_decimal_cannot_hold_is_a_cell_error(
+    shell_magics: tuple[InteractiveShell, PgMonkeyMagics], password_config: Path, special: str
+) -> None:
+    # Arrow would store numeric NaN as null: not silently.
+    from pgmonkey.errors import MagicCellError
+
+    ip, magics = shell_magics
+    connect(ip, password_config)
+    magics.decimal = True
+    query = f"SELECT 1 AS n, v::numeric AS n FROM (VALUES ('1.5'), ('{special}')) AS t(v)"
+    frame = ok(ip, f"%pgmonkey {query}")
+    assert [str(v) for v in frame.iloc[:, 1]] == ["1.5", special]
+    result = run(ip, f"%pgmonkey --out-format arrow {query}")
+    assert isinstance(result.error_in_exec, MagicCellError), result.error_in_exec
+    assert f"column 'n' holds numeric {special}" in str(result.error_in_exec)
+    magics.decimal = False
+    table = ok(ip, f"%pgmonkey --out-format arrow {query}")
+    assert [str(v) for v in table.column(1).to_pylist()] == [
+        "1.5",
+        {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}[special],
+    ]
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

@@ -212,6 +212,24 @@ def _cursor_result(cur: Any, rows: list[Any] | None) -> Any:
     return pd.DataFrame.from_records(rows, columns=[c.name for c in cur.description])
 
 
+def _refuse_special_decimals(frame: Any, output: str) -> None:
+    """A numeric NaN or infinity (read as a ``Decimal``) has no Arrow decimal: Arrow would
+    make NaN a null, so the cell fails instead, naming the column."""
+    from decimal import Decimal
+
+    for i, name in enumerate(frame.columns):
+        column = frame.iloc[:, i]  # by position: a result may repeat a column name
+        if column.dtype != object:
+            continue
+        special = next((v for v in column if isinstance(v, Decimal) and not v.is_finite()), None)
+        if special is not None:
+            raise MagicCellError(
+                f"the result cannot be given as {output}: column {name!r} holds numeric "
+                f"{special}, which an Arrow decimal cannot hold (--out-format pandas returns "
+                "it as a Decimal)"
+            )
+
+
 def as_output(result: Any, output: str) -> Any:
     """A pandas result (``Affected`` stays as it is) as a pyarrow Table or polars DataFrame."""
     if output == "pandas" or isinstance(result, Affected):
@@ -220,6 +238,7 @@ def as_output(result: Any, output: str) -> Any:
 
     from pgmonkey.frames._engines import ARROW, convert
 
+    _refuse_special_decimals(result, output)
     try:
         table = convert(result, ARROW)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
