@@ -520,9 +520,10 @@ def _describe_guard_async(
 
 
 def _columns(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[tuple[str, int]] | None:
-    if cur.description is None:
+    description = cur.description  # built anew at each access
+    if description is None:
         return None
-    return [(c.name, c.type_code) for c in cur.description]
+    return [(c.name, c.type_code) for c in description]
 
 
 def _plan_or_raise(
