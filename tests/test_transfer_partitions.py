@@ -453,3 +453,27 @@ def test_the_cli_flag(
     assert out.read_bytes() == _copy_bytes(
         superuser_dsn, TABLES["holes and moved rows"], ExportSettings()
     )
+
+
+def test_the_magic(
+    tables: None,
+    superuser_dsn: str,
+    password_config: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.fix_magics import connect, fresh_magics, ok, run
+
+    with fresh_magics() as (ip, _magics):
+        connect(ip, password_config)
+        out = tmp_path / "magic.csv"
+        ok(ip, f"%pgmonkey export {SCHEMA}.holes {out} --partitions 3")
+        expected = _copy_bytes(superuser_dsn, TABLES["holes and moved rows"], ExportSettings())
+        assert out.read_bytes() == expected
+        capsys.readouterr()
+        result = run(ip, f"%pgmonkey export {SCHEMA}.holes {out} --partitions 0")
+        assert result.error_in_exec is not None
+        shown = "".join(capsys.readouterr())
+        assert "partitions must be a positive integer, not 0" in shown, shown
+        assert "Traceback" not in shown
+        assert out.read_bytes() == expected  # the file of the export before stays

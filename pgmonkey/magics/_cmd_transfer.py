@@ -47,6 +47,11 @@ def export_csv(magics: PgMonkeyMagics, args: list[str], ns: Mapping[str, Any]) -
     )
     # SQL stays as written: no {expr}/$var expansion (use :name parameters instead)
     p.add_argument("--query", help="export the rows of this query instead of a table")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        help="read the table in N ranges of its blocks on N connections at once",
+    )
     p.add_argument("--conn", help="connection name (default: the current one)")
     opts = p.parse_args(args)
     if opts.query is not None and len(opts.targets) != 1:
@@ -57,9 +62,13 @@ def export_csv(magics: PgMonkeyMagics, args: list[str], ns: Mapping[str, Any]) -
 
     entry = magics.entry(opts.conn)
     if opts.query is not None:
-        result = export_csv(sync_con(entry), opts.targets[0], query=opts.query)
+        result = export_csv(
+            sync_con(entry), opts.targets[0], query=opts.query, partitions=opts.partitions
+        )
     else:
-        result = export_csv(sync_con(entry), opts.targets[1], table=opts.targets[0])
+        result = export_csv(
+            sync_con(entry), opts.targets[1], table=opts.targets[0], partitions=opts.partitions
+        )
     if magics.feedback:
         print(result.message)
 

@@ -122,7 +122,8 @@ class PgMonkeyMagics(MagicsBase):
             %pgmonkey config [config.yaml] [--resolve-env]
             %pgmonkey serverconfig [config.yaml] | audit [config.yaml]
             %pgmonkey import data.csv --table schema.table [--if-exists fail|append|replace]
-            %pgmonkey export schema.table out.csv | export --query "SELECT ..." out.csv
+            %pgmonkey export schema.table out.csv [--partitions N]
+            %pgmonkey export --query "SELECT ..." out.csv
             %pgmonkey tables [schema] | columns schema.table
             %pgmonkey persist DF schema.table [--if-exists fail|append|replace]
 
