@@ -21,9 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 import pgmonkey
 from pgmonkey.errors import TransferError
+from pgmonkey.frames import _parallel
 from pgmonkey.frames._partition import Split, plan_split
 from pgmonkey.manager import PGConnectionManager
 from tests._conn_support import POLL_DEADLINE as DEADLINE
@@ -630,3 +632,78 @@ def test_a_session_with_a_temporary_table_reads_every_range_itself(
         manager.clear_cache()
     assert len(whole) == ROWS
     pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["SET ROLE", "SET SESSION AUTHORIZATION", "a temporary table", "no pg_settings access"],
+)
+def test_sessions_no_other_can_be_are_read_alone(superuser_dsn: str, state: str) -> None:
+    # What other sessions cannot be made to share: every range is read on the lent one.
+    role, password = "part_alone", "part-alone-pw"
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        try:
+            dsn = superuser_dsn
+            if state == "no pg_settings access":  # a superuser may read pg_settings anyway
+                dsn = make_conninfo(superuser_dsn, user=role, password=password)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                assert _parallel._session_settings(conn) is not None
+                if state == "SET ROLE":
+                    conn.execute(f"SET ROLE {role}")
+                elif state == "SET SESSION AUTHORIZATION":
+                    conn.execute(f"SET SESSION AUTHORIZATION {role}")
+                elif state == "a temporary table":
+                    conn.execute("CREATE TEMP TABLE part_alone_t (a int)")
+                else:
+                    admin.execute("REVOKE SELECT ON pg_catalog.pg_settings FROM PUBLIC")
+                assert _parallel._session_settings(conn) is None
+                assert conn.execute("SELECT 1").fetchone() == (1,)  # nothing failed
+        finally:
+            admin.execute("GRANT SELECT ON pg_catalog.pg_settings TO PUBLIC")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_the_settings_given_leave_out_the_transactions_own(superuser_dsn: str) -> None:
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        conn.execute("SET search_path = part_s, public")
+        conn.execute("SET temp_buffers = '32MB'")
+        conn.execute("SET idle_in_transaction_session_timeout = 1000")
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY DEFERRABLE")
+        given = _parallel._session_settings(conn)
+        conn.execute("COMMIT")
+    assert given is not None
+    names = given[0]
+    assert "search_path" in names
+    assert not {
+        "temp_buffers",
+        "transaction_isolation",
+        "transaction_read_only",
+        "transaction_deferrable",
+        "idle_in_transaction_session_timeout",
+    } & set(names), names
+
+
+def test_a_lent_session_in_its_own_transaction_kind(
+    shapes: None, password_config: Path, superuser_dsn: str, tmp_path: Path
+) -> None:
+    # psycopg's isolation_level / deferrable make each transaction begin with them: the
+    # other connections are not given those (they could not take them after a query).
+    manager = PGConnectionManager()
+    obj = manager.get_database_connection(str(derive_config(password_config, tmp_path)), "normal")
+    query = "SELECT * FROM part_shapes"
+    try:
+        with obj as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.deferrable = False
+            conn.read_only = False
+        for consistent in (False, True):
+            part = pgmonkey.read_sql(
+                query, obj, partition_on="id", partitions=3, consistent=consistent
+            )
+            with psycopg.connect(superuser_dsn) as admin:
+                whole = pgmonkey.read_sql(query, admin)
+            pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
+    finally:
+        manager.clear_cache()

@@ -51,14 +51,16 @@ def read_split(
     con: Any, conn: psycopg.Connection[Any], text: str, split: Split, read: Read, output: str
 ) -> Any:
     """``text`` (a bound query) read in ``split``'s ranges, ``conn`` (lent by ``con``) first."""
-    parts = read_ranges(con, conn, lambda c: plan_split(c, text, split), read, split.consistent)
+    parts = read_ranges(
+        con, conn, lambda c, _others: plan_split(c, text, split), read, split.consistent
+    )
     return combine(parts, output)
 
 
 def read_ranges(
     con: Any,
     conn: psycopg.Connection[Any],
-    plan: Callable[[psycopg.Connection[Any]], Sequence[str]],
+    plan: Callable[[psycopg.Connection[Any], bool], Sequence[str]],
     read: Read,
     consistent: bool,
     *,
@@ -68,13 +70,14 @@ def read_ranges(
 
     ``conn`` (lent by ``con``) plans, in the snapshot the others import if ``consistent``,
     and reads; more connections like it read at once when ``con`` can open them
-    (``resolve_env`` as the caller opened ``conn``).
+    (``resolve_env`` as the caller opened ``conn``) and they can read as ``conn`` does
+    (``plan``'s second argument says whether they will).
     """
     more = None if _has_written(conn) else _connect.lender(con, conn, resolve_env=resolve_env)
     with _snapshot(conn, consistent, export=more is not None) as snapshot:
         try:
             settings = None if more is None else _session_settings(conn)
-            statements = plan(conn)
+            statements = plan(conn, more is not None and settings is not None)
             if more is None or settings is None or len(statements) == 1:
                 return [read(conn, q) for q in statements]
             return _read_parallel(conn, more, statements, read, snapshot, settings)
@@ -94,26 +97,47 @@ def _has_written(conn: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0])
 
 
+# Session settings not given to the other connections: the characteristics of the lent
+# session's transaction (each other connection's transaction is set up here), temp_buffers
+# (no session may change it once it has used a temporary table), and the idle timeout the
+# other connections' transactions go without.
+_NOT_GIVEN: Final = (
+    "transaction_isolation",
+    "transaction_read_only",
+    "transaction_deferrable",
+    "temp_buffers",
+    "idle_in_transaction_session_timeout",
+)
+
+
 def _session_settings(conn: psycopg.Connection[Any]) -> Settings | None:
     """What the other connections need to read as ``conn`` does, or None if they cannot.
 
-    They are new sessions: ``conn``'s own ``SET``s (search_path, TimeZone, DateStyle, ...)
-    are given to each for its transaction; a temporary table, a ``SET ROLE`` or a
-    ``SET SESSION AUTHORIZATION`` cannot be, and then ``conn`` reads every range itself.
+    They are new sessions: ``conn``'s own ``SET``s (search_path, TimeZone, DateStyle, a
+    placeholder a row-level security policy reads, ...) are given to each for its
+    transaction; a temporary table, a ``SET ROLE`` or a ``SET SESSION AUTHORIZATION``
+    cannot be, nor settings a role without access to ``pg_settings`` cannot list: then
+    ``conn`` reads every range itself.
     """
     row = conn.execute(
         "SELECT current_user = session_user AND session_user = %s"
         " AND NOT EXISTS (SELECT FROM pg_catalog.pg_class"
-        "  WHERE relnamespace = pg_catalog.pg_my_temp_schema()),"
-        " ARRAY(SELECT name FROM pg_catalog.pg_settings"
-        "  WHERE source = 'session' AND context IN ('user', 'superuser') ORDER BY name),"
-        " ARRAY(SELECT setting FROM pg_catalog.pg_settings"
-        "  WHERE source = 'session' AND context IN ('user', 'superuser') ORDER BY name)",
+        "  WHERE relnamespace = pg_catalog.pg_my_temp_schema())"
+        " AND pg_catalog.has_table_privilege('pg_catalog.pg_settings', 'SELECT')",
         (conn.info.user,),
     ).fetchone()
+    if row is None or not row[0]:
+        return None
+    row = conn.execute(
+        "WITH _s AS (SELECT name, setting FROM pg_catalog.pg_settings"
+        " WHERE source = 'session' AND context IN ('user', 'superuser')"
+        " AND name <> ALL(%s))"
+        " SELECT ARRAY(SELECT name FROM _s ORDER BY name),"
+        " ARRAY(SELECT setting FROM _s ORDER BY name)",
+        (list(_NOT_GIVEN),),
+    ).fetchone()
     assert row is not None
-    alike, names, values = row
-    return (list(names), list(values)) if alike else None
+    return list(row[0]), list(row[1])
 
 
 @contextmanager
@@ -127,6 +151,12 @@ def _snapshot(
     if conn.info.transaction_status == TransactionStatus.IDLE:
         with conn.transaction():
             conn.execute(_ONE_SNAPSHOT)
+            if export:
+                # This transaction holds the snapshot the others read in, idle once its own
+                # ranges are read: a server's idle-in-transaction timeout must not end it.
+                conn.execute(
+                    "SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true)"
+                )
             yield _export(conn) if export else None
         return
     # The caller's own transaction: one snapshot already, if it is REPEATABLE READ or more.
@@ -290,13 +320,14 @@ def _another(
                 # Before any query: a snapshot is imported first in its transaction.
                 conn.execute(_ONE_SNAPSHOT)
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            # The lent session's settings, and no idle-in-transaction timeout: this
+            # transaction may wait between its ranges for the others.
             names, values = settings
-            if names:
-                conn.execute(
-                    "SELECT pg_catalog.set_config(n, v, true)"
-                    " FROM unnest(%s::text[], %s::text[]) AS s(n, v)",
-                    (names, values),
-                )
+            conn.execute(
+                "SELECT pg_catalog.set_config(n, v, true)"
+                " FROM unnest(%s::text[], %s::text[]) AS s(n, v)",
+                ([*names, "idle_in_transaction_session_timeout"], [*values, "0"]),
+            )
             _read_ranges(ranges, read, conn)
     except BaseException as error:
         ranges.fail(error)

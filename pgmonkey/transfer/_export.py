@@ -39,6 +39,14 @@ from ._settings import (
 from ._sql import copy_options, default_csv_name, parse_table, rows_text
 
 _FLUSH: Final = 1 << 20
+# Before a range's COPY, for its transaction: a range reads its blocks in order, as one
+# COPY table does: no parallel plan (its workers' rows interleave), a TID range scan, and
+# if a scan of the whole table were chosen, one that starts at the first block.
+_IN_BLOCK_ORDER: Final = (
+    "SELECT pg_catalog.set_config('max_parallel_workers_per_gather', '0', true),"
+    " pg_catalog.set_config('enable_tidscan', 'on', true),"
+    " pg_catalog.set_config('synchronize_seqscans', 'off', true)"
+)
 
 
 @dataclass(frozen=True)
@@ -191,10 +199,16 @@ class _Output:
 
 
 def _copy_to(
-    conn: psycopg.Connection[Any], stmt: str | sql.Composed, out: _Output
+    conn: psycopg.Connection[Any],
+    stmt: str | sql.Composed,
+    out: _Output,
+    setup: str | None = None,
 ) -> tuple[int, int]:
-    """Run the COPY, write its output to the end; return (rows, bytes written)."""
+    """Run the COPY (after ``setup``, in the same transaction), write its output to the
+    end; return (rows, bytes written)."""
     with conn.transaction(), conn.cursor() as cur:
+        if setup is not None:
+            cur.execute(setup)
         rows = _copy_out(cur, stmt, out)
     out.flush(final=True)
     return rows, out.written
@@ -266,8 +280,8 @@ class _Ranged:
     def _output(self, sink: Any, *, start: bool) -> _Output:
         return _Output(sink, self.settings.encoding, self.server_encoding, self._bar, start=start)
 
-    def _plan(self, conn: psycopg.Connection[Any]) -> Sequence[str]:
-        selects = self._selects(conn)
+    def _plan(self, conn: psycopg.Connection[Any], others: bool) -> Sequence[str]:
+        selects = self._selects(conn) if others else []
         if len(selects) <= 1:
             self.statements = [self._plain(conn)]
         else:
@@ -285,23 +299,30 @@ class _Ranged:
 
         The other connections are new sessions: they name the table by the schema and name
         it has on ``conn`` (its search_path may differ from theirs), and a temporary table,
-        which they cannot see, is not split.
+        which they cannot see, is not split. Nor is a table whose rows ``COPY table`` does
+        not read in block order or that ``ctid`` cannot range over: one under row-level
+        security (COPY reads it through a planned query), one read with column privileges
+        only (a ``ctid`` filter needs the table's), one of another access method than heap.
         """
         if self.server_encoding is None or conn.info.server_version < 140000:
             return []
         row = conn.execute(
-            "SELECT c.relkind, c.relpersistence, n.nspname, c.relname,"
+            "SELECT c.relkind = 'r' AND c.relpersistence <> 't' AND am.amname = 'heap'"
+            "  AND pg_catalog.has_table_privilege(c.oid, 'SELECT')"
+            "  AND NOT pg_catalog.row_security_active(c.oid),"
+            " n.nspname, c.relname,"
             " ARRAY(SELECT a.attname FROM pg_catalog.pg_attribute AS a"
             "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
             "  AND a.attgenerated = '' ORDER BY a.attnum)::text[]"
             " FROM pg_catalog.pg_class AS c"
             " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_catalog.pg_am AS am ON am.oid = c.relam"
             " WHERE c.oid = %s::regclass",
             (self.table.as_string(conn),),
         ).fetchone()
         assert row is not None
-        kind, persistence, schema, name, columns = row
-        if kind != "r" or persistence == "t" or not columns:
+        splittable, schema, name, columns = row
+        if not splittable or not columns:
             return []
         from pgmonkey.frames._partition import block_queries
 
@@ -319,7 +340,8 @@ class _Ranged:
             sink = tempfile.TemporaryFile(dir=self.folder)
             with self._lock:
                 self._spills.append(sink)
-        rows, size = _copy_to(conn, stmt, self._output(sink, start=start))
+        setup = _IN_BLOCK_ORDER if len(self.statements) > 1 else None
+        rows, size = _copy_to(conn, stmt, self._output(sink, start=start), setup)
         return rows, size, sink
 
 
