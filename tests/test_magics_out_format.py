@@ -147,6 +147,16 @@ def test_a_numeric_an_arrow_decimal_cannot_hold_is_a_cell_error(
         "1.5",
         {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}[special],
     ]
+    # In an array too: decimal mode reads its items as Decimal; without it, Arrow gets the
+    # array as PostgreSQL's text.
+    array = f"ARRAY['1.5', '{special}']::numeric[] AS a"
+    assert ok(ip, f"%pgmonkey --out-format arrow SELECT {array}").to_pydict() == {
+        "a": [f"{{1.5,{special}}}"]
+    }
+    magics.decimal = True
+    result = run(ip, f"%pgmonkey --out-format arrow SELECT {array}")
+    assert isinstance(result.error_in_exec, MagicCellError), result.error_in_exec
+    assert f"column 'a' holds numeric {special}" in str(result.error_in_exec)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -213,21 +214,28 @@ def _cursor_result(cur: Any, rows: list[Any] | None) -> Any:
 
 
 def _refuse_special_decimals(frame: Any, output: str) -> None:
-    """A numeric NaN or infinity (read as a ``Decimal``) has no Arrow decimal: Arrow would
-    make NaN a null, so the cell fails instead, naming the column."""
-    from decimal import Decimal
-
+    """A numeric NaN or infinity (read as a ``Decimal``, alone or in an array) has no Arrow
+    decimal: Arrow would make NaN a null, so the cell fails instead, naming the column."""
     for i, name in enumerate(frame.columns):
         column = frame.iloc[:, i]  # by position: a result may repeat a column name
         if column.dtype != object:
             continue
-        special = next((v for v in column if isinstance(v, Decimal) and not v.is_finite()), None)
+        special = next((s for s in map(_special_decimal, column) if s is not None), None)
         if special is not None:
             raise MagicCellError(
                 f"the result cannot be given as {output}: column {name!r} holds numeric "
                 f"{special}, which an Arrow decimal cannot hold (--out-format pandas returns "
                 "it as a Decimal)"
             )
+
+
+def _special_decimal(value: Any) -> Decimal | None:
+    """The first NaN or infinite ``Decimal`` in ``value`` (an array's items included)."""
+    if isinstance(value, Decimal):
+        return None if value.is_finite() else value
+    if isinstance(value, (list, tuple)):
+        return next((s for s in map(_special_decimal, value) if s is not None), None)
+    return None
 
 
 def as_output(result: Any, output: str) -> Any:
@@ -241,7 +249,7 @@ def as_output(result: Any, output: str) -> Any:
     _refuse_special_decimals(result, output)
     try:
         table = convert(result, ARROW)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as exc:
         # Python objects Arrow cannot put in one column (decimal mode reads through pandas).
         raise MagicCellError(
             f"the result cannot be given as {output}: {exc} (--out-format pandas returns it)"
