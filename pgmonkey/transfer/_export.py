@@ -223,9 +223,10 @@ class _Ranged:
     reads only its blocks, and the header row in the first range only. The ranges are read
     in one snapshot (``frames._parallel``); the first is written straight into the file, the
     others into unnamed temporary files beside it, appended in order at the end: the same
-    bytes as one ``COPY table``, as rows come in block order. Anything else (a view, a
-    partitioned or temporary table, an older server, a table too small to split, an
-    encoding Python transcodes) is read by that one ``COPY`` on one connection.
+    bytes as one ``COPY table``, as rows come in block order (each range's transaction plans
+    without parallel workers, see ``_IN_BLOCK_ORDER``). Anything else (see :meth:`_selects`;
+    an older server, a table too small to split, an encoding Python transcodes, a session
+    no other connection can read as) is read by that one ``COPY`` on one connection.
     """
 
     def __init__(
