@@ -707,3 +707,31 @@ def test_a_lent_session_in_its_own_transaction_kind(
             pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
     finally:
         manager.clear_cache()
+
+
+def test_consistent_in_the_callers_repeatable_read_block_of_a_normal_object(
+    shapes: None, password_config: Path, superuser_dsn: str, tmp_path: Path
+) -> None:
+    # Inside the object's own block the read runs in a savepoint, which cannot export a
+    # snapshot: every range is read on the caller's connection, in its snapshot, which
+    # does not see rows committed after it began.
+    manager = PGConnectionManager()
+    obj = manager.get_database_connection(str(derive_config(password_config, tmp_path)), "normal")
+    query = "SELECT * FROM part_snap"
+    try:
+        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+            admin.execute("DROP TABLE IF EXISTS part_snap")
+            admin.execute("CREATE TABLE part_snap AS SELECT id, low_nulls FROM part_shapes")
+            with obj as conn:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                before = pgmonkey.read_sql(query, conn)  # the transaction's snapshot
+                admin.execute("INSERT INTO part_snap VALUES (-5, NULL), (5000, 1)")
+                part = pgmonkey.read_sql(
+                    query, obj, partition_on="id", partitions=3, consistent=True
+                )
+                conn.rollback()
+                conn.isolation_level = None
+        pd.testing.assert_frame_equal(_sorted(part), _sorted(before))
+        assert len(before) == ROWS
+    finally:
+        manager.clear_cache()

@@ -102,7 +102,9 @@ def read_sql(
     or a ``SET ROLE`` reads every range itself, as no other can. Each range costs the server
     a scan of ``query`` unless an index on the column serves the range. ``consistent=True``:
     every range reads one snapshot of the database (exported by the first connection, from
-    a ``REPEATABLE READ READ ONLY`` transaction). An error in any range (or Ctrl-C) cancels
+    a ``REPEATABLE READ READ ONLY`` transaction); on a connection in the caller's own
+    repeatable read transaction, every range is read on it, in that transaction's snapshot
+    (a read committed one is refused). An error in any range (or Ctrl-C) cancels
     the others and is raised; the connections go back usable. ``partitions=1`` or no
     ``partition_on`` is the ordinary read on one connection.
     """

@@ -73,7 +73,13 @@ def read_ranges(
     (``resolve_env`` as the caller opened ``conn``) and they can read as ``conn`` does
     (``plan``'s second argument says whether they will).
     """
-    more = None if _has_written(conn) else _connect.lender(con, conn, resolve_env=resolve_env)
+    # In the caller's transaction, what it wrote and has not committed only it sees, and a
+    # snapshot it holds cannot be exported from the savepoint a pgmonkey object's nested
+    # block opens: its ranges are read on it alone.
+    alone = _has_written(conn) or (
+        consistent and conn.info.transaction_status != TransactionStatus.IDLE
+    )
+    more = None if alone else _connect.lender(con, conn, resolve_env=resolve_env)
     with _snapshot(conn, consistent, export=more is not None) as snapshot:
         try:
             settings = None if more is None else _session_settings(conn)
