@@ -3,10 +3,11 @@
 Ground truth is PostgreSQL's own ``COPY table TO STDOUT`` with the same options, read raw
 through psycopg: the ranged export must write the same bytes (header once, generated and
 dropped columns left out as COPY leaves them, no rows of inheritance children, the order of
-the blocks). When something must happen while the ranges are read (both waiting at once,
-rows committed meanwhile, a failure in one range), a row-level security policy makes the
-ranges' COPY wait on an advisory lock the test holds, and the test acts once it sees the
-waiters in ``pg_locks``: never a sleep that guesses.
+the blocks). When something must happen while the ranges are read (two sessions reading
+at once, rows committed meanwhile, a session terminated), the ranges' reads meet at a
+barrier (``_meet``: a wrapper around the export's own read step, the server untouched) and
+the test acts there, before any of their COPYs starts: never a sleep that guesses. (A
+row-level security gate cannot hold them: such a table is exported by the one COPY.)
 """
 
 from __future__ import annotations
