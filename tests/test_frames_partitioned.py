@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -533,15 +533,28 @@ def test_a_transaction_that_has_written_reads_every_range_itself(
             )
             # Not through the gate: its lock would be held by this transaction until its end.
             whole = pgmonkey.read_sql("SELECT * FROM part_written", conn)
-            admin.execute("SELECT pg_advisory_lock(%s)", (key,))
-            opener = Background(lambda: _unlock_once_waited_for(superuser_dsn, admin, key))
-            try:
-                # In this thread: the normal object's connection is the one of this block.
-                part = pgmonkey.read_sql(query, obj, partition_on="id", partitions=4)
-            finally:
-                opener.wait()
+            # In this thread: the normal object's connection is the one of this block.
+            part = _held_at_the_gate(
+                superuser_dsn,
+                admin,
+                key,
+                lambda: pgmonkey.read_sql(query, obj, partition_on="id", partitions=4),
+            )
     assert len(whole) == ROWS + 2
     pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
+
+
+def _held_at_the_gate(
+    superuser_dsn: str, admin: psycopg.Connection[Any], key: int, read: Callable[[], Any]
+) -> Any:
+    """``read()`` with its first range held at the gate on ``key`` (``admin`` takes the lock)
+    until it waits there, so that other connections, if any, take the other ranges."""
+    admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+    opener = Background(lambda: _unlock_once_waited_for(superuser_dsn, admin, key))
+    try:
+        return read()
+    finally:
+        opener.wait()
 
 
 def _unlock_once_waited_for(superuser_dsn: str, admin: psycopg.Connection[Any], key: int) -> None:
@@ -551,6 +564,18 @@ def _unlock_once_waited_for(superuser_dsn: str, admin: psycopg.Connection[Any], 
             _poll("a range at the gate", lambda: advisory_waiters(watcher, key) >= 1)
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+@pytest.fixture
+def own_normal(password_config: Path, tmp_path: Path) -> Iterator[Any]:
+    """A pgmonkey ``normal`` object of its own (a session the test may change), closed after."""
+    manager = PGConnectionManager()
+    try:
+        yield manager.get_database_connection(
+            str(derive_config(password_config, tmp_path)), "normal"
+        )
+    finally:
+        manager.clear_cache()
 
 
 @pytest.fixture
@@ -570,34 +595,30 @@ def twins(superuser_dsn: str) -> Iterator[None]:
 
 
 def test_the_other_sessions_get_the_lent_sessions_settings(
-    shapes: None, twins: None, password_config: Path, superuser_dsn: str, tmp_path: Path
+    shapes: None, twins: None, own_normal: Any, superuser_dsn: str
 ) -> None:
     # The lent session's search_path finds part_s.part_twin; a new session's finds the empty
     # one in public. Both ranges wait at the gate, one on each session: the other session
     # reads with the lent one's search_path (and TimeZone), so the rows are all there.
     key = 310
-    manager = PGConnectionManager()
-    obj = manager.get_database_connection(str(derive_config(password_config, tmp_path)), "normal")
+    obj = own_normal
     query = f"SELECT id, low_nulls, now()::text AS at FROM part_twin WHERE part_gate({key}, true)"
-    try:
-        with obj as conn:
-            conn.execute("SET search_path = part_s, public")
-            conn.execute("SET TimeZone = 'Asia/Kathmandu'")
-            conn.commit()
-            whole = pgmonkey.read_sql(query.replace(f"part_gate({key}, true)", "true"), conn)
-            conn.commit()
-        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                reader = Background(
-                    lambda: pgmonkey.read_sql(query, obj, partition_on="id", partitions=2)
-                )
-                _poll("a range on each session", lambda: advisory_waiters(admin, key) == 2)
-            finally:
-                admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            part = reader.wait()
-    finally:
-        manager.clear_cache()
+    with obj as conn:
+        conn.execute("SET search_path = part_s, public")
+        conn.execute("SET TimeZone = 'Asia/Kathmandu'")
+        conn.commit()
+        whole = pgmonkey.read_sql(query.replace(f"part_gate({key}, true)", "true"), conn)
+        conn.commit()
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            reader = Background(
+                lambda: pgmonkey.read_sql(query, obj, partition_on="id", partitions=2)
+            )
+            _poll("a range on each session", lambda: advisory_waiters(admin, key) == 2)
+        finally:
+            admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        part = reader.wait()
     assert len(whole) == ROWS
     assert part["at"].str.endswith("+05:45").all()
     pd.testing.assert_frame_equal(
@@ -606,30 +627,26 @@ def test_the_other_sessions_get_the_lent_sessions_settings(
 
 
 def test_a_session_with_a_temporary_table_reads_every_range_itself(
-    shapes: None, twins: None, password_config: Path, superuser_dsn: str, tmp_path: Path
+    shapes: None, twins: None, own_normal: Any, superuser_dsn: str
 ) -> None:
     # No other session sees the lent session's temporary tables (here part_twin, in front of
     # the empty one in public): every range is read on it. The first range is held at the
     # gate, so that other connections, had they been opened, would have taken the others.
     key = 320
-    manager = PGConnectionManager()
-    obj = manager.get_database_connection(str(derive_config(password_config, tmp_path)), "normal")
+    obj = own_normal
     query = f"SELECT * FROM part_twin WHERE part_gate({key}, true)"
-    try:
-        with obj as conn:
-            conn.execute("CREATE TEMP TABLE part_twin AS SELECT * FROM part_s.part_twin")
-            conn.commit()
-            whole = pgmonkey.read_sql("SELECT * FROM part_twin", conn)
-            conn.commit()
-        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_advisory_lock(%s)", (key,))
-            opener = Background(lambda: _unlock_once_waited_for(superuser_dsn, admin, key))
-            try:
-                part = pgmonkey.read_sql(query, obj, partition_on="id", partitions=4)
-            finally:
-                opener.wait()
-    finally:
-        manager.clear_cache()
+    with obj as conn:
+        conn.execute("CREATE TEMP TABLE part_twin AS SELECT * FROM part_s.part_twin")
+        conn.commit()
+        whole = pgmonkey.read_sql("SELECT * FROM part_twin", conn)
+        conn.commit()
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        part = _held_at_the_gate(
+            superuser_dsn,
+            admin,
+            key,
+            lambda: pgmonkey.read_sql(query, obj, partition_on="id", partitions=4),
+        )
     assert len(whole) == ROWS
     pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
 
@@ -686,52 +703,40 @@ def test_the_settings_given_leave_out_the_transactions_own(superuser_dsn: str) -
 
 
 def test_a_lent_session_in_its_own_transaction_kind(
-    shapes: None, password_config: Path, superuser_dsn: str, tmp_path: Path
+    shapes: None, own_normal: Any, superuser_dsn: str
 ) -> None:
     # psycopg's isolation_level / deferrable make each transaction begin with them: the
     # other connections are not given those (they could not take them after a query).
-    manager = PGConnectionManager()
-    obj = manager.get_database_connection(str(derive_config(password_config, tmp_path)), "normal")
+    obj = own_normal
     query = "SELECT * FROM part_shapes"
-    try:
-        with obj as conn:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.deferrable = False
-            conn.read_only = False
-        for consistent in (False, True):
-            part = pgmonkey.read_sql(
-                query, obj, partition_on="id", partitions=3, consistent=consistent
-            )
-            with psycopg.connect(superuser_dsn) as admin:
-                whole = pgmonkey.read_sql(query, admin)
-            pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
-    finally:
-        manager.clear_cache()
+    with obj as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.deferrable = False
+        conn.read_only = False
+    for consistent in (False, True):
+        part = pgmonkey.read_sql(query, obj, partition_on="id", partitions=3, consistent=consistent)
+        with psycopg.connect(superuser_dsn) as admin:
+            whole = pgmonkey.read_sql(query, admin)
+        pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
 
 
 def test_consistent_in_the_callers_repeatable_read_block_of_a_normal_object(
-    shapes: None, password_config: Path, superuser_dsn: str, tmp_path: Path
+    shapes: None, own_normal: Any, superuser_dsn: str
 ) -> None:
     # Inside the object's own block the read runs in a savepoint, which cannot export a
     # snapshot: every range is read on the caller's connection, in its snapshot, which
     # does not see rows committed after it began.
-    manager = PGConnectionManager()
-    obj = manager.get_database_connection(str(derive_config(password_config, tmp_path)), "normal")
+    obj = own_normal
     query = "SELECT * FROM part_snap"
-    try:
-        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
-            admin.execute("DROP TABLE IF EXISTS part_snap")
-            admin.execute("CREATE TABLE part_snap AS SELECT id, low_nulls FROM part_shapes")
-            with obj as conn:
-                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                before = pgmonkey.read_sql(query, conn)  # the transaction's snapshot
-                admin.execute("INSERT INTO part_snap VALUES (-5, NULL), (5000, 1)")
-                part = pgmonkey.read_sql(
-                    query, obj, partition_on="id", partitions=3, consistent=True
-                )
-                conn.rollback()
-                conn.isolation_level = None
-        pd.testing.assert_frame_equal(_sorted(part), _sorted(before))
-        assert len(before) == ROWS
-    finally:
-        manager.clear_cache()
+    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+        admin.execute("DROP TABLE IF EXISTS part_snap")
+        admin.execute("CREATE TABLE part_snap AS SELECT id, low_nulls FROM part_shapes")
+        with obj as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            before = pgmonkey.read_sql(query, conn)  # the transaction's snapshot
+            admin.execute("INSERT INTO part_snap VALUES (-5, NULL), (5000, 1)")
+            part = pgmonkey.read_sql(query, obj, partition_on="id", partitions=3, consistent=True)
+            conn.rollback()
+            conn.isolation_level = None
+    pd.testing.assert_frame_equal(_sorted(part), _sorted(before))
+    assert len(before) == ROWS

@@ -253,70 +253,59 @@ def _meet(
     return planners, readers
 
 
-def test_the_other_sessions_read_the_table_the_callers_session_names(
-    tables: None,
-    superuser_dsn: str,
-    password_config: Path,
-    manager: PGConnectionManager,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A pgmonkey normal connection keeps its session, whose search_path finds xpart.holes
-    # as "holes"; the ranges' other connection is a new session, where "holes" is an empty
-    # twin in public. Each session reads one range: the export is still COPY xpart.holes.
-    normal = manager.get_database_connection(str(password_config), "normal")
-    _planners, readers = _meet(monkeypatch)
+@pytest.fixture
+def twin_normal(
+    tables: None, superuser_dsn: str, password_config: Path, tmp_path: Path
+) -> Iterator[Any]:
+    """A pgmonkey normal object of its own (a session the test may change, closed after),
+    and an empty twin of xpart.holes in public: what "holes" names in a new session."""
+    manager = PGConnectionManager()
     with psycopg.connect(superuser_dsn, autocommit=True) as admin:
         admin.execute(f"CREATE TABLE public.holes AS SELECT * FROM {SCHEMA}.holes LIMIT 0")
         try:
-            with normal as conn:
-                conn.execute(f"SET search_path = {SCHEMA}, public")
-                conn.commit()
-            out = tmp_path / "out.csv"
-            export_csv(normal, out, table="holes", partitions=2)
-            assert len(set(readers)) == 2
-            expected = _copy_bytes(superuser_dsn, TABLES["holes and moved rows"], ExportSettings())
-            assert out.read_bytes() == expected
+            yield manager.get_database_connection(
+                str(derive_config(password_config, tmp_path)), "normal"
+            )
         finally:
-            with normal as conn:
-                conn.execute("RESET search_path")
-                conn.commit()
+            manager.clear_cache()
             admin.execute("DROP TABLE public.holes")
+
+
+def test_the_other_sessions_read_the_table_the_callers_session_names(
+    twin_normal: Any, superuser_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The normal object's session has a search_path that finds xpart.holes as "holes"; the
+    # ranges' other connection is a new session, where "holes" is the empty twin. Each
+    # session reads one range: the export is still COPY xpart.holes.
+    _planners, readers = _meet(monkeypatch)
+    with twin_normal as conn:
+        conn.execute(f"SET search_path = {SCHEMA}, public")
+        conn.commit()
+    out = tmp_path / "out.csv"
+    export_csv(twin_normal, out, table="holes", partitions=2)
+    assert len(set(readers)) == 2
+    expected = _copy_bytes(superuser_dsn, TABLES["holes and moved rows"], ExportSettings())
+    assert out.read_bytes() == expected
 
 
 def test_a_temporary_table_is_read_by_its_own_session_alone(
-    tables: None,
-    superuser_dsn: str,
-    password_config: Path,
-    manager: PGConnectionManager,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    twin_normal: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No other session sees a temporary table (there "holes" names an empty twin in
-    # public): one COPY on its own session, which reads no range.
-    normal = manager.get_database_connection(str(password_config), "normal")
+    # No other session sees a temporary table (there "holes" names the empty twin): one
+    # COPY on its own session, which reads no range.
     _planners, readers = _meet(monkeypatch, at_once=1)
-    with psycopg.connect(superuser_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE TABLE public.holes AS SELECT * FROM {SCHEMA}.holes LIMIT 0")
-        try:
-            with normal as conn:
-                conn.execute(f"CREATE TEMP TABLE holes AS SELECT * FROM {SCHEMA}.holes")
-                conn.commit()
-                assert len(block_queries(conn, sql.Identifier("holes"), 2)) == 2
-                conn.commit()
-            out = tmp_path / "out.csv"
-            with normal as conn:
-                pid = conn.info.backend_pid
-            export_csv(normal, out, table="holes", partitions=2)
-            assert readers == [pid]
-            with normal as conn:
-                assert out.read_bytes() == _copy_bytes_on(conn, sql.Identifier("holes"))
-                conn.commit()
-        finally:
-            with normal as conn:
-                conn.execute("DROP TABLE IF EXISTS pg_temp.holes")
-                conn.commit()
-            admin.execute("DROP TABLE public.holes")
+    with twin_normal as conn:
+        conn.execute(f"CREATE TEMP TABLE holes AS SELECT * FROM {SCHEMA}.holes")
+        conn.commit()
+        assert len(block_queries(conn, sql.Identifier("holes"), 2)) == 2
+        pid = conn.info.backend_pid
+        conn.commit()
+    out = tmp_path / "out.csv"
+    export_csv(twin_normal, out, table="holes", partitions=2)
+    assert readers == [pid]
+    with twin_normal as conn:
+        assert out.read_bytes() == _copy_bytes_on(conn, sql.Identifier("holes"))
+        conn.commit()
 
 
 def test_tables_that_do_not_split_export_as_without_partitions(
