@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -134,9 +134,22 @@ def export_csv(
             _connect.connection(con, resolve_env=resolve_env) as conn,
             Progress(None, out.name, progress) as bar,
         ):
-            if table is not None and partitions is not None and partitions > 1:
-                ranged = _Ranged(con, target.ident, partitions, s, server_encoding, out.parent)
-                rows, size = ranged.write(conn, f, bar, resolve_env=resolve_env)
+            # In the caller's transaction, what it sees (its own writes too) is read by it
+            # alone, in one COPY, as without partitions.
+            idle = conn.info.transaction_status == TransactionStatus.IDLE
+            if table is not None and partitions is not None and partitions > 1 and idle:
+                ranged = _Ranged(
+                    con=con,
+                    table=target.ident,
+                    plain=stmt,
+                    partitions=partitions,
+                    settings=s,
+                    server_encoding=server_encoding,
+                    file=f,
+                    folder=out.parent,
+                    bar=bar,
+                )
+                rows, size = ranged.write(conn, resolve_env=resolve_env)
             else:
                 rows, size = _copy_to(conn, stmt, _Output(f, s.encoding, server_encoding, bar))
     except OSError as exc:
@@ -214,6 +227,7 @@ def _copy_to(
     return rows, out.written
 
 
+@dataclass
 class _Ranged:
     """A table's export in ranges of its blocks over several connections at once.
 
@@ -229,35 +243,23 @@ class _Ranged:
     no other connection can read as) is read by that one ``COPY`` on one connection.
     """
 
-    def __init__(
-        self,
-        con: Any,
-        table: sql.Identifier,
-        partitions: int,
-        settings: ExportSettings,
-        server_encoding: str | None,
-        folder: Path,
-    ) -> None:
-        self.con = con
-        self.table = table
-        self.partitions = partitions
-        self.settings = settings
-        self.server_encoding = server_encoding
-        self.folder = folder
-        self.statements: list[str] = []
-        self._spills: list[IO[bytes]] = []
-        self._lock = threading.Lock()
+    con: Any
+    table: sql.Identifier
+    plain: sql.Composed  # the one COPY
+    partitions: int
+    settings: ExportSettings
+    server_encoding: str | None
+    file: Any  # the output, where the first range goes
+    folder: Path  # the output's, where the other ranges wait (unnamed temporary files)
+    bar: Progress
+    statements: list[str] = field(default_factory=list, init=False)
+    _spills: list[IO[bytes]] = field(default_factory=list, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
-    def write(
-        self, conn: psycopg.Connection[Any], f: Any, bar: Progress, *, resolve_env: bool
-    ) -> tuple[int, int]:
+    def write(self, conn: psycopg.Connection[Any], *, resolve_env: bool) -> tuple[int, int]:
         from pgmonkey.frames._parallel import read_ranges  # ~10 ms of imports, only here
 
-        self._f, self._bar = f, bar
-        if conn.info.transaction_status != TransactionStatus.IDLE:
-            # In the caller's transaction: what it sees (its own writes too) is read by it
-            # alone, in one COPY, as without partitions.
-            return _copy_to(conn, self._plain(conn), self._output(f, start=True))
+        f = self.file
         try:
             parts = read_ranges(
                 self.con, conn, self._plan, self._read, True, resolve_env=resolve_env
@@ -271,20 +273,10 @@ class _Ranged:
                 spill.close()
         return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
-    def _plain(self, conn: psycopg.Connection[Any]) -> str:
-        return (
-            sql.SQL("COPY {} TO STDOUT {}")
-            .format(self.table, copy_options(self.settings))
-            .as_string(conn)
-        )
-
-    def _output(self, sink: Any, *, start: bool) -> _Output:
-        return _Output(sink, self.settings.encoding, self.server_encoding, self._bar, start=start)
-
     def _plan(self, conn: psycopg.Connection[Any], others: bool) -> Sequence[str]:
         selects = self._selects(conn) if others else []
         if len(selects) <= 1:
-            self.statements = [self._plain(conn)]
+            self.statements = [self.plain.as_string(conn)]
         else:
             rest = copy_options(replace(self.settings, has_headers=False))
             self.statements = [
@@ -336,13 +328,14 @@ class _Ranged:
     def _read(self, conn: psycopg.Connection[Any], stmt: str) -> tuple[int, int, IO[bytes]]:
         start = self.statements.index(stmt) == 0
         if start:
-            sink: Any = self._f
+            sink: Any = self.file
         else:
             sink = tempfile.TemporaryFile(dir=self.folder)
             with self._lock:
                 self._spills.append(sink)
         setup = _IN_BLOCK_ORDER if len(self.statements) > 1 else None
-        rows, size = _copy_to(conn, stmt, self._output(sink, start=start), setup)
+        out = _Output(sink, self.settings.encoding, self.server_encoding, self.bar, start=start)
+        rows, size = _copy_to(conn, stmt, out, setup)
         return rows, size, sink
 
 
