@@ -43,6 +43,32 @@ ROWS = 3000
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
+    # The scheduler runs in this process and would keep its last 1000 messages (tasks and
+    # their consistent reads' snapshots with them) for debugging: without that log, a
+    # snapshot's transaction ends when its frames are collected, as with a remote scheduler.
+    with dask.config.set({"distributed.admin.low-level-log-length": 0}):
+        yield from _cluster()
+
+
+@pytest.fixture(autouse=True)
+def _no_snapshot_left_open(db_conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Each test ends with no transaction of ours open in the sandbox (none holds back the
+    next module's ``CREATE INDEX CONCURRENTLY``): the consistent reads' frames are gone."""
+    yield
+    gc.collect()
+    _poll("every consistent read's snapshot transaction to end", lambda: not _open(db_conn))
+
+
+def _open(conn: psycopg.Connection[Any]) -> list[int]:
+    """The other sessions idle in a transaction in this database (a snapshot's holder)."""
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _cluster() -> Iterator[Any]:
     cluster = distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -234,15 +260,10 @@ def test_consistent_read_sees_one_snapshot_under_a_concurrent_writer(
     assert len(unplanned) > len(before)  # without a snapshot the new rows are read
 
     # The exporting transaction ends once the DataFrame is gone.
+    (holder,) = _open(db_conn)
     del ddf
     gc.collect()
-    _poll(
-        "the exported snapshot's transaction to end",
-        lambda: db_conn.execute(
-            "SELECT count(*) = 0 FROM pg_stat_activity"
-            " WHERE query LIKE '%pg_export_snapshot%' AND pid <> pg_backend_pid()"
-        ).fetchone()[0],  # type: ignore[index]
-    )
+    _poll("the exported snapshot's transaction to end", lambda: holder not in _open(db_conn))
 
 
 def _password(config: Path) -> str:
@@ -642,10 +663,36 @@ def test_snapshot_lives_as_long_as_a_derived_frame(
     _make_table(db_conn, "dask_derived", rows=600)
     ddf = pmd.read_sql("dask_derived", password_config, partitions=3, consistent=True)
     derived = ddf[ddf["id"] > 100]
+    (holder,) = _open(db_conn)
     del ddf
     gc.collect()
     db_conn.execute("DELETE FROM dask_derived")
     assert len(derived.compute()) == 500  # still the snapshot's rows
+    assert _open(db_conn) == [holder]
+    del derived
+    gc.collect()
+    _poll("the exported snapshot's transaction to end", lambda: not _open(db_conn))
+
+
+def test_release_ends_the_snapshot_of_a_live_frame(
+    client: Any, password_config: Path, db_conn: psycopg.Connection[Any]
+) -> None:
+    # What ends the snapshot where the frames alone cannot (a scheduler in this process keeps
+    # its recent tasks by default): release(), on any frame derived from the read.
+    _make_table(db_conn, "dask_release", rows=600)
+    plain = pmd.read_sql("dask_release", password_config, partitions=2)
+    ddf = pmd.read_sql("dask_release", password_config, partitions=3, consistent=True)
+    derived = ddf[ddf["id"] > 100]["id"]
+    (holder,) = _open(db_conn)
+    assert len(derived.compute()) == 500
+    assert pmd.release(plain) == 0
+    assert pmd.release(derived) == 1
+    _poll("the released snapshot's transaction to end", lambda: holder not in _open(db_conn))
+    assert pmd.release(ddf) == 0  # already ended
+    with pytest.raises(TransferError, match=r"snapshot .* of this consistent read is gone"):
+        ddf.compute()
+    with pytest.raises(TypeError, match="not DataFrame"):
+        pmd.release(pd.DataFrame())
 
 
 def test_nulls_appearing_after_planning_are_named(

@@ -11,14 +11,17 @@ COPY path, the same parser.
 A consistent read keeps the caller's connection in a ``REPEATABLE READ`` transaction that
 exported its snapshot; every task imports it (``SET TRANSACTION SNAPSHOT``) before reading,
 so all partitions see one state of the database. The transaction stays open while the Dask
-DataFrame (or anything derived from it) is alive, and ends when it is garbage collected.
+DataFrame (or anything derived from it) is alive, and ends when it is garbage collected or
+:func:`release` ends it. A scheduler in the caller's process (``Client()``, a
+``LocalCluster``) keeps its recent messages, tasks included, for debugging
+(``distributed.admin.low-level-log-length``): there only :func:`release` ends it promptly.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -67,9 +70,14 @@ class Snapshot:
     def __dask_tokenize__(self) -> str:
         return self.id
 
-    def release(self) -> None:
-        """End the exporting transaction now (tasks that start later cannot import it)."""
+    def release(self) -> bool:
+        """End the exporting transaction now (tasks that start later cannot import it).
+
+        False if it had ended already.
+        """
+        alive = self._release.alive
         self._release()
+        return alive
 
 
 def read_sql(
@@ -107,9 +115,11 @@ def read_sql(
     starting at 0, as :func:`pgmonkey.read_sql`'s does (divisions are unknown).
     Dtypes are :func:`pgmonkey.read_sql`'s for the whole result; ``meta`` (an empty frame)
     overrides them and saves the planning scan's NULL checks. ``consistent=True``: every
-    partition reads the same snapshot of the database. ``resolve_env``: resolve the config's
-    references (on the caller and on each worker). ``params`` are bound by psycopg on the
-    caller (``%s`` / ``%(name)s``), so the tasks carry the bound text: never a secret there.
+    partition reads the same snapshot of the database, exported by a transaction held open
+    until the frame and everything derived from it are gone, or :func:`release` ends it.
+    ``resolve_env``: resolve the config's references (on the caller and on each worker).
+    ``params`` are bound by psycopg on the caller (``%s`` / ``%(name)s``), so the tasks carry
+    the bound text: never a secret there.
     """
     import dask
     import dask.dataframe as dd
@@ -161,11 +171,48 @@ def read_partition(part: Part) -> pd.DataFrame:
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             with conn.transaction():
-                conn.execute(
-                    sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(str(part.snapshot)))
-                )
+                try:
+                    conn.execute(
+                        sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                            sql.Literal(str(part.snapshot))
+                        )
+                    )
+                except psycopg.errors.InvalidParameterValue as exc:
+                    raise TransferError(
+                        f"the snapshot {str(part.snapshot)!r} of this consistent read is gone "
+                        "(released, or its transaction ended): read again with consistent=True"
+                    ) from exc
                 frame = frames.read_sql(part.query, conn)
     return _conform(frame, part.meta)
+
+
+def release(frame: Any) -> int:
+    """End now the snapshot transactions of the consistent reads ``frame`` is built on.
+
+    ``frame`` is a Dask DataFrame (or Series) from :func:`read_sql` with ``consistent=True``,
+    or derived from one. Computing it afterwards raises :class:`TransferError`. Returns how
+    many open snapshot transactions it ended (0 for a frame without a consistent read, or
+    released already).
+    """
+    expr = getattr(frame, "expr", None)
+    if expr is None or not hasattr(expr, "walk"):
+        raise TypeError(f"release() takes a Dask DataFrame or Series, not {type(frame).__name__}")
+    snapshots = {
+        id(part.snapshot): part.snapshot
+        for node in expr.walk()
+        for part in _parts(node.operands)
+        if isinstance(part.snapshot, Snapshot)
+    }
+    return sum(snapshot.release() for snapshot in snapshots.values())
+
+
+def _parts(operands: Sequence[Any]) -> Iterator[Part]:
+    """The :class:`Part` objects among an expression's operands (``from_map``'s iterables)."""
+    for operand in operands:
+        if isinstance(operand, Part):
+            yield operand
+        elif isinstance(operand, list | tuple):
+            yield from _parts(operand)
 
 
 def _conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
