@@ -52,8 +52,9 @@ def client() -> Iterator[Any]:
 
 @pytest.fixture(autouse=True)
 def _no_snapshot_left_open(db_conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Each test ends with no transaction of ours open in the sandbox (none holds back the
-    next module's ``CREATE INDEX CONCURRENTLY``): the consistent reads' frames are gone."""
+    """Each test ends with no session idle in a transaction in the sandbox's database (none
+    holds back the next module's ``CREATE INDEX CONCURRENTLY``): the consistent reads'
+    frames are gone, and nothing else of ours stays in a transaction."""
     yield
     gc.collect()
     _poll("every consistent read's snapshot transaction to end", lambda: not _open(db_conn))
@@ -685,13 +686,16 @@ def test_release_ends_the_snapshot_of_a_live_frame(
     derived = ddf[ddf["id"] > 100]["id"]
     (holder,) = _open(db_conn)
     assert len(derived.compute()) == 500
+    persisted = derived.persist()  # holds the results, not the read
+    distributed.wait(persisted)
+    assert pmd.release(persisted) == 0
     assert pmd.release(plain) == 0
     assert pmd.release(derived) == 1
     _poll("the released snapshot's transaction to end", lambda: holder not in _open(db_conn))
     assert pmd.release(ddf) == 0  # already ended
     with pytest.raises(TransferError, match=r"snapshot .* of this consistent read is gone"):
         ddf.compute()
-    with pytest.raises(TypeError, match="not DataFrame"):
+    with pytest.raises(TypeError, match=r"Dask DataFrame or Series, not a pandas\..*DataFrame"):
         pmd.release(pd.DataFrame())
 
 

@@ -14,11 +14,13 @@ so all partitions see one state of the database. The transaction stays open whil
 DataFrame (or anything derived from it) is alive, and ends when it is garbage collected or
 :func:`release` ends it. A scheduler in the caller's process (``Client()``, a
 ``LocalCluster``) keeps its recent messages, tasks included, for debugging
-(``distributed.admin.low-level-log-length``): there only :func:`release` ends it promptly.
+(``distributed.admin.low-level-log-length``): there only :func:`release`, called before the
+last frame is dropped, ends it promptly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -59,7 +61,7 @@ class Snapshot:
 
     def __init__(self, conn: psycopg.Connection[Any], id: str) -> None:
         self.id = id
-        self._release = weakref.finalize(self, conn.close)
+        self._release = weakref.finalize(self, _end, conn)
 
     def __str__(self) -> str:
         return self.id
@@ -117,6 +119,8 @@ def read_sql(
     overrides them and saves the planning scan's NULL checks. ``consistent=True``: every
     partition reads the same snapshot of the database, exported by a transaction held open
     until the frame and everything derived from it are gone, or :func:`release` ends it.
+    ``persist()`` and ``client.compute()`` run the tasks later: keep the frame they were
+    given until its results are in.
     ``resolve_env``: resolve the config's references (on the caller and on each worker).
     ``params`` are bound by psycopg on the caller (``%s`` / ``%(name)s``), so the tasks carry
     the bound text: never a secret there.
@@ -144,10 +148,10 @@ def read_sql(
             query = psycopg.ClientCursor(conn).mogrify(query, params)
         queries, meta = _plan(conn, query, partition_on, partitions, bounds, meta)
     except BaseException:
-        conn.close()
+        _end(conn)
         raise
     if snapshot is None:
-        conn.close()
+        _end(conn)
     parts = [Part(source, q, snapshot, meta) for q in queries]
     # Dask would turn object columns (json, arrays, ...) into Arrow strings: the dtypes are
     # read_sql's, as they are.
@@ -177,10 +181,14 @@ def read_partition(part: Part) -> pd.DataFrame:
                             sql.Literal(str(part.snapshot))
                         )
                     )
-                except psycopg.errors.InvalidParameterValue as exc:
+                except (
+                    psycopg.errors.InvalidParameterValue,  # no such snapshot
+                    psycopg.errors.ObjectNotInPrerequisiteState,  # its exporter just ended
+                ) as exc:
                     raise TransferError(
                         f"the snapshot {str(part.snapshot)!r} of this consistent read is gone "
-                        "(released, or its transaction ended): read again with consistent=True"
+                        "(released, or the frames built on the read were all dropped before "
+                        f"this task ran): {exc}"
                     ) from exc
                 frame = frames.read_sql(part.query, conn)
     return _conform(frame, part.meta)
@@ -192,11 +200,13 @@ def release(frame: Any) -> int:
     ``frame`` is a Dask DataFrame (or Series) from :func:`read_sql` with ``consistent=True``,
     or derived from one. Computing it afterwards raises :class:`TransferError`. Returns how
     many open snapshot transactions it ended (0 for a frame without a consistent read, or
-    released already).
+    released already). A frame from ``persist()`` holds results, not the read: release the
+    frame it was persisted from.
     """
     expr = getattr(frame, "expr", None)
     if expr is None or not hasattr(expr, "walk"):
-        raise TypeError(f"release() takes a Dask DataFrame or Series, not {type(frame).__name__}")
+        kind = f"{type(frame).__module__}.{type(frame).__qualname__}"
+        raise TypeError(f"release() takes a Dask DataFrame or Series, not a {kind}")
     snapshots = {
         id(part.snapshot): part.snapshot
         for node in expr.walk()
@@ -204,6 +214,14 @@ def release(frame: Any) -> int:
         if isinstance(part.snapshot, Snapshot)
     }
     return sum(snapshot.release() for snapshot in snapshots.values())
+
+
+def _end(conn: psycopg.Connection[Any]) -> None:
+    """Close ``conn``, its transaction ended first: ``close()`` alone only asks the server to
+    end the session, which a task importing the snapshot a moment later could still beat."""
+    with contextlib.suppress(psycopg.Error):
+        conn.rollback()
+    conn.close()
 
 
 def _parts(operands: Sequence[Any]) -> Iterator[Part]:
