@@ -259,6 +259,52 @@ def test_inside_a_transaction_a_failed_describe_does_not_abort_it(superuser_dsn:
         conn.rollback()
 
 
+# Inside the caller's transaction: describes that fail in the raw parse (DML in a
+# subquery) and in the analysis (a data-modifying WITH below the top level) run as written
+# after the savepoint is rolled back, and one that succeeds is read through COPY; the
+# transaction goes on, and no savepoint of ours is left in it.
+IN_TRANSACTION = [
+    ("DELETE FROM tx WHERE a = 7 RETURNING a", [7]),
+    ("WITH d AS (DELETE FROM tx WHERE a = 8 RETURNING a) SELECT a FROM d", [8]),
+    ("SELECT a FROM tx WHERE a = 9", [9]),
+]
+
+
+def _no_savepoint_left(conn: psycopg.Connection[Any]) -> None:
+    # In a savepoint of the test's own, rolled back with the expected error.
+    with pytest.raises(psycopg.errors.InvalidSavepointSpecification), conn.transaction():
+        conn.execute("RELEASE SAVEPOINT pgmonkey_describe")
+
+
+def test_inside_a_transaction_describes_that_fail_abort_nothing(superuser_dsn: str) -> None:
+    with psycopg.connect(superuser_dsn) as conn:  # not autocommit
+        conn.execute("CREATE TEMP TABLE tx (a int)")
+        conn.execute("INSERT INTO tx VALUES (7), (8), (9), (10)")
+        for query, expected in IN_TRANSACTION:
+            assert read_sql(query, conn)["a"].tolist() == expected
+            _no_savepoint_left(conn)
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            read_sql("SELECT * FROM tx_missing", conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.rollback()
+
+
+async def test_async_inside_a_transaction_describes_that_fail_abort_nothing(
+    superuser_dsn: str,
+) -> None:
+    async with await psycopg.AsyncConnection.connect(superuser_dsn) as conn:
+        await conn.execute("CREATE TEMP TABLE tx (a int)")
+        await conn.execute("INSERT INTO tx VALUES (7), (8), (9), (10)")
+        for query, expected in IN_TRANSACTION:
+            assert (await read_sql_async(query, conn))["a"].tolist() == expected
+        assert (await read_sql_async("SELECT count(*) AS n FROM tx", conn))["n"].tolist() == [2]
+        with pytest.raises(psycopg.errors.InvalidSavepointSpecification):
+            async with conn.transaction():
+                await conn.execute("RELEASE SAVEPOINT pgmonkey_describe")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        await conn.rollback()
+
+
 def test_con_as_config_path(auth_config: Path, db_conn: Conn) -> None:
     table = f"frames_auth_{auth_config.stem.replace('-', '_')}"
     df = pd.DataFrame({"a": [1, 2], "s": ["x", None]})

@@ -40,7 +40,7 @@ RENAME = {
     "_read_async": "_read",
     "_read_on_async": "_read_on",
     "_describe_async": "_describe",
-    "_describe_guard_async": "_describe_guard",
+    "_run_describe_async": "_run_describe",
     "cancel_and_drain_async": "cancel_and_drain",
     "AbstractAsyncContextManager": "AbstractContextManager",
     "to_sql_async": "to_sql",
@@ -135,7 +135,7 @@ PAIRS: list[tuple[Callable[..., Any], Callable[..., Any], list[tuple[str, str]]]
     ),
     (_api.to_sql, _api.to_sql_async, []),
     (_api._read_on, _api._read_on_async, []),
-    (_api._describe_guard, _api._describe_guard_async, []),
+    (_api._run_describe, _api._run_describe_async, []),
     (_api._describe, _api._describe_async, []),
     (
         _api.read_polars,

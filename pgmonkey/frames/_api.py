@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext, suppress
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
@@ -476,13 +476,11 @@ def _describe(
 ) -> tuple[list[tuple[str, int]], Any]:
     """The query's columns and the settings row of ``describe_and_settings``."""
     try:
-        with _describe_guard(conn):
-            cur.execute(describe_and_settings(body))
+        _run_describe(conn, cur, describe_and_settings(body))
         return (_columns(cur) or [])[1:], cur.fetchone()
     except psycopg.errors.TooManyColumns:
         # As many columns as PostgreSQL allows: none left for the setting, asked apart.
-        with _describe_guard(conn):
-            cur.execute(describe_statement(body))
+        _run_describe(conn, cur, describe_statement(body))
         description = _columns(cur) or []
         return description, cur.execute(_SETTINGS).fetchone()
 
@@ -492,33 +490,66 @@ async def _describe_async(
 ) -> tuple[list[tuple[str, int]], Any]:
     """The async twin of :func:`_describe`."""
     try:
-        async with _describe_guard_async(conn):
-            await cur.execute(describe_and_settings(body))
+        await _run_describe_async(conn, cur, describe_and_settings(body))
         return (_columns(cur) or [])[1:], await cur.fetchone()
     except psycopg.errors.TooManyColumns:
         # As many columns as PostgreSQL allows: none left for the setting, asked apart.
-        async with _describe_guard_async(conn):
-            await cur.execute(describe_statement(body))
+        await _run_describe_async(conn, cur, describe_statement(body))
         description = _columns(cur) or []
         return description, await (await cur.execute(_SETTINGS)).fetchone()
 
 
-def _describe_guard(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
-    """Where the describe statement runs: in a savepoint (or transaction) of its own, so that
-    its failure aborts nothing of the caller's, unless there is nothing to abort (autocommit
-    and idle), where it saves the two round trips of BEGIN and COMMIT."""
-    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
-        return nullcontext()
-    return conn.transaction()
+# The describe in a savepoint of its own: the RELEASE goes with the describe, as one query.
+_SAVEPOINT = "SAVEPOINT pgmonkey_describe"
+_RELEASE = sql.SQL(";\nRELEASE SAVEPOINT pgmonkey_describe")
+_UNDO = "ROLLBACK TO SAVEPOINT pgmonkey_describe; RELEASE SAVEPOINT pgmonkey_describe"
 
 
-def _describe_guard_async(
-    conn: psycopg.AsyncConnection[Any],
-) -> AbstractAsyncContextManager[Any]:
-    """The async twin of :func:`_describe_guard`."""
-    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
-        return nullcontext()
-    return conn.transaction()
+def _run_describe(
+    conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], statement: sql.Composed
+) -> None:
+    """Run a describe statement, its result then current on ``cur``.
+
+    Inside a transaction it runs in a savepoint of its own, so that its failure aborts
+    nothing of the caller's. The statement and the ``RELEASE`` go as one simple query
+    (never prepared: a prepared statement holds one command), two round trips instead of
+    three; the ``SAVEPOINT`` cannot join them: a query the server cannot parse (the caller's
+    ``DELETE ... RETURNING`` in a subquery) runs none of its statements. With nothing to
+    protect (autocommit and idle), or a transaction aborted already (the statement fails
+    there as any would), it runs alone.
+    """
+    status = conn.info.transaction_status
+    if status == TransactionStatus.INERROR or (
+        conn.autocommit and status == TransactionStatus.IDLE
+    ):
+        cur.execute(statement)
+        return
+    cur.execute(_SAVEPOINT, prepare=False)
+    try:
+        cur.execute(statement + _RELEASE, prepare=False)
+    except BaseException:
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            conn.execute(_UNDO, prepare=False)
+        raise
+
+
+async def _run_describe_async(
+    conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any], statement: sql.Composed
+) -> None:
+    """The async twin of :func:`_run_describe`."""
+    status = conn.info.transaction_status
+    if status == TransactionStatus.INERROR or (
+        conn.autocommit and status == TransactionStatus.IDLE
+    ):
+        await cur.execute(statement)
+        return
+    await cur.execute(_SAVEPOINT, prepare=False)
+    try:
+        await cur.execute(statement + _RELEASE, prepare=False)
+    except BaseException:
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            await conn.execute(_UNDO, prepare=False)
+        raise
 
 
 def _columns(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[tuple[str, int]] | None:
