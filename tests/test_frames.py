@@ -305,6 +305,21 @@ async def test_async_inside_a_transaction_describes_that_fail_abort_nothing(
         await conn.rollback()
 
 
+def test_a_table_that_changes_columns_is_read_again(db_conn: Conn, superuser_dsn: str) -> None:
+    # A table another session makes anew with other column types, read with the same query
+    # text more often than psycopg's prepare threshold: each read describes it as it is.
+    with psycopg.connect(superuser_dsn, autocommit=True) as reader:
+        try:
+            for i in range(8):
+                db_conn.execute("DROP TABLE IF EXISTS frames_reshaped")
+                value = ("1::int", "'x'::text", "1.5::float8", "date '2024-01-01'")[i % 4]
+                db_conn.execute(f"CREATE TABLE frames_reshaped AS SELECT {value} AS a, {i} AS i")
+                got = read_sql("SELECT * FROM frames_reshaped", reader)
+                assert got.columns.tolist() == ["a", "i"] and got["i"].tolist() == [i]
+        finally:
+            db_conn.execute("DROP TABLE IF EXISTS frames_reshaped")
+
+
 def test_con_as_config_path(auth_config: Path, db_conn: Conn) -> None:
     table = f"frames_auth_{auth_config.stem.replace('-', '_')}"
     df = pd.DataFrame({"a": [1, 2], "s": ["x", None]})

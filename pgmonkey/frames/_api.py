@@ -510,19 +510,20 @@ def _run_describe(
 ) -> None:
     """Run a describe statement, its result then current on ``cur``.
 
+    Never prepared (psycopg prepares a statement run five times): a prepared describe
+    fails with "cached plan must not change result type" once its tables change columns.
     Inside a transaction it runs in a savepoint of its own, so that its failure aborts
-    nothing of the caller's. The statement and the ``RELEASE`` go as one simple query
-    (never prepared: a prepared statement holds one command), two round trips instead of
-    three; the ``SAVEPOINT`` cannot join them: a query the server cannot parse (the caller's
-    ``DELETE ... RETURNING`` in a subquery) runs none of its statements. With nothing to
-    protect (autocommit and idle), or a transaction aborted already (the statement fails
-    there as any would), it runs alone.
+    nothing of the caller's. The statement and the ``RELEASE`` go as one simple query,
+    two round trips instead of three; the ``SAVEPOINT`` cannot join them: a query the
+    server cannot parse (the caller's ``DELETE ... RETURNING`` in a subquery) runs none of
+    its statements. With nothing to protect (autocommit and idle), or a transaction aborted
+    already (the statement fails there as any would), it runs alone.
     """
     status = conn.info.transaction_status
     if status == TransactionStatus.INERROR or (
         conn.autocommit and status == TransactionStatus.IDLE
     ):
-        cur.execute(statement)
+        cur.execute(statement, prepare=False)
         return
     cur.execute(_SAVEPOINT, prepare=False)
     try:
@@ -541,7 +542,7 @@ async def _run_describe_async(
     if status == TransactionStatus.INERROR or (
         conn.autocommit and status == TransactionStatus.IDLE
     ):
-        await cur.execute(statement)
+        await cur.execute(statement, prepare=False)
         return
     await cur.execute(_SAVEPOINT, prepare=False)
     try:
