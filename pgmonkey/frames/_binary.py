@@ -2,12 +2,18 @@
 
 Used by ``to_sql`` when every column has a binary form here (bigint, double precision,
 boolean, timestamp, timestamptz, text); frames with other types go through CSV.
-Each column is encoded to (lengths, bytes) arrays; rows are assembled by scattering those
-bytes at computed offsets in one buffer per chunk.
+Each column is encoded to (lengths, bytes) arrays: fixed-width values by numpy, text joined
+and encoded once (or, for pandas' Arrow-backed strings in a UTF-8 session, taken as Arrow
+holds them: UTF-8 bytes and offsets). The rows are then assembled in one pass by
+``_binencode.c`` when it is built, else by scattering the bytes at computed offsets with
+numpy, into one buffer per chunk: the same bytes either way.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,6 +41,17 @@ def chunks(df: pd.DataFrame, types: list[str], rows: int, encoding: str) -> Iter
     yield TRAILER
 
 
+@functools.cache
+def _encoder() -> Any:
+    if os.environ.get("PGMONKEY_IMPL", "").lower() == "python":
+        return None
+    try:
+        from . import _binencode
+    except ImportError:  # built without a C compiler
+        return None
+    return _binencode.encode
+
+
 def _chunk(part: pd.DataFrame, types: list[str], encoding: str, first: int) -> bytes:
     n = len(part)
     encoded = []
@@ -43,6 +60,19 @@ def _chunk(part: pd.DataFrame, types: list[str], encoding: str, first: int) -> b
             encoded.append(_encode(part.iloc[:, i], pg, encoding))
         except Rejected as rejected:
             raise Rejected(rejected.kind, rejected.message, i, first + rejected.row) from None
+    encode = _encoder()
+    if encode is not None:
+        fields = [
+            (lengths, *data, 0) if isinstance(data, tuple) else (lengths, data, None, data.shape[1])
+            for lengths, data in encoded
+        ]
+        result: bytes = encode(n, fields)
+        return result
+    return _assemble(n, encoded)
+
+
+def _assemble(n: int, encoded: list[tuple[Any, Any]]) -> bytes:
+    """The rows of :func:`_chunk`, put together by numpy (without the compiled encoder)."""
     # Field sizes per row: 4 length bytes, plus the data when not NULL.
     size = np.full(n, 2, dtype=np.int64)
     for lengths, _ in encoded:
@@ -50,19 +80,21 @@ def _chunk(part: pd.DataFrame, types: list[str], encoding: str, first: int) -> b
     start = np.zeros(n, dtype=np.int64)
     np.cumsum(size[:-1], out=start[1:])
     buf = np.empty(int(size.sum()), dtype=np.uint8)
-    _scatter(buf, start, np.full((n, 1), len(types), dtype=">i2").view(np.uint8))
+    _scatter(buf, start, np.full((n, 1), len(encoded), dtype=">i2").view(np.uint8))
     pos = start + 2
     for lengths, data in encoded:
         _scatter(buf, pos, lengths.astype(">i4").reshape(n, 1).view(np.uint8))
         pos += 4
         valid = lengths >= 0
-        if isinstance(data, tuple):  # variable width: (flat bytes, lengths of valid rows)
-            flat, lens = data
-            if len(flat):
-                src = np.zeros(len(lens), dtype=np.int64)
-                np.cumsum(lens[:-1], out=src[1:])
-                dest = np.repeat(pos[valid] - src, lens) + np.arange(len(flat))
-                buf[dest] = flat
+        if isinstance(data, tuple):  # variable width: (bytes, where each row's value starts)
+            flat, starts = data
+            lens = lengths[valid].astype(np.int64)
+            total = int(lens.sum())
+            if total:
+                within = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
+                buf[np.repeat(pos[valid], lens) + within] = flat[
+                    np.repeat(starts[valid], lens) + within
+                ]
         elif valid.all():
             _scatter(buf, pos, data)
         else:
@@ -94,7 +126,8 @@ def _micros(series: pd.Series) -> Any:
 
 
 def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
-    """(int32 lengths with -1 for NULL, data): data is 2-D uint8, or (flat, lengths)."""
+    """(int32 lengths with -1 for NULL, data): data is 2-D uint8 (a row a value), or (bytes,
+    int64 start of each row's value in them) for text."""
     isnull = series.isna().to_numpy()
     n = len(series)
     if pg in _FIXED:
@@ -114,6 +147,9 @@ def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
         lengths = np.where(isnull, -1, 8).astype(np.int32)
         return lengths, values.reshape(n, 1).view(np.uint8).reshape(n, 8)
     # text
+    held = _arrow_text(series, isnull, encoding)
+    if held is not None:
+        return held
     strings = series[~isnull].tolist() if isnull.any() else series.tolist()
     if not all(type(s) is str for s in strings):
         strings = [str(s) for s in strings]
@@ -138,4 +174,37 @@ def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
         raise Rejected.nul(0, int(rows[at]))
     lengths = np.full(n, -1, dtype=np.int32)
     lengths[~isnull] = lens
-    return lengths, (flat, lens)
+    starts = np.zeros(n, dtype=np.int64)
+    starts[~isnull] = np.cumsum(lens) - lens
+    return lengths, (flat, starts)
+
+
+def _arrow_text(series: pd.Series, isnull: Any, encoding: str) -> tuple[Any, Any] | None:
+    """A text column as Arrow holds it (pandas' ``str`` dtype) when the session is UTF-8:
+    its bytes and offsets as they are, no string made; None when it is held otherwise."""
+    if codecs.lookup(encoding).name != "utf-8" or not hasattr(series.array, "__arrow_array__"):
+        return None
+    import pyarrow as pa
+
+    arr = series.array.__arrow_array__()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_string(arr.type):
+        width: Any = np.int32
+    elif pa.types.is_large_string(arr.type):
+        width = np.int64
+    else:
+        return None
+    _, offsets_buffer, data_buffer = arr.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
+    offsets = offsets.astype(np.int64)
+    data = np.frombuffer(data_buffer if data_buffer is not None else b"", dtype=np.uint8)
+    lengths = np.where(isnull, -1, np.diff(offsets)).astype(np.int32)
+    starts = offsets[:-1]
+    nul = np.flatnonzero(data[offsets[0] : offsets[-1]] == 0) + offsets[0]
+    if len(nul):  # the first value holding one (Arrow may keep bytes under a NULL: not those)
+        row = np.searchsorted(starts, nul, side="right") - 1
+        inside = (lengths[row] > 0) & (nul < starts[row] + lengths[row])
+        if inside.any():
+            raise Rejected.nul(0, int(row[np.argmax(inside)]))
+    return lengths, (data, starts)
