@@ -153,3 +153,58 @@ def test_buffers_that_do_not_fit_are_refused(field: tuple[Any, ...], error: str)
     encode = _binary._encoder()
     with pytest.raises(ValueError, match=error):
         encode(1, [field])
+
+
+def test_a_list_changed_by_a_width_leaves_the_call_unharmed() -> None:
+    encode = _binary._encoder()
+    columns: list[Any] = []
+
+    class Width:
+        def __index__(self) -> int:
+            columns.clear()
+            return 1
+
+    columns.append((np.ones(1, np.int32), b"x", None, Width()))
+    columns.append((np.ones(1, np.int32), b"y", None, 1))
+    assert encode(1, columns) == b"\x00\x02" + b"\x00\x00\x00\x01x" + b"\x00\x00\x00\x01y"
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        (2**62, "bad row or column count"),
+        (2**60, "bad row or column count"),
+        (2**58, "lengths for"),
+    ],
+)
+def test_row_counts_whose_sizes_would_wrap_are_refused(rows: int, error: str) -> None:
+    encode = _binary._encoder()
+    with pytest.raises(ValueError, match=error):
+        encode(rows, [(np.empty(0, np.int32), b"", np.empty(0, np.int64), 0)])
+    if error.startswith("bad"):
+        with pytest.raises(ValueError, match=error):
+            encode(rows, [])
+
+
+@pytest.mark.parametrize("dtype", ["string[python]", pd.StringDtype("python", na_value=np.nan)])
+def test_python_held_strings_are_encoded_by_python(
+    conn: psycopg.Connection[Any], dtype: Any
+) -> None:
+    # Not through Arrow: a value Arrow cannot hold (a lone surrogate) is refused as any
+    # unencodable value is, by column and row, a sensitive one not shown.
+    series = pd.Series(["ok", "s3cr\udce9t"], dtype=dtype)
+    assert _binary._arrow_text(series, series.isna().to_numpy(), "utf-8") is None
+    with pytest.raises(psycopg.errors.UntranslatableCharacter) as info:
+        pgmonkey.to_sql(pd.DataFrame({"password": series}), "binencode_py", conn)
+    assert "column 'password', row 1" in str(info.value)
+    assert "s3cr" not in str(info.value)
+
+
+def test_text_in_several_arrow_chunks(conn: psycopg.Connection[Any]) -> None:
+    for kind in (pa.string(), pa.large_string()):
+        chunks = pa.chunked_array([["a", None, "bc"], ["", "dé"], ["f"]], type=kind)
+        frame = pd.DataFrame({"s": pd.Series(pd.arrays.ArrowExtensionArray(chunks))})
+        assert _stream(frame, 4, _binary._encoder()) == _stream(frame, 4, None)
+        pgmonkey.to_sql(frame, "binencode_chunks", conn, if_exists="replace")
+        got = conn.execute("SELECT s FROM binencode_chunks").fetchall()
+        assert [r[0] for r in got] == ["a", None, "bc", "", "dé", "f"]

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from pgmonkey.config import REDACTED
+from pgmonkey.errors import TransferError
 from pgmonkey.frames import read_sql, read_sql_async, to_sql, to_sql_async
 
 Conn = psycopg.Connection[Any]
@@ -390,3 +391,38 @@ def test_times_with_a_zone_keep_it(db_conn: Conn, fresh: str) -> None:
         cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
     assert _texts(db_conn, fresh) == _texts(db_conn, "frames_w_twin")
     assert _texts(db_conn, fresh)[0][1] == "12:00:01.000005+09:30"
+
+
+def test_bytes_of_a_sensitive_value_the_server_refuses_are_not_shown(
+    superuser_dsn: str, db_conn: Conn
+) -> None:
+    # A WIN1252 database has no '漢': the server refuses the UTF-8 bytes it gets and names
+    # them ("byte sequence 0xe6 0xbc 0xa2"), which for a sensitive column would show part
+    # of the value.
+    from psycopg.conninfo import make_conninfo
+
+    db_conn.execute("DROP DATABASE IF EXISTS frames_win1252")
+    db_conn.execute(
+        "CREATE DATABASE frames_win1252 ENCODING 'WIN1252' TEMPLATE template0"
+        " LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
+    try:
+        dsn = make_conninfo(superuser_dsn, dbname="frames_win1252")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SET client_encoding = 'UTF8'")
+            for column, shown in (("api_key", False), ("note", True)):
+                df = pd.DataFrame({column: ["fine", "x漢"]})
+                with pytest.raises(psycopg.errors.UntranslatableCharacter) as info:
+                    to_sql(df, "t", conn, if_exists="replace")
+                message = str(info.value)
+                assert ("0xe6 0xbc 0xa2" in message) == shown, message
+                assert (REDACTED in message) != shown, message
+                if not shown:
+                    assert info.value.__cause__ is None
+    finally:
+        db_conn.execute("DROP DATABASE frames_win1252")
+
+
+def test_a_frame_without_columns_is_refused_by_name(db_conn: Conn, fresh: str) -> None:
+    with pytest.raises(TransferError, match=f"no columns to write into '{fresh}'"):
+        to_sql(pd.DataFrame(index=range(3)), fresh, db_conn)

@@ -181,13 +181,20 @@ def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
 
 def _arrow_text(series: pd.Series, isnull: Any, encoding: str) -> tuple[Any, Any] | None:
     """A text column as Arrow holds it (pandas' ``str`` dtype) when the session is UTF-8:
-    its bytes and offsets as they are, no string made; None when it is held otherwise."""
-    if codecs.lookup(encoding).name != "utf-8" or not hasattr(series.array, "__arrow_array__"):
+    its bytes and offsets as they are, no string made; None when it is held otherwise
+    (Python strings, which converting to Arrow would only slow down)."""
+    import pandas as pd
+
+    if codecs.lookup(encoding).name != "utf-8" or not isinstance(
+        series.array, pd.arrays.ArrowExtensionArray
+    ):
         return None
     import pyarrow as pa
 
     arr = series.array.__arrow_array__()
     if isinstance(arr, pa.ChunkedArray):
+        if arr.num_chunks > 1 and pa.types.is_string(arr.type):
+            arr = arr.cast(pa.large_string())  # 32-bit offsets may not span every chunk
         arr = arr.combine_chunks()
     if pa.types.is_string(arr.type):
         width: Any = np.int32

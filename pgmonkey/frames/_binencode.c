@@ -12,12 +12,17 @@
 
    Each row is its field count (int16), then per field its length (int32) and its bytes, all
    big-endian: one pass of memcpy, with the GIL released. Every length and start is checked
-   against the buffers first: a bad one is a ValueError, never a read out of bounds. */
+   against the buffers first (a bad one is a ValueError), and again as it is copied (another
+   thread may change the caller's arrays meanwhile): never a read or a write out of bounds. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Rows are counted in Py_ssize_t; each needs at least 2 bytes, each field 4 more: beyond
+   this many rows the sizes below could wrap around. */
+#define MAX_ROWS (PY_SSIZE_T_MAX / 16)
 
 typedef struct {
     Py_buffer lengths;
@@ -61,15 +66,17 @@ static Py_ssize_t checked_size(Field *cols, Py_ssize_t ncols, Py_ssize_t n)
     for (Py_ssize_t c = 0; c < ncols; c++) {
         Field *f = &cols[c];
         const int32_t *len = f->lengths.buf;
-        if (f->lengths.len != n * (Py_ssize_t)sizeof(int32_t)) {
+        if (f->lengths.len / (Py_ssize_t)sizeof(int32_t) != n ||
+            f->lengths.len % (Py_ssize_t)sizeof(int32_t)) {
             PyErr_Format(PyExc_ValueError, "column %zd: lengths for %zd rows expected", c, n);
             return -1;
         }
-        if (!f->starts.obj && f->data.len < n * f->width) {
+        if (!f->starts.obj && n && f->data.len / f->width < n) {
             PyErr_Format(PyExc_ValueError, "column %zd: data shorter than %zd values", c, n);
             return -1;
         }
-        if (f->starts.obj && f->starts.len != n * (Py_ssize_t)sizeof(int64_t)) {
+        if (f->starts.obj && (f->starts.len / (Py_ssize_t)sizeof(int64_t) != n ||
+                              f->starts.len % (Py_ssize_t)sizeof(int64_t))) {
             PyErr_Format(PyExc_ValueError, "column %zd: starts for %zd rows expected", c, n);
             return -1;
         }
@@ -84,11 +91,11 @@ static Py_ssize_t checked_size(Field *cols, Py_ssize_t ncols, Py_ssize_t n)
             }
             if (start ? (start[i] < 0 || start[i] > f->data.len - l) : l != f->width)
                 goto bad;
-            total += l;
-            if (total < 0) { /* beyond what a Py_ssize_t counts */
+            if (total > PY_SSIZE_T_MAX - l) { /* beyond what a Py_ssize_t counts */
                 PyErr_NoMemory();
                 return -1;
             }
+            total += l;
             continue;
         bad:
             PyErr_Format(PyExc_ValueError, "column %zd, row %zd: length %d does not fit", c, i,
@@ -105,16 +112,24 @@ static PyObject *encode(PyObject *module, PyObject *args)
     PyObject *list;
     if (!PyArg_ParseTuple(args, "nO!", &n, &PyList_Type, &list))
         return NULL;
-    Py_ssize_t ncols = PyList_GET_SIZE(list);
-    if (n < 0 || ncols > 0x7FFF) {
+    /* A tuple of the list's items: converting an item runs Python code (a width's
+       __index__), which could change the list under borrowed references. */
+    PyObject *items = PySequence_Tuple(list);
+    if (!items)
+        return NULL;
+    Py_ssize_t ncols = PyTuple_GET_SIZE(items);
+    if (n < 0 || n > MAX_ROWS || ncols > 0x7FFF) {
+        Py_DECREF(items);
         PyErr_SetString(PyExc_ValueError, "bad row or column count");
         return NULL;
     }
     Field *cols = PyMem_Calloc(ncols ? ncols : 1, sizeof(Field));
-    if (!cols)
+    if (!cols) {
+        Py_DECREF(items);
         return PyErr_NoMemory();
+    }
     for (Py_ssize_t c = 0; c < ncols; c++) {
-        PyObject *item = PyList_GET_ITEM(list, c);
+        PyObject *item = PyTuple_GET_ITEM(items, c);
         PyObject *lengths, *data, *starts;
         Py_ssize_t width;
         if (!PyArg_ParseTuple(item, "OOOn", &lengths, &data, &starts, &width))
@@ -125,7 +140,7 @@ static PyObject *encode(PyObject *module, PyObject *args)
         if (starts != Py_None &&
             PyObject_GetBuffer(starts, &cols[c].starts, PyBUF_C_CONTIGUOUS) < 0)
             goto fail;
-        if (width < 0 || (starts == Py_None) == (width == 0)) {
+        if (width < 0 || width > INT32_MAX || (starts == Py_None) == (width == 0)) {
             PyErr_Format(PyExc_ValueError, "column %zd: a width, or starts, not both", c);
             goto fail;
         }
@@ -138,29 +153,47 @@ static PyObject *encode(PyObject *module, PyObject *args)
     if (!out)
         goto fail;
     unsigned char *w = (unsigned char *)PyBytes_AS_STRING(out);
+    unsigned char *end = w + size;
+    int changed = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n && !changed; i++) {
+        if (end - w < 2) {
+            changed = 1;
+            break;
+        }
         put16(w, (uint16_t)ncols);
         w += 2;
         for (Py_ssize_t c = 0; c < ncols; c++) {
             Field *f = &cols[c];
             int32_t l = ((const int32_t *)f->lengths.buf)[i];
+            int64_t at = f->starts.obj ? ((const int64_t *)f->starts.buf)[i] : i * f->width;
+            if (end - w < 4 || l < -1 || (l > 0 && (end - w - 4 < l || at < 0 ||
+                                                   at > f->data.len - l ||
+                                                   (!f->starts.obj && l != f->width)))) {
+                changed = 1;
+                break;
+            }
             put32(w, (uint32_t)l);
             w += 4;
             if (l <= 0)
                 continue;
-            const unsigned char *src = (const unsigned char *)f->data.buf +
-                (f->starts.obj ? ((const int64_t *)f->starts.buf)[i] : i * f->width);
-            memcpy(w, src, (size_t)l);
+            memcpy(w, (const unsigned char *)f->data.buf + at, (size_t)l);
             w += l;
         }
     }
     Py_END_ALLOW_THREADS
+    if (changed || w != end) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, "the columns changed while their rows were written");
+        goto fail;
+    }
     release(cols, ncols);
+    Py_DECREF(items);
     return out;
 
 fail:
     release(cols, ncols);
+    Py_DECREF(items);
     return NULL;
 }
 

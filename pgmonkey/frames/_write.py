@@ -97,6 +97,8 @@ _LENGTH_LIMITED: Final = frozenset({1043, 1042})
 # Names of the row-number column of the staging table.
 _ROW: Final = "_pgmonkey_row"
 # Parts of column names whose values are never shown in messages.
+# Bytes of a value as the server shows them ("invalid byte sequence ...: 0xe9 0x74").
+_BYTES: Final = re.compile(r"0x[0-9a-fA-F]{2}(?: 0x[0-9a-fA-F]{2})*")
 _SECRET_PARTS: Final = ("pass", "pwd", "ssn", "apikey", "api_key", "private")
 
 
@@ -116,7 +118,7 @@ class Rejected(Exception):
     def nul(cls, column: int, row: int) -> Rejected:
         return cls(
             psycopg.errors.CharacterNotInRepertoire,
-            "text cannot contain NUL (0x00) characters",
+            "text cannot contain the NUL character",
             column,
             row,
         )
@@ -165,6 +167,8 @@ class WritePlan:
             schema, table = parsed.schema, parsed.name
         ident = sql.Identifier(schema, table) if schema else sql.Identifier(table)
         names = [str(c) for c in df.columns]
+        if not names:
+            raise TransferError(f"the DataFrame has no columns to write into {table!r}")
         if len(set(names)) != len(names):
             raise TransferError(f"duplicate column names: {names!r}")
         columns = [(str(name), pg_type(df[name])) for name in df.columns]
@@ -342,8 +346,8 @@ class Load:
             secret = _secret(name)
             shown = REDACTED if secret else _show(self.df.iloc[row, column])
             where = f"column {name!r}, {where}, value {shown}"
-        if secret:  # the server quotes the value it refused: keep it out
-            message = message.split(': "', 1)[0]
+        if secret:  # the server quotes the value it refused, or its bytes: keep them out
+            message = _BYTES.sub(REDACTED, message.split(': "', 1)[0])
         return kind(f"{message}: {where}")
 
     @property
