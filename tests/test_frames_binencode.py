@@ -208,3 +208,12 @@ def test_text_in_several_arrow_chunks(conn: psycopg.Connection[Any]) -> None:
         pgmonkey.to_sql(frame, "binencode_chunks", conn, if_exists="replace")
         got = conn.execute("SELECT s FROM binencode_chunks").fetchall()
         assert [r[0] for r in got] == ["a", None, "bc", "", "dé", "f"]
+
+
+def test_no_rows_of_arrow_held_text(conn: psycopg.Connection[Any]) -> None:
+    for series in (pd.Series([], dtype="str"), pd.Series(["a", "b"], dtype="str").iloc[2:]):
+        held = _binary._arrow_text(series, series.isna().to_numpy(), "utf-8")
+        assert held is not None
+        assert [len(held[0]), len(held[1][0]), len(held[1][1])] == [0, 0, 0]
+        pgmonkey.to_sql(series.to_frame("s"), "binencode_empty", conn, if_exists="replace")
+        assert conn.execute("SELECT count(*) FROM binencode_empty").fetchone() == (0,)

@@ -203,6 +203,8 @@ def _arrow_text(series: pd.Series, isnull: Any, encoding: str) -> tuple[Any, Any
     else:
         return None
     _, offsets_buffer, data_buffer = arr.buffers()
+    if not len(arr) or offsets_buffer is None:  # no rows (Arrow may give no buffers then)
+        return np.empty(0, np.int32), (np.empty(0, np.uint8), np.empty(0, np.int64))
     offsets = np.frombuffer(offsets_buffer, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
     offsets = offsets.astype(np.int64)
     data = np.frombuffer(data_buffer if data_buffer is not None else b"", dtype=np.uint8)
