@@ -266,15 +266,21 @@ def worker(name: str, shape: str, dsn: str) -> None:
 
 
 def _run(name: str, shape: str, dsn: str) -> dict[str, Any] | None:
+    return run_worker(__file__, [name, shape], dsn)
+
+
+def run_worker(script: str, args: list[str], dsn: str) -> dict[str, Any] | None:
+    """``script --worker *args`` in a fresh interpreter: the JSON its last line prints, or
+    None (its error shown) when it fails."""
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", name, shape],
+        [sys.executable, script, "--worker", *args],
         input=dsn,  # on stdin: the DSN holds a password, never on a command line
         capture_output=True,
         text=True,
         timeout=1800,
     )
     if out.returncode:
-        print(f"{name} / {shape}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
+        print(f"{' / '.join(args)}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
         return None
     result: dict[str, Any] | None = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -363,15 +369,21 @@ def _report(shape: str, results: dict[str, list[dict[str, Any]]], rows: int) -> 
     return lines
 
 
+def arguments(doc: str, rounds: int, shapes: list[str]) -> argparse.ArgumentParser:
+    """The options the read and write benchmarks share."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=rounds, help="measurements per contestant")
+    parser.add_argument("--shapes", default=",".join(shapes))
+    parser.add_argument("--only", help="comma-separated contestants (default: all)")
+    parser.add_argument("--dsn", help="an existing server (default: a fresh sandbox)")
+    return parser
+
+
 def main() -> None:
     # SIGTERM (a kill, a runner's timeout) unwinds like Ctrl-C: the sandbox is stopped below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3, help="measurements per contestant")
-    parser.add_argument("--shapes", default=",".join(SHAPES))
-    parser.add_argument("--only", help="comma-separated contestants (default: all)")
-    parser.add_argument("--dsn", help="an existing server (default: a fresh sandbox)")
+    parser = arguments(__doc__, rounds=3, shapes=SHAPES)
     parser.add_argument("--json", help="also write the raw measurements here")
     parser.add_argument("--no-setup", action="store_true", help="reuse the tables")
     parser.add_argument("--worker", nargs=2, metavar=("NAME", "SHAPE"), help=argparse.SUPPRESS)

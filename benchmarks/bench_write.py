@@ -152,18 +152,7 @@ def worker(name: str, shape: str, dsn: str, files: str) -> None:
 
 
 def _run(name: str, shape: str, dsn: str, files: str) -> dict[str, Any] | None:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", name, shape, files],
-        input=dsn,  # on stdin: the DSN holds a password, never on a command line
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if out.returncode:
-        print(f"{name} / {shape}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
-        return None
-    result: dict[str, Any] | None = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return bench_read.run_worker(__file__, [name, shape, files], dsn)
 
 
 def _floor_files(shape: str, dsn: str, files: str) -> None:
@@ -210,12 +199,7 @@ def _report(shape: str, results: dict[str, list[dict[str, Any]]], rows: int) -> 
 def main() -> None:
     # SIGTERM (a kill, a runner's timeout) unwinds like Ctrl-C: the sandbox is stopped below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5, help="measurements per contestant")
-    parser.add_argument("--shapes", default=",".join(SHAPES))
-    parser.add_argument("--only", help="comma-separated contestants (default: all)")
-    parser.add_argument("--dsn", help="an existing server (default: a fresh sandbox)")
+    parser = bench_read.arguments(__doc__, rounds=5, shapes=SHAPES)
     parser.add_argument("--no-setup", action="store_true", help="reuse bench_read's tables")
     parser.add_argument(
         "--worker", nargs=3, metavar=("NAME", "SHAPE", "DIR"), help=argparse.SUPPRESS
