@@ -66,6 +66,17 @@ def app_name(path: Path) -> str:
     return str(yaml.safe_load(path.read_text())["connection_settings"]["application_name"])
 
 
+def in_transaction(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """(pid, state, query) of the other sessions in this database idle inside a transaction
+    (aborted ones too): each holds a snapshot back, and CREATE INDEX CONCURRENTLY waits
+    for it."""
+    return conn.execute(
+        "SELECT pid, state, left(query, 200) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND state LIKE 'idle in transaction%'"
+    ).fetchall()
+
+
 def server_connections(db_conn: psycopg.Connection[Any], application_name: str) -> int:
     """How many backends the server has for *application_name*."""
     row = db_conn.execute(

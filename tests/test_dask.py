@@ -32,6 +32,7 @@ from pgmonkey.config import load_config  # noqa: E402
 from pgmonkey.dask._source import Source  # noqa: E402
 from pgmonkey.dask._write import Target, write_tasks  # noqa: E402
 from pgmonkey.errors import ConfigError, EnvInterpolationError, TransferError  # noqa: E402
+from tests._conn_support import in_transaction  # noqa: E402
 from tests._conn_support import poll as _poll  # noqa: E402
 
 # A killed worker's replacement imports dask, pandas and pyarrow afresh: on two cores loaded
@@ -61,12 +62,8 @@ def _no_snapshot_left_open(db_conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 
 def _open(conn: psycopg.Connection[Any]) -> list[int]:
-    """The other sessions idle in a transaction in this database (a snapshot's holder)."""
-    rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        " AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
-    ).fetchall()
-    return [r[0] for r in rows]
+    """The pids of the other sessions in a transaction (a snapshot's holder)."""
+    return [row[0] for row in in_transaction(conn)]
 
 
 def _cluster() -> Iterator[Any]:

@@ -16,6 +16,7 @@ import yaml
 from IPython.core.interactiveshell import InteractiveShell
 
 from pgmonkey.magics import MagicCellError, PgMonkeyMagics, load_ipython_extension
+from tests._conn_support import in_transaction
 from tests._conn_support import poll as _poll
 from tests.fix_magics import connect, ok, run
 
@@ -518,22 +519,14 @@ def test_statements_outside_transactions(
     # CREATE INDEX CONCURRENTLY waits for every transaction older than its own in the
     # database: one left open by an earlier test would make it wait forever, so say which.
     try:
-        _poll("no other session in a transaction", lambda: not _in_transaction(db_conn))
+        _poll("no other session in a transaction", lambda: not in_transaction(db_conn))
     except AssertionError:
-        raise AssertionError(f"open transactions: {_in_transaction(db_conn)}") from None
+        raise AssertionError(f"open transactions: {in_transaction(db_conn)}") from None
     ok(ip, "%pgmonkey CREATE INDEX CONCURRENTLY magics_vacuum_a ON magics_vacuum (a)")
     # later cells behave as before: one transaction per cell, rolled back on error
     ok(ip, "%pgmonkey INSERT INTO magics_vacuum VALUES (1)")
     fails(ip, "%%pgmonkey\nINSERT INTO magics_vacuum VALUES (2);\nSELECT 1/0", capsys)
     assert ok(ip, "%pgmonkey SELECT count(*) AS n FROM magics_vacuum")["n"].tolist() == [1]
-
-
-def _in_transaction(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        "SELECT pid, state, left(query, 200) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        " AND state LIKE 'idle in transaction%'"
-    ).fetchall()
 
 
 def test_loading_again_keeps_connections(ip: InteractiveShell, password_config: Path) -> None:
