@@ -167,16 +167,12 @@ def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
         lens = np.fromiter(
             (len(s.encode(encoding)) for s in strings), dtype=np.int64, count=len(strings)
         )
+    sizes = np.zeros(n, dtype=np.int64)
+    sizes[~isnull] = lens
+    starts = np.cumsum(sizes) - sizes  # a NULL starts where the next value does, as in Arrow
+    lengths = np.where(isnull, -1, sizes).astype(np.int32)
     flat = np.frombuffer(flat_bytes, dtype=np.uint8)
-    nul = np.flatnonzero(flat == 0)
-    if len(nul):
-        at = int(np.searchsorted(np.cumsum(lens), nul[0], side="right"))
-        raise Rejected.nul(0, int(rows[at]))
-    lengths = np.full(n, -1, dtype=np.int32)
-    lengths[~isnull] = lens
-    starts = np.zeros(n, dtype=np.int64)
-    starts[~isnull] = np.cumsum(lens) - lens
-    return lengths, (flat, starts)
+    return _text(lengths, flat, starts, 0, len(flat))
 
 
 def _arrow_text(series: pd.Series, isnull: Any, encoding: str) -> tuple[Any, Any] | None:
@@ -209,9 +205,15 @@ def _arrow_text(series: pd.Series, isnull: Any, encoding: str) -> tuple[Any, Any
     offsets = offsets.astype(np.int64)
     data = np.frombuffer(data_buffer if data_buffer is not None else b"", dtype=np.uint8)
     lengths = np.where(isnull, -1, np.diff(offsets)).astype(np.int32)
-    starts = offsets[:-1]
-    nul = np.flatnonzero(data[offsets[0] : offsets[-1]] == 0) + offsets[0]
-    if len(nul):  # the first value holding one (Arrow may keep bytes under a NULL: not those)
+    return _text(lengths, data, offsets[:-1], int(offsets[0]), int(offsets[-1]))
+
+
+def _text(lengths: Any, data: Any, starts: Any, low: int, high: int) -> tuple[Any, Any]:
+    """A text column's (lengths, (data, starts)), ``starts`` never decreasing, its values in
+    ``data[low:high]``: refused at the first value holding a NUL (bytes Arrow may keep
+    under a NULL are no value)."""
+    nul = np.flatnonzero(data[low:high] == 0) + low
+    if len(nul):
         row = np.searchsorted(starts, nul, side="right") - 1
         inside = (lengths[row] > 0) & (nul < starts[row] + lengths[row])
         if inside.any():
