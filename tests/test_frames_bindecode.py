@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import decimal
 import math
+import os
+import random
 import struct
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
@@ -22,7 +25,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 import pgmonkey
-from pgmonkey.frames import _bincompiled, _engines
+from pgmonkey.frames import _bincompiled, _bincopy, _engines
 from pgmonkey.frames._read import Plan
 
 pytestmark = pytest.mark.skipif(
@@ -186,11 +189,16 @@ def test_a_long_row_cut_anywhere_decodes_alike(conn: psycopg.Connection[Any]) ->
             assert plan.read_arrow(parts).column(0).to_pylist() == ["a" * 100, None]
 
 
-def test_one_huge_value_grows_its_own_column_only(conn: psycopg.Connection[Any]) -> None:
+def test_one_huge_value_grows_its_own_column_only(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Room is made per text column: eight NULL text columns beside a 20 MB value do not
     # each get room for it. tracemalloc sees numpy's allocations (its peak is counted in
-    # bytes allocated, whatever else the machine does).
+    # bytes allocated, whatever else the machine does), not memory maps: every column
+    # stays numpy's here.
     import tracemalloc
+
+    monkeypatch.setattr(_bincopy, "_MAPPED", 1 << 62)
 
     names = ", ".join(f"NULL::text AS t{i}" for i in range(8))
     plan = _bincompiled.CompiledBinaryPlan(_plan(conn, f"SELECT 'x'::text AS big, {names}"))
@@ -207,6 +215,76 @@ def test_one_huge_value_grows_its_own_column_only(conn: psycopg.Connection[Any])
     assert table.column(8).to_pylist() == [None]
     # The blocks joined, the value's column, and some room: not nine times the value.
     assert peak < 2 * size + 16_000_000, peak
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint8"])
+def test_a_growing_column_is_its_pieces_across_the_memory_map(dtype: str) -> None:
+    # Pieces of random sizes, from numpy's own array into a memory map of its own and
+    # on: the whole is their concatenation, and room not yet written reads as zeros.
+    rng = random.Random(5)
+    column = _bincopy.Growing(np.dtype(dtype))
+    pieces = []
+    while len(column) * np.dtype(dtype).itemsize < 4 * _bincopy._MAPPED:
+        n = rng.randrange(1, 40_000)
+        room = column.room(n + 1000)
+        assert not room.any()
+        room[:n] = np.arange(len(column), len(column) + n) % 251 + 1
+        pieces.append(room[:n].copy())
+        del room
+        column.commit(n)
+    whole = column.done()
+    assert np.array_equal(whole, np.concatenate(pieces))
+    whole[:3] = 0  # the caller's to change
+    assert whole.flags.writeable and whole.base is not None
+
+
+def test_a_growing_column_refuses_to_move_under_a_view() -> None:
+    column = _bincopy.Growing(np.dtype("int64"))
+    view = column.room(_bincopy._MAPPED)  # mapped from its first growth
+    with pytest.raises(BufferError):
+        column.room(4 * _bincopy._MAPPED)
+    del view
+    assert len(column.room(4 * _bincopy._MAPPED)) == 4 * _bincopy._MAPPED
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmRSS")
+def test_room_not_written_takes_no_memory() -> None:
+    # A gigabyte of room in a memory map, one megabyte of it written: the process grows
+    # by about that megabyte, not the gigabyte (numpy's own array would zero-fill it all).
+    column = _bincopy.Growing(np.dtype("uint8"))
+    before = _rss()
+    room = column.room(1 << 30)
+    room[: 1 << 20] = 7
+    grown = _rss() - before
+    del room
+    column.commit(1 << 20)
+    assert grown < 64 << 20, grown
+    assert len(column.done()) == 1 << 20
+
+
+def test_null_flags_across_cut_rows_and_the_memory_map(
+    int_text: _bincompiled.CompiledBinaryPlan,
+) -> None:
+    # The decoder writes only the 1s of NULL flags: a row cut by a block's end is decoded
+    # again from its start, and flags of rows past the map's first growth are the stream's.
+    n = 300_000
+    ints = [None if i % 11 == 0 else i for i in range(n)]
+    texts = [None if i % 7 == 0 else f"t{i}" for i in range(n)]
+    stream = HEADER + b"".join(
+        _row(None if a is None else struct.pack(">q", a), None if b is None else b.encode())
+        for a, b in zip(ints, texts, strict=True)
+    )
+    stream += TRAILER
+    blocks = [stream[i : i + 65_537] for i in range(0, len(stream), 65_537)]
+    table = int_text.read_arrow(blocks)
+    assert table.column(0).to_pylist() == ints
+    assert table.column(1).to_pylist() == texts
 
 
 def test_the_decoder_refuses_a_start_outside_its_data() -> None:

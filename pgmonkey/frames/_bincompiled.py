@@ -198,16 +198,10 @@ class CompiledBinaryPlan(FloatRounding):
         need: dict[int, int] = {}  # text column -> the room a value of it needs
         while True:
             capacity = min((len(data) - start) // least_row + 1, _ROWS_PER_CALL)
-            outputs = []
-            for i, (value, null, text) in enumerate(zip(values, nulls, texts, strict=True)):
-                room = None
-                if text is not None:
-                    room = text.room(max(need.get(i, 0), min(len(data) - start, _TEXT_ROOM)))
-                outputs.append(
-                    (value.room(capacity, 1 if text is not None else 0), null.room(capacity), room)
-                )
+            text_room = min(len(data) - start, _TEXT_ROOM)
+            outputs = _rooms(values, nulls, texts, capacity, text_room, need)
             start, rows, finished, short, size = decode(data, start, kinds, outputs, capacity)
-            del outputs
+            del outputs  # no view of a column may be alive when it grows
             for value, null, text in zip(values, nulls, texts, strict=True):
                 value.commit(rows)
                 null.commit(rows)
@@ -282,6 +276,27 @@ class CompiledBinaryPlan(FloatRounding):
             else:
                 arrays.append(column_array(native, isnull, col))
         return frame_of(self.plan, arrays, rows)
+
+
+def _rooms(
+    values: list[Growing],
+    nulls: list[Growing],
+    texts: list[Growing | None],
+    capacity: int,
+    text_room: int,
+    need: dict[int, int],
+) -> list[tuple[Any, Any, Any]]:
+    """Each column's views to decode into: room for ``capacity`` values (a text column's
+    values: its end offsets, after the last one written) and NULL flags, and a text
+    column's room for bytes. The list holds the only references to them."""
+    outputs: list[tuple[Any, Any, Any]] = []
+    for i, (value, null, text) in enumerate(zip(values, nulls, texts, strict=True)):
+        if text is None:
+            outputs.append((value.room(capacity), null.room(capacity), None))
+        else:
+            room = text.room(max(need.get(i, 0), text_room))
+            outputs.append((value.room(capacity, 1), null.room(capacity), room))
+    return outputs
 
 
 def _grow(code: bytes) -> Growing:

@@ -22,6 +22,7 @@ Values are those the text engines give:
 
 from __future__ import annotations
 
+import mmap
 from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
@@ -65,6 +66,7 @@ _FILLER: Final = {INT: "0", FLOAT: "0", BOOL: "f", DATE: "2000-01-01"}
 _SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
 _TRAILER: Final = b"\xff\xff"
 _READ: Final = 1 << 22
+_MAPPED: Final = 1 << 16  # a Growing of 64 KiB and more lives in a memory map of its own
 _EPOCH_DAYS: Final = 10957  # 2000-01-01 - 1970-01-01
 _EPOCH_US: Final = _EPOCH_DAYS * 86_400_000_000
 # Years 1 to 9999, as days and microseconds from 2000-01-01 (psycopg's range).
@@ -237,16 +239,23 @@ class BinaryPlan(FloatRounding):
 class Growing:
     """A numpy array that grows in place as rows arrive (one per column).
 
-    Its memory is resized with ``realloc``: a large block grows by remapping its pages, not
-    by copying them, so a column never exists twice (pieces plus their concatenation would
-    double the peak memory of a read). numpy fills what it adds with zeros, so it grows by
-    a quarter at a time: at most a quarter more than the data.
+    Small arrays are numpy's own, resized with ``realloc`` (numpy zero-fills what it adds).
+    From ``_MAPPED`` bytes on, the array lives in an anonymous memory map instead, grown by
+    ``mremap``: its pages are neither copied nor zero-filled when it grows, and the room not
+    yet written takes no memory, so the peak memory of a read is its data, not the data plus
+    what the last growth added. Either way a column never exists twice (pieces plus their
+    concatenation would double the peak memory of a read). Room not yet written reads as
+    zeros in both (the compiled decoder writes only the 1s of a column's NULL flags).
+
+    No view of the array may be alive when it grows: a memory map refuses to move under one
+    (``BufferError``), numpy's own array would be moved from under it.
     """
 
     def __init__(self, dtype: Any) -> None:
         import numpy as np
 
         self._array = np.empty(0, dtype=dtype)
+        self._map: mmap.mmap | None = None
         self._size = 0
 
     def extend(self, values: Array) -> None:
@@ -255,13 +264,27 @@ class Growing:
 
     def room(self, n: int, back: int = 0) -> Array:
         """A view of the next ``n`` items (and the ``back`` last ones) to write in place;
-        :meth:`commit` then counts what was written. No other view may be alive when the
-        array grows (realloc moves it)."""
+        :meth:`commit` then counts what was written."""
         end = self._size + n
         if end > len(self._array):  # the first call sizes it exactly: a small result stays small
-            grown = len(self._array) + len(self._array) // 4
-            self._array.resize(max(end, grown), refcheck=False)
+            self._grow(max(end, len(self._array) + len(self._array) // 4))
         return self._array[self._size - back : end]
+
+    def _grow(self, items: int) -> None:
+        import numpy as np
+
+        dtype = self._array.dtype
+        nbytes = items * dtype.itemsize
+        if self._map is None and nbytes < _MAPPED:
+            self._array.resize(items, refcheck=False)
+            return
+        if self._map is None:  # moves into a map of its own, once
+            self._map = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            self._map[: self._size * dtype.itemsize] = self._array[: self._size].tobytes()
+        else:
+            self._array = np.empty(0, dtype=dtype)  # the map's own view, given up to grow it
+            self._map.resize(nbytes)
+        self._array = np.frombuffer(self._map, dtype=dtype)
 
     def commit(self, n: int) -> None:
         self._size += n
@@ -273,13 +296,32 @@ class Growing:
         return self._size
 
     def done(self) -> Array:
-        self._array.resize(self._size, refcheck=False)
-        array, self._array = self._array, self._array[:0]
+        """The array of what was committed, exactly that long; the Growing is empty after."""
+        import numpy as np
+
+        dtype = self._array.dtype
+        if self._map is None:
+            self._array.resize(self._size, refcheck=False)
+            array = self._array
+        else:
+            self._array = np.empty(0, dtype=dtype)
+            if self._size:
+                self._map.resize(self._size * dtype.itemsize)
+                array = np.frombuffer(self._map, dtype=dtype)
+            else:
+                array = np.empty(0, dtype=dtype)
+            self._map = None
+        self._array = array[:0]
+        self._size = 0
         return array
 
 
 def _values(raw: Array, isnull: Array | None, col: Column) -> Array:
-    """Native values of one column: int64, float64, bool, int32 days or datetime64[us]."""
+    """Native values of one column: int64, float64, bool, int32 days or datetime64[us].
+
+    ``raw`` is the decoder's own array: dates and timestamps move to the Unix epoch in place
+    (a second array as large as the column would raise the peak memory of the read).
+    """
     import numpy as np
 
     if col.kind == INT:
@@ -290,9 +332,11 @@ def _values(raw: Array, isnull: Array | None, col: Column) -> Array:
         return raw.astype(bool)
     if col.kind == DATE:
         _check_range(raw, isnull, col, _MIN_DAYS, _MAX_DAYS)
-        return (raw + np.int32(_EPOCH_DAYS)).astype(np.int32)
+        raw += np.int32(_EPOCH_DAYS)
+        return raw.astype(np.int32, copy=False)
     _check_range(raw, isnull, col, _MIN_US, _MAX_US)
-    return (raw + np.int64(_EPOCH_US)).view("datetime64[us]")
+    raw += np.int64(_EPOCH_US)
+    return raw.view("datetime64[us]")
 
 
 def _check_range(raw: Array, isnull: Array | None, col: Column, low: int, high: int) -> None:

@@ -94,7 +94,7 @@ static int numeric_to_double(const unsigned char *p, int32_t len, double *out)
 typedef struct {
     char kind;
     Py_buffer values; /* int64/float64/uint8/int32 values, or a text column's end offsets */
-    Py_buffer nulls;  /* uint8: 1 where NULL */
+    Py_buffer nulls;  /* uint8: 1 where NULL, written only there (the caller gives zeros) */
     Py_buffer data;   /* a text column's bytes, from offset `base` of the whole column */
     int64_t base;     /* the column's end offset before this call (its offsets' first item) */
     int64_t used;     /* the column's end offset so far */
@@ -126,7 +126,8 @@ static void release(Column *cols, Py_ssize_t n)
 
 /* decode(data, start, kinds, outputs, capacity) -> (end, rows, finished)
    outputs: one (values, nulls, data_or_None) per column, writable buffers for `capacity`
-   rows. A text column's values are capacity + 1 end offsets, the first one (the column's
+   rows; nulls come zeroed (only a NULL's 1 is written: a column without NULLs never
+   touches its flags' memory, which a fresh memory map does not even take). A text column's values are capacity + 1 end offsets, the first one (the column's
    length so far) given by the caller; its data receives the bytes from there.
    Returns (end, rows, finished, column, need): end: where the first row not taken starts;
    finished: the stream's trailer was reached; column >= 0: that text column's data buffer
@@ -236,7 +237,6 @@ static PyObject *decode(PyObject *module, PyObject *args)
             }
             const unsigned char *v = buf + p;
             p += flen;
-            nulls[rows] = 0;
             int w = width_of(col->kind);
             if (w > 0 && flen != w) {
                 bad = 2, bad_kind = col->kind, bad_len = flen;
