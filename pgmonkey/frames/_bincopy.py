@@ -23,6 +23,7 @@ Values are those the text engines give:
 from __future__ import annotations
 
 import mmap
+import sys
 from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
@@ -67,6 +68,9 @@ _SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
 _TRAILER: Final = b"\xff\xff"
 _READ: Final = 1 << 22
 _MAPPED: Final = 1 << 16  # a Growing of 64 KiB and more lives in a memory map of its own
+# ... where a private memory map grows in place (mremap): Linux. Elsewhere Python's resize
+# of an anonymous map copies it (Windows) or is not there (macOS).
+_REMAP: Final = sys.platform.startswith("linux")
 _EPOCH_DAYS: Final = 10957  # 2000-01-01 - 1970-01-01
 _EPOCH_US: Final = _EPOCH_DAYS * 86_400_000_000
 # Years 1 to 9999, as days and microseconds from 2000-01-01 (psycopg's range).
@@ -240,12 +244,13 @@ class Growing:
     """A numpy array that grows in place as rows arrive (one per column).
 
     Small arrays are numpy's own, resized with ``realloc`` (numpy zero-fills what it adds).
-    From ``_MAPPED`` bytes on, the array lives in an anonymous memory map instead, grown by
-    ``mremap``: its pages are neither copied nor zero-filled when it grows, and the room not
-    yet written takes no memory, so the peak memory of a read is its data, not the data plus
-    what the last growth added. Either way a column never exists twice (pieces plus their
-    concatenation would double the peak memory of a read). Room not yet written reads as
-    zeros in both (the compiled decoder writes only the 1s of a column's NULL flags).
+    From ``_MAPPED`` bytes on (on Linux), the array lives in an anonymous memory map
+    instead, grown by ``mremap``: its pages are neither copied nor zero-filled when it
+    grows, and the room not yet written takes no memory, so the peak memory of a read is
+    its data, not the data plus what the last growth added. Either way a column never
+    exists twice (pieces plus their concatenation would double the peak memory of a read).
+    Room not yet written reads as zeros in both (the compiled decoder writes only the 1s of
+    a column's NULL flags).
 
     No view of the array may be alive when it grows: a memory map refuses to move under one
     (``BufferError``), numpy's own array would be moved from under it.
@@ -275,7 +280,7 @@ class Growing:
 
         dtype = self._array.dtype
         nbytes = items * dtype.itemsize
-        if self._map is None and nbytes < _MAPPED:
+        if self._map is None and (nbytes < _MAPPED or not _REMAP):
             self._array.resize(items, refcheck=False)
             return
         if self._map is None:  # moves into a map of its own, once
