@@ -61,6 +61,64 @@ def _compiled(conn: psycopg.Connection[Any], query: str) -> None:
 def test_numeric_is_the_nearest_double(
     conn: psycopg.Connection[Any], values: list[decimal.Decimal | None]
 ) -> None:
+    _assert_nearest_doubles(conn, values)
+
+
+# Numerics the decoder reads without text: a significand of at most 2^53 (at most four
+# base-10000 digits) times a power of ten of at most 22 (a multiple of 4, as the digits
+# are). Past either edge one IEEE operation is no longer enough: the values below the
+# 2^53 ones are rounded wrongly by a double significand times or over the double power,
+# and so is 1E-24 over the double nearest 10^24.
+_FAST_EDGES = [
+    decimal.Decimal(text)
+    for text in (
+        "9007199254740992",
+        "9007199254740993",
+        "9088752301146065E12",
+        "-9495438621188955E4",
+        "9059646049931665E12",
+        "1E20",
+        "-1E-20",
+        "1E-24",
+        "-4E-24",
+        "3E24",
+        "12345.67",
+        "-0.01",
+        "9999999999.99",
+    )
+]
+
+
+@HYPOTHESIS
+@given(
+    values=st.lists(
+        st.builds(
+            lambda negative, significand, exponent: decimal.Decimal(
+                (negative, tuple(int(d) for d in str(significand)), exponent)
+            ),
+            st.booleans(),
+            st.integers(0, 2**53 - 2**20) | st.integers(2**53 - 2**20, 2**53 + 2**20),
+            st.integers(-30, 30),
+        )
+        | st.none(),
+        max_size=40,
+    )
+)
+def test_numeric_of_a_few_digits_is_the_nearest_double(
+    conn: psycopg.Connection[Any], values: list[decimal.Decimal | None]
+) -> None:
+    _assert_nearest_doubles(conn, values)
+
+
+def test_numeric_at_the_edges_of_the_exact_path_is_the_nearest_double(
+    conn: psycopg.Connection[Any],
+) -> None:
+    _assert_nearest_doubles(conn, list(_FAST_EDGES))
+
+
+def _assert_nearest_doubles(
+    conn: psycopg.Connection[Any], values: list[decimal.Decimal | None]
+) -> None:
     query = (
         sql.SQL("SELECT v FROM unnest({}::numeric[]) WITH ORDINALITY AS t(v, n) ORDER BY n")
         .format(sql.Literal([None if v is None else str(v) for v in values]))
