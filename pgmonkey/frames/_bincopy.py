@@ -68,6 +68,7 @@ _SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
 _TRAILER: Final = b"\xff\xff"
 _READ: Final = 1 << 22
 _MAPPED: Final = 1 << 16  # a Growing of 64 KiB and more lives in a memory map of its own
+_KEPT_MAPPED: Final = 1 << 18  # ... and keeps it once done if it holds 256 KiB, else is copied
 # ... where a private memory map grows in place (mremap): Linux. Elsewhere Python's resize
 # of an anonymous map copies it (Windows) or is not there (macOS).
 _REMAP: Final = sys.platform.startswith("linux")
@@ -244,8 +245,8 @@ class Growing:
     """A numpy array that grows in place as rows arrive (one per column).
 
     Small arrays are numpy's own, resized with ``realloc`` (numpy zero-fills what it adds).
-    From ``_MAPPED`` bytes on (on Linux), the array lives in an anonymous memory map
-    instead, grown by ``mremap``: its pages are neither copied nor zero-filled when it
+    From ``_MAPPED`` bytes of room on (on Linux), the array lives in an anonymous memory map
+    of its own, grown by ``mremap``: its pages are neither copied nor zero-filled when it
     grows, and the room not yet written takes no memory, so the peak memory of a read is
     its data, not the data plus what the last growth added. Either way a column never
     exists twice (pieces plus their concatenation would double the peak memory of a read).
@@ -301,7 +302,7 @@ class Growing:
         return self._size
 
     def done(self) -> Array:
-        """The array of what was committed, exactly that long; the Growing is empty after."""
+        """The array of what was committed, exactly that long (the Growing is done with)."""
         import numpy as np
 
         dtype = self._array.dtype
@@ -310,11 +311,16 @@ class Growing:
             array = self._array
         else:
             self._array = np.empty(0, dtype=dtype)
-            if self._size:
-                self._map.resize(self._size * dtype.itemsize)
+            nbytes = self._size * dtype.itemsize
+            if nbytes >= _KEPT_MAPPED:
+                self._map.resize(nbytes)
                 array = np.frombuffer(self._map, dtype=dtype)
             else:
-                array = np.empty(0, dtype=dtype)
+                # A map costs the process one of its limited mappings (vm.max_map_count,
+                # 65530 by default) for as long as the column lives: a small column, which
+                # may be kept by the thousand, leaves it for numpy's memory.
+                array = np.frombuffer(self._map, dtype=dtype, count=self._size).copy()
+                self._map.close()
             self._map = None
         self._array = array[:0]
         self._size = 0

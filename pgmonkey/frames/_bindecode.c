@@ -64,7 +64,7 @@ static int numeric_to_double(const unsigned char *p, int32_t len, double *out)
         *out = 0.0;
         return 0;
     }
-#if FLT_EVAL_METHOD == 0
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
     /* Clinger's fast path: a significand of at most 2^53 and a power of ten of at most 22
        are both exact doubles, so one IEEE multiplication or division rounds their exact
        product or quotient correctly, which is what strtod gives. Most numerics of a table
