@@ -366,6 +366,19 @@ def _report(shape: str, results: dict[str, list[dict[str, Any]]], rows: int) -> 
             f"| {name} | {med[name] * scale:.3f} | {ratio(name, ADBC_PD)} | {ratio(name, ADBC_PA)}"
             f" | {ratio(name, FLOOR_CSV)} | {peak[name]:.0f} | {result_mb} |"
         )
+    # Each round's own ratio, then their median: a machine that slows down for a while slows
+    # both sides of a round alike.
+    per_round = []
+    for name, base in ((PG, ADBC_PD), (PG_ARROW, ADBC_PA), (PG, FLOOR_CSV)):
+        mine, theirs = results.get(name, []), results.get(base, [])
+        if mine and len(mine) == len(theirs):  # every round of both went through
+            ratios = [a["seconds"] / b["seconds"] for a, b in zip(mine, theirs, strict=True)]
+            per_round.append(
+                f"{name} / {base} {statistics.median(ratios):.2f}"
+                f" ({min(ratios):.2f}-{max(ratios):.2f})"
+            )
+    if per_round:
+        lines += ["", "Median of the per-round ratios (range): " + "; ".join(per_round) + "."]
     return lines
 
 
@@ -408,7 +421,8 @@ def main() -> None:
         for rnd in range(args.rounds):
             for shape in shapes:
                 names = SMALL if shape == "small" else CONTESTANTS
-                for name in names:
+                # The order alternates, so no contestant always follows the same one.
+                for name in names if rnd % 2 == 0 else reversed(names):
                     if only and name not in only:
                         continue
                     r = _run(name, shape, dsn)
@@ -417,7 +431,7 @@ def main() -> None:
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         lines = [
             f"{_versions()}; {os.cpu_count()} cpus; fresh process per measurement,"
-            f" contestants interleaved, median of {args.rounds} rounds"
+            f" contestants interleaved (order alternating), median of {args.rounds} rounds"
         ]
         for shape in shapes:
             lines += _report(shape, results[shape], args.rows)
