@@ -67,8 +67,8 @@ _FILLER: Final = {INT: "0", FLOAT: "0", BOOL: "f", DATE: "2000-01-01"}
 _SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00"
 _TRAILER: Final = b"\xff\xff"
 _READ: Final = 1 << 22
-_MAPPED: Final = 1 << 16  # a Growing of 64 KiB and more lives in a memory map of its own
-_KEPT_MAPPED: Final = 1 << 18  # ... and keeps it once done if it holds 256 KiB, else is copied
+_MAPPED: Final = 1 << 16  # a Growing with room for 64 KiB lives in a memory map of its own
+_KEPT_MAPPED: Final = 1 << 18  # ... and keeps it when done if it holds 256 KiB, else is copied
 # ... where a private memory map grows in place (mremap): Linux. Elsewhere Python's resize
 # of an anonymous map copies it (Windows) or is not there (macOS).
 _REMAP: Final = sys.platform.startswith("linux")

@@ -153,8 +153,9 @@ static void release(Column *cols, Py_ssize_t n)
 /* decode(data, start, kinds, outputs, capacity) -> (end, rows, finished)
    outputs: one (values, nulls, data_or_None) per column, writable buffers for `capacity`
    rows; nulls come zeroed (only a NULL's 1 is written: a column without NULLs never
-   touches its flags' memory, which a fresh memory map does not even take). A text column's values are capacity + 1 end offsets, the first one (the column's
-   length so far) given by the caller; its data receives the bytes from there.
+   touches its flags' memory, which a fresh memory map does not even take). A text
+   column's values are capacity + 1 end offsets, the first one (the column's length so
+   far) given by the caller; its data receives the bytes from there.
    Returns (end, rows, finished, column, need): end: where the first row not taken starts;
    finished: the stream's trailer was reached; column >= 0: that text column's data buffer
    had no room for the next row's value of `need` bytes (the caller makes room and calls
