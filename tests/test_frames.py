@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 import pytest
-from pandas.testing import assert_frame_equal
+from pandas.testing import assert_frame_equal, assert_index_equal
 
 from pgmonkey.errors import TransferError
 from pgmonkey.frames import read_sql, read_sql_async, to_sql, to_sql_async
@@ -192,6 +192,25 @@ def test_duplicate_and_odd_column_names(db_conn: Conn) -> None:
     df = read_sql('SELECT 1 AS a, 2 AS a, 3 AS "we""ird col", 4', db_conn)
     assert list(df.columns) == ["a", "a", 'we"ird col', "?column?"]
     assert df.iloc[0].tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT 1 AS a, 'x'::text AS b, now() AS c",  # the binary engine
+        "SELECT 1 AS a, '{}'::json AS b, interval '1 day' AS c",  # a CSV engine
+    ],
+)
+def test_column_labels_are_each_frames_own(db_conn: Conn, query: str) -> None:
+    # The labels of a query run again are made once; setting them on one frame must not
+    # reach the next frame of the same query.
+    first = read_sql(query, db_conn)
+    first.columns.name = "renamed"
+    first.columns.names = ["renamed again"]
+    second = read_sql(query, db_conn)
+    assert_index_equal(second.columns, pd.Index(["a", "b", "c"]), exact=True)
+    assert second.columns.name is None
+    assert first.columns.name == "renamed again"
 
 
 def test_query_shapes(db_conn: Conn) -> None:

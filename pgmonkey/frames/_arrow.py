@@ -17,6 +17,7 @@ for dtype.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
@@ -264,7 +265,14 @@ def utc_array(values: Any) -> Any:
     """UTC wall times (``datetime64[us]``) as a ``datetime64[us, UTC]`` pandas array."""
     import pandas as pd
 
-    return pd.array(values, dtype=pd.DatetimeTZDtype(unit="us", tz="UTC"))
+    return pd.array(values, dtype=_utc_dtype())
+
+
+@functools.cache
+def _utc_dtype() -> pd.DatetimeTZDtype:
+    import pandas as pd
+
+    return pd.DatetimeTZDtype(unit="us", tz="UTC")
 
 
 def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
@@ -275,8 +283,18 @@ def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
         frame = pd.DataFrame(index=pd.RangeIndex(rows))
     else:
         frame = pd.DataFrame(dict(enumerate(values)), copy=False)
-    frame.columns = pd.Index([c.name for c in plan.columns])
+    # A view: an object of the frame's own (its ``name`` may be set), on the shared labels.
+    frame.columns = _labels(tuple(c.name for c in plan.columns)).view()
     return frame
+
+
+@functools.lru_cache(maxsize=256)
+def _labels(names: tuple[str, ...]) -> pd.Index:
+    """The column labels of a result: a query run again and again makes them once (pandas
+    infers their dtype through Arrow, which costs a small read as much as its frame)."""
+    import pandas as pd
+
+    return pd.Index(names)
 
 
 def _block_size(longest: int) -> int:
