@@ -11,6 +11,8 @@ The fast paths and the exit-hang fix use a few things psycopg does not document 
 - ``PGconn.pgconn_ptr`` and the libpq psycopg is loaded with (psycopg-binary's bundled copy,
   or the ctypes implementation's ``pq``): the compiled receive loop (``_copyrows.c``) calls
   that libpq's ``PQgetCopyData`` on psycopg's own PGconn.
+- ``Connection.lock``, held while the describe of a read runs in libpq's pipeline mode
+  (Parse and Describe, not a query: psycopg has no call for it).
 - ``Connection.cancel_safe`` (3.2+) with the same pq-level calls, to leave a connection
   usable after an interrupt in the middle of a query.
 - ``AsyncConnectionPool.worker``: the classmethod that runs a pool's maintenance jobs,
@@ -34,9 +36,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
 from psycopg.errors import error_from_result
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus, PipelineStatus, TransactionStatus
 from psycopg.pq.abc import PGconn, PGresult
-from psycopg.waiting import Wait
+from psycopg.waiting import Ready, Wait
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -51,10 +53,13 @@ __all__ = [
     "cancellable_async_pool_class",
     "copy_block",
     "copy_into",
+    "describe",
     "error_from_result",
     "idle_pool_connections",
     "internal_changed",
     "rows_reader",
+    "run_and_describe",
+    "run_and_describe_async",
     "versions",
     "wait",
     "wait_async",
@@ -253,10 +258,7 @@ def _psycopg_libpq() -> Any:
 def _copy_result(pgconn: PGconn) -> PQGen[PGresult]:
     first: PGresult | None = None
     while True:
-        while pgconn.is_busy():
-            while not (yield Wait.R):
-                continue
-            pgconn.consume_input()
+        yield from _result_ready(pgconn)
         result = pgconn.get_result()
         if result is None:
             break
@@ -266,13 +268,83 @@ def _copy_result(pgconn: PGconn) -> PQGen[PGresult]:
     return first
 
 
+def run_and_describe(
+    conn: psycopg.Connection[Any], first: bytes, statement: bytes
+) -> list[PGresult]:
+    """:func:`describe` on ``conn``, holding its lock as ``cursor.execute`` does."""
+    with _lock(conn):
+        return wait(conn, describe(conn.pgconn, first, statement))
+
+
+async def run_and_describe_async(
+    conn: psycopg.AsyncConnection[Any], first: bytes, statement: bytes
+) -> list[PGresult]:
+    """The async twin of :func:`run_and_describe`."""
+    async with _lock(conn):
+        return await wait_async(conn, describe(conn.pgconn, first, statement))
+
+
+def _lock(conn: Any) -> Any:
+    """The lock psycopg holds while a command of the connection runs (``Connection.lock``)."""
+    try:
+        return conn.lock
+    except AttributeError:  # pragma: no cover - caught by the canary first
+        raise internal_changed("psycopg.Connection.lock") from None
+
+
+def describe(pgconn: PGconn, first: bytes, statement: bytes) -> PQGen[list[PGresult]]:
+    """Run ``first`` and describe ``statement``, in one round trip: libpq's pipeline mode.
+
+    ``statement`` is parsed and described as the unnamed prepared statement: the server
+    analyses it (its tables locked, its result types known), neither plans nor runs it, and
+    never runs more than one statement. The results: ``first``'s, the Parse's and the
+    Describe's; after an error, the commands still to come are ``PIPELINE_ABORTED``. The
+    connection leaves pipeline mode once all of them are read; cut short (an interrupt),
+    :func:`cancel_and_drain` reads the rest.
+    """
+    pgconn.enter_pipeline_mode()
+    pgconn.send_query_params(first, None)
+    pgconn.send_prepare(b"", statement)
+    pgconn.send_describe_prepared(b"")
+    pgconn.pipeline_sync()
+    while pgconn.flush():
+        while not (ready := (yield Wait.RW)):
+            continue
+        if ready & Ready.R:
+            pgconn.consume_input()
+    results: list[PGresult] = []
+    while (result := (yield from _pipeline_result(pgconn))).status != ExecStatus.PIPELINE_SYNC:
+        results.append(result)
+    pgconn.exit_pipeline_mode()
+    return results
+
+
+def _pipeline_result(pgconn: PGconn) -> PQGen[PGresult]:
+    """The next result of a pipeline, past the ends of the commands' results."""
+    while True:
+        yield from _result_ready(pgconn)
+        result = pgconn.get_result()
+        if result is not None:
+            return result
+
+
+def _result_ready(pgconn: PGconn) -> PQGen[None]:
+    """Receive until libpq holds the next result whole (``get_result`` would not block)."""
+    while pgconn.is_busy():
+        while not (yield Wait.R):
+            continue
+        pgconn.consume_input()
+
+
 def _drain(pgconn: PGconn) -> PQGen[None]:
     """Consume what the server still sends for the query in progress (COPY data included)."""
+    if pgconn.pipeline_status != PipelineStatus.OFF:  # a describe cut short
+        while (yield from _pipeline_result(pgconn)).status != ExecStatus.PIPELINE_SYNC:
+            pass
+        pgconn.exit_pipeline_mode()
+        return
     while True:
-        while pgconn.is_busy():
-            while not (yield Wait.R):
-                continue
-            pgconn.consume_input()
+        yield from _result_ready(pgconn)
         result = pgconn.get_result()
         if result is None:
             return
@@ -287,7 +359,13 @@ def _drain(pgconn: PGconn) -> PQGen[None]:
 
 
 def _busy(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    return not conn.closed and conn.pgconn.transaction_status == TransactionStatus.ACTIVE
+    if conn.closed:
+        return False
+    pgconn = conn.pgconn
+    return (
+        pgconn.transaction_status == TransactionStatus.ACTIVE
+        or pgconn.pipeline_status != PipelineStatus.OFF
+    )
 
 
 def cancel_and_drain(conn: psycopg.Connection[Any]) -> None:

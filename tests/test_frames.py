@@ -324,6 +324,70 @@ async def test_async_inside_a_transaction_describes_that_fail_abort_nothing(
         await conn.rollback()
 
 
+# Read in autocommit (the describe goes as Parse and Describe, with the setting, in one
+# round trip in libpq's pipeline mode) and inside a transaction (a statement in a savepoint
+# of its own): the same frame, or the same error.
+BOTH_DESCRIBES = [
+    'SELECT 1 AS a, 2 AS a, 3 AS "we""ird col", 4',
+    """SELECT 'x'::text AS "ünïcode ✓", '2024-02-29 12:00+01'::timestamptz AS t, NULL AS n,
+    1.5::float8 AS f""",
+    "SELECT FROM generate_series(1, 3)",
+    "VALUES (1, 'a'), (2, 'b')",
+    "SELECT * FROM no_such_table_here",
+    "SELECT 1 / 0 AS x",  # fails when planned: in the COPY, not in a Parse
+    "SELECT 1 AS a; SELECT 2 AS b",
+    "SHOW TimeZone",
+    "SELECT $1 AS p",
+    "SELECT '{1,2}'::int[] AS a, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid AS u",
+]
+
+
+@pytest.mark.parametrize("query", BOTH_DESCRIBES)
+def test_both_describes_read_the_same(superuser_dsn: str, query: str) -> None:
+    def outcome(conn: Conn) -> Any:
+        try:
+            return read_sql(query, conn)
+        except psycopg.Error as error:
+            return type(error), error.sqlstate
+
+    with (
+        psycopg.connect(superuser_dsn, autocommit=True) as auto,
+        psycopg.connect(superuser_dsn) as tx,
+    ):
+        assert psycopg.Pipeline.is_supported()  # else both take the savepoint path
+        tx.execute("SELECT 1")  # a transaction is open: the savepoint path
+        pipelined, in_savepoint = outcome(auto), outcome(tx)
+        tx.rollback()
+    if isinstance(in_savepoint, pd.DataFrame):
+        assert_frame_equal(pipelined, in_savepoint)
+    else:
+        assert pipelined == in_savepoint
+
+
+# Queries made to close the describe's own wrapping and run a statement of their own: one
+# for the pipelined describe's, one for the describe this replaced (a query run as one
+# simple query, several statements and all). A Parse takes one statement at most.
+BREAKING_OUT = [
+    "SELECT 1 AS a\n) AS _q LIMIT 0; INSERT INTO pgm_smuggled VALUES (1);"
+    " SELECT * FROM (SELECT 1 AS a",
+    "SELECT 1 AS a\n) AS _q0 LIMIT 0) AS _q ON true; INSERT INTO pgm_smuggled VALUES (1);"
+    " SELECT * FROM (SELECT 1) AS _s LEFT JOIN (SELECT * FROM (SELECT 1 AS a",
+]
+
+
+@pytest.mark.parametrize("query", BREAKING_OUT)
+def test_the_describe_runs_no_statement_of_a_query(db_conn: Conn, query: str) -> None:
+    db_conn.execute("DROP TABLE IF EXISTS pgm_smuggled")
+    db_conn.execute("CREATE TABLE pgm_smuggled (a int)")
+    try:
+        with pytest.raises(psycopg.errors.SyntaxError):  # the query as written
+            read_sql(query, db_conn)
+        row: Any = db_conn.execute("SELECT count(*) FROM pgm_smuggled").fetchone()
+        assert row == (0,)
+    finally:
+        db_conn.execute("DROP TABLE pgm_smuggled")
+
+
 def test_a_table_that_changes_columns_is_read_again(db_conn: Conn, superuser_dsn: str) -> None:
     # A table another session makes anew with other column types, read with the same query
     # text more often than psycopg's prepare threshold: each read describes it as it is.

@@ -18,15 +18,13 @@ import psycopg
 from pgmonkey import _psycopg
 from tests._conn_support import run_script
 
-SCRIPT = textwrap.dedent(
+# What both scripts start with: Ctrl-C as a terminal sends it, and a watcher that acts once
+# another session sees the moment to (no guess about timing).
+PROLOGUE = textwrap.dedent(
     """
     import asyncio, os, signal, sys, threading, time
     import psycopg
     import pgmonkey.frames
-    from pgmonkey import PGConnectionManager
-
-    config, admin_dsn = sys.argv[1], sys.argv[2]
-    SLOW = "SELECT pg_sleep(60) AS s, 1 AS x /* pgm-interrupt */"
 
     MAIN = threading.main_thread().ident
     # As in an interactive Python: a child started from a background job (nohup, some CI
@@ -37,21 +35,35 @@ SCRIPT = textwrap.dedent(
         # To the main thread, as a terminal's Ctrl-C reaches the program.
         signal.pthread_kill(MAIN, signal.SIGINT)
 
-    def when_running(action):
-        # Act once the server runs the slow query: no guess about timing.
+    def when(dsn, count, action):
+        # Run action once the query ``count`` (run by another session) counts a row.
         def watch():
-            with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            with psycopg.connect(dsn, autocommit=True) as admin:
                 for _ in range(6000):
-                    row = admin.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-                        " AND query LIKE '%%pg_sleep(60)%%pgm-interrupt%%'"
-                        " AND pid <> pg_backend_pid()"
-                    ).fetchone()
-                    if row[0]:
+                    if admin.execute(count).fetchone()[0]:
                         action()
                         return
                     time.sleep(0.01)
         threading.Thread(target=watch, daemon=True).start()
+    """
+)
+
+SCRIPT = PROLOGUE + textwrap.dedent(
+    """
+    from pgmonkey import PGConnectionManager
+
+    config, admin_dsn = sys.argv[1], sys.argv[2]
+    SLOW = "SELECT pg_sleep(60) AS s, 1 AS x /* pgm-interrupt */"
+
+    def when_running(action):
+        # Act once the server runs the slow query.
+        when(
+            admin_dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+            " AND query LIKE '%%pg_sleep(60)%%pgm-interrupt%%'"
+            " AND pid <> pg_backend_pid()",
+            action,
+        )
 
     manager = PGConnectionManager()
     for ctype in ("normal", "pool"):
@@ -120,3 +132,89 @@ def test_cancel_and_drain_ends_a_running_query(superuser_dsn: str) -> None:
         assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
         row: Any = conn.execute("SELECT 2").fetchone()
         assert row == (2,)
+
+
+DESCRIBE_SCRIPT = PROLOGUE + textwrap.dedent(
+    """
+    dsn = sys.argv[1]
+
+    def when_waiting(action):
+        # Act once the read waits for the table's lock (its describe parses the query).
+        when(
+            dsn,
+            "SELECT count(*) FROM pg_locks"
+            " WHERE NOT granted AND relation = 'pgm_locked'::regclass",
+            action,
+        )
+
+    with psycopg.connect(dsn, autocommit=True) as holder, \\
+            psycopg.connect(dsn, autocommit=True) as conn:
+        holder.execute("DROP TABLE IF EXISTS pgm_locked")
+        holder.execute("CREATE TABLE pgm_locked AS SELECT 1 AS x")
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE pgm_locked IN ACCESS EXCLUSIVE MODE")
+        when_waiting(ctrl_c)
+        try:
+            pgmonkey.frames.read_sql("SELECT x FROM pgm_locked", conn)
+        except BaseException as e:
+            print("sync raised", type(e).__name__, flush=True)
+        mode = psycopg.pq.PipelineStatus(conn.pgconn.pipeline_status)
+        print("sync pipeline", mode.name, flush=True)
+        print("sync after", pgmonkey.frames.read_sql("SELECT 1 AS x", conn)["x"].tolist())
+
+        async def main():
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
+                task = asyncio.ensure_future(
+                    pgmonkey.frames.read_sql_async("SELECT x FROM pgm_locked", aconn)
+                )
+                loop = asyncio.get_running_loop()
+                when_waiting(lambda: loop.call_soon_threadsafe(task.cancel))
+                try:
+                    await task
+                except BaseException as e:
+                    print("async raised", type(e).__name__, flush=True)
+                mode = psycopg.pq.PipelineStatus(aconn.pgconn.pipeline_status)
+                print("async pipeline", mode.name, flush=True)
+                df = await pgmonkey.frames.read_sql_async("SELECT 1 AS x", aconn)
+                print("async after", df["x"].tolist(), flush=True)
+
+        asyncio.run(main())
+        holder.execute("COMMIT")
+        print("table", pgmonkey.frames.read_sql("SELECT x FROM pgm_locked", conn)["x"].tolist())
+        holder.execute("DROP TABLE pgm_locked")
+    """
+)
+
+
+def test_an_interrupted_describe_leaves_the_connection_usable(
+    superuser_dsn: str, tmp_path: Path
+) -> None:
+    # The describe of a read (Parse and Describe, in libpq's pipeline mode) waits for the
+    # lock of a table another session holds; Ctrl-C or a cancellation there ends the read,
+    # and the connection is out of pipeline mode and usable.
+    done = run_script(tmp_path, DESCRIBE_SCRIPT, superuser_dsn)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == [
+        "sync raised KeyboardInterrupt",
+        "sync pipeline OFF",
+        "sync after [1]",
+        "async raised CancelledError",
+        "async pipeline OFF",
+        "async after [1]",
+        "table [1]",
+    ], done.stdout + done.stderr
+
+
+def test_cancel_and_drain_ends_a_describe_cut_short(superuser_dsn: str) -> None:
+    # A describe whose generator is dropped half-way (nothing read yet): pipeline mode is
+    # still on with results to come; cancel_and_drain reads them and leaves the mode.
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        gen = _psycopg.describe(conn.pgconn, b"SELECT 1", b"SELECT 2 AS two")
+        next(gen)
+        gen.close()
+        assert conn.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
+        _psycopg.cancel_and_drain(conn)
+        assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+        row: Any = conn.execute("SELECT 3").fetchone()
+        assert row == (3,)

@@ -9,6 +9,8 @@ upper bounds in pyproject.toml.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -66,6 +68,52 @@ def test_error_from_result_makes_psycopgs_own_exception(conn: psycopg.Connection
     error = _psycopg.error_from_result(result, encoding=conn.info.encoding)
     assert isinstance(error, psycopg.errors.DivisionByZero), _canary("error_from_result")
     assert "division by zero" in str(error)
+
+
+def test_ready_enum_has_the_members_the_generators_test() -> None:
+    assert {"R", "W"} <= {m.name for m in _psycopg.Ready}, _canary("psycopg.waiting.Ready")
+
+
+def test_describe_runs_and_describes_in_pipeline_mode(conn: psycopg.Connection[Any]) -> None:
+    results = _psycopg.run_and_describe(conn, b"SELECT 'one'", b"SELECT 2 AS two, 'x' AS x")
+    ok = psycopg.pq.ExecStatus
+    assert [r.status for r in results] == [ok.TUPLES_OK, ok.COMMAND_OK, ok.COMMAND_OK]
+    assert results[0].get_value(0, 0) == b"one"
+    described = results[2]
+    assert [described.fname(i) for i in range(described.nfields)] == [b"two", b"x"]
+    assert [described.ftype(i) for i in range(described.nfields)] == [23, 25]
+    # An error: the commands after it are aborted, and the connection leaves the mode.
+    results = _psycopg.run_and_describe(conn, b"SELECT 1", b"SELECT * FROM no_such_table")
+    assert [r.status for r in results] == [ok.TUPLES_OK, ok.FATAL_ERROR, ok.PIPELINE_ABORTED]
+    assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+    assert conn.execute("SELECT 3").fetchone() == (3,)
+
+
+def test_connection_lock_is_held_while_a_command_runs(
+    conn: psycopg.Connection[Any], superuser_dsn: str
+) -> None:
+    # The lock run_and_describe takes is the one cursor.execute holds: seen held while an
+    # execute waits for a table another session has locked.
+    conn.execute("DROP TABLE IF EXISTS pgm_lock_canary")
+    conn.execute("CREATE TABLE pgm_lock_canary (a int)")
+    with psycopg.connect(superuser_dsn, autocommit=True) as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE pgm_lock_canary IN ACCESS EXCLUSIVE MODE")
+        waiter = threading.Thread(target=conn.execute, args=("SELECT * FROM pgm_lock_canary",))
+        waiter.start()
+        waiting: Any = (False,)
+        with psycopg.connect(superuser_dsn, autocommit=True) as admin:
+            while not waiting[0]:
+                waiting = admin.execute(
+                    "SELECT count(*) > 0 FROM pg_locks"
+                    " WHERE NOT granted AND relation = 'pgm_lock_canary'::regclass"
+                ).fetchone()
+                time.sleep(0.01)
+        held = cast("Any", conn).lock.locked()
+        holder.execute("COMMIT")
+        waiter.join()
+    conn.execute("DROP TABLE pgm_lock_canary")
+    assert held, _canary("psycopg.Connection.lock")
 
 
 def test_pq_level_copy_reads_blocks_and_the_row_count(conn: psycopg.Connection[Any]) -> None:

@@ -41,6 +41,7 @@ RENAME = {
     "_read_on_async": "_read_on",
     "_describe_async": "_describe",
     "_run_describe_async": "_run_describe",
+    "run_and_describe_async": "run_and_describe",
     "cancel_and_drain_async": "cancel_and_drain",
     "AbstractAsyncContextManager": "AbstractContextManager",
     "to_sql_async": "to_sql",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 
 from .. import _connect, _psycopg
 from ._engines import (
@@ -66,8 +66,9 @@ Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
 _BLOCK = 1 << 18  # bytes handed from the receiving to the parsing thread at a time
 _INLINE = 1 << 20  # a result this small is parsed once received, without a worker thread
 _LEAST = 1 << 18  # ... and at least this much, so the parser is not woken for every row
-# The setting the binary engines need, when the describe has no room for it (see _describe).
+# The setting the binary engines need: run with the describe (see _describe).
 _SETTINGS = "SELECT pg_catalog.current_setting('extra_float_digits')"
+_SETTINGS_BYTES = _SETTINGS.encode()
 
 
 def read_sql(
@@ -475,6 +476,10 @@ def _describe(
     conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], body: str
 ) -> tuple[list[tuple[str, int]], Any]:
     """The query's columns and the settings row of ``describe_and_settings``."""
+    if _pipelined(conn):
+        statement = describe_statement(body).as_bytes(conn)
+        results = _psycopg.run_and_describe(conn, _SETTINGS_BYTES, statement)
+        return _described(conn, results)
     try:
         _run_describe(conn, cur, describe_and_settings(body))
         return (_columns(cur) or [])[1:], cur.fetchone()
@@ -489,6 +494,10 @@ async def _describe_async(
     conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any], body: str
 ) -> tuple[list[tuple[str, int]], Any]:
     """The async twin of :func:`_describe`."""
+    if _pipelined(conn):
+        statement = describe_statement(body).as_bytes(conn)
+        results = await _psycopg.run_and_describe_async(conn, _SETTINGS_BYTES, statement)
+        return _described(conn, results)
     try:
         await _run_describe_async(conn, cur, describe_and_settings(body))
         return (_columns(cur) or [])[1:], await cur.fetchone()
@@ -497,6 +506,36 @@ async def _describe_async(
         await _run_describe_async(conn, cur, describe_statement(body))
         description = _columns(cur) or []
         return description, await (await cur.execute(_SETTINGS)).fetchone()
+
+
+def _pipelined(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the describe goes as Parse and Describe, with the setting, in one round trip
+    (``_psycopg.describe``): with nothing to protect (autocommit and idle), where libpq has
+    a pipeline mode (14+). Inside a transaction a failed Parse would abort it: a statement
+    in a savepoint of its own protects it (``_run_describe``)."""
+    return (
+        conn.autocommit
+        and conn.info.transaction_status == TransactionStatus.IDLE
+        and psycopg.Pipeline.is_supported()
+    )
+
+
+def _described(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], results: list[Any]
+) -> tuple[list[tuple[str, int]], tuple[str]]:
+    """The columns and the settings row out of ``_psycopg.describe``'s results; the
+    server's error, as psycopg raises it, where a command failed."""
+    encoding = conn.info.encoding
+    for result in results:
+        if result.status == ExecStatus.FATAL_ERROR:
+            raise _psycopg.error_from_result(result, encoding=encoding)
+    setting, _, described = results
+    value = setting.get_value(0, 0)
+    columns = [
+        ((described.fname(i) or b"").decode(encoding), described.ftype(i))
+        for i in range(described.nfields)
+    ]
+    return columns, ("" if value is None else bytes(value).decode(encoding),)
 
 
 # The describe in a savepoint of its own: the RELEASE goes with the describe, as one query.
