@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
@@ -54,6 +54,8 @@ __all__ = [
     "copy_block",
     "copy_into",
     "describe",
+    "end_describe",
+    "end_describe_async",
     "error_from_result",
     "idle_pool_connections",
     "internal_changed",
@@ -269,19 +271,25 @@ def _copy_result(pgconn: PGconn) -> PQGen[PGresult]:
 
 
 def run_and_describe(
-    conn: psycopg.Connection[Any], first: bytes, statement: bytes
+    conn: psycopg.Connection[Any],
+    statement: bytes,
+    before: Sequence[bytes] = (),
+    after: Sequence[bytes] = (),
 ) -> list[PGresult]:
     """:func:`describe` on ``conn``, holding its lock as ``cursor.execute`` does."""
     with _lock(conn):
-        return wait(conn, describe(conn.pgconn, first, statement))
+        return wait(conn, describe(conn.pgconn, statement, before, after))
 
 
 async def run_and_describe_async(
-    conn: psycopg.AsyncConnection[Any], first: bytes, statement: bytes
+    conn: psycopg.AsyncConnection[Any],
+    statement: bytes,
+    before: Sequence[bytes] = (),
+    after: Sequence[bytes] = (),
 ) -> list[PGresult]:
     """The async twin of :func:`run_and_describe`."""
     async with _lock(conn):
-        return await wait_async(conn, describe(conn.pgconn, first, statement))
+        return await wait_async(conn, describe(conn.pgconn, statement, before, after))
 
 
 def _lock(conn: Any) -> Any:
@@ -292,20 +300,26 @@ def _lock(conn: Any) -> Any:
         raise internal_changed("psycopg.Connection.lock") from None
 
 
-def describe(pgconn: PGconn, first: bytes, statement: bytes) -> PQGen[list[PGresult]]:
-    """Run ``first`` and describe ``statement``, in one round trip: libpq's pipeline mode.
+def describe(
+    pgconn: PGconn, statement: bytes, before: Sequence[bytes], after: Sequence[bytes]
+) -> PQGen[list[PGresult]]:
+    """Describe ``statement`` between the commands ``before`` and ``after``, in one round
+    trip: libpq's pipeline mode.
 
     ``statement`` is parsed and described as the unnamed prepared statement: the server
     analyses it (its tables locked, its result types known), neither plans nor runs it, and
-    never runs more than one statement. The results: ``first``'s, the Parse's and the
-    Describe's; after an error, the commands still to come are ``PIPELINE_ABORTED``. The
-    connection leaves pipeline mode once all of them are read; cut short (an interrupt),
-    :func:`cancel_and_drain` reads the rest.
+    never runs more than one statement. The results, in order: each of ``before``, the
+    Parse's, the Describe's, each of ``after``; after an error, the commands still to come
+    are ``PIPELINE_ABORTED``. The connection leaves pipeline mode once all of them are
+    read; cut short (an interrupt), :func:`end_describe` reads the rest.
     """
     pgconn.enter_pipeline_mode()
-    pgconn.send_query_params(first, None)
+    for command in before:
+        pgconn.send_query_params(command, None)
     pgconn.send_prepare(b"", statement)
     pgconn.send_describe_prepared(b"")
+    for command in after:
+        pgconn.send_query_params(command, None)
     pgconn.pipeline_sync()
     while pgconn.flush():
         while not (ready := (yield Wait.RW)):
@@ -336,13 +350,28 @@ def _result_ready(pgconn: PGconn) -> PQGen[None]:
         pgconn.consume_input()
 
 
+def end_describe(conn: psycopg.Connection[Any]) -> None:
+    """After :func:`describe` was cut short (its generator dropped before the end): cancel
+    it, read its results to the Sync, leave pipeline mode. Only for a describe of ours: a
+    pipeline of the caller's may have no Sync coming."""
+    if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
+        _cancel_then(conn, _end_pipeline(conn.pgconn))
+
+
+async def end_describe_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The async twin of :func:`end_describe`."""
+    if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
+        await _cancel_then_async(conn, _end_pipeline(conn.pgconn))
+
+
+def _end_pipeline(pgconn: PGconn) -> PQGen[None]:
+    while (yield from _pipeline_result(pgconn)).status != ExecStatus.PIPELINE_SYNC:
+        pass
+    pgconn.exit_pipeline_mode()
+
+
 def _drain(pgconn: PGconn) -> PQGen[None]:
     """Consume what the server still sends for the query in progress (COPY data included)."""
-    if pgconn.pipeline_status != PipelineStatus.OFF:  # a describe cut short
-        while (yield from _pipeline_result(pgconn)).status != ExecStatus.PIPELINE_SYNC:
-            pass
-        pgconn.exit_pipeline_mode()
-        return
     while True:
         yield from _result_ready(pgconn)
         result = pgconn.get_result()
@@ -359,13 +388,7 @@ def _drain(pgconn: PGconn) -> PQGen[None]:
 
 
 def _busy(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    if conn.closed:
-        return False
-    pgconn = conn.pgconn
-    return (
-        pgconn.transaction_status == TransactionStatus.ACTIVE
-        or pgconn.pipeline_status != PipelineStatus.OFF
-    )
+    return not conn.closed and conn.pgconn.transaction_status == TransactionStatus.ACTIVE
 
 
 def cancel_and_drain(conn: psycopg.Connection[Any]) -> None:
@@ -375,22 +398,30 @@ def cancel_and_drain(conn: psycopg.Connection[Any]) -> None:
     leaves libpq in the middle of that query, and every later command on the connection
     fails with "another command is already in progress".
     """
-    if not _busy(conn):
-        return
-    try:
-        conn.cancel_safe()
-        wait(conn, _drain(conn.pgconn))
-    except (psycopg.Error, OSError):
-        conn.close()  # unusable: closed, so the owner replaces it at its next use
+    if _busy(conn):
+        _cancel_then(conn, _drain(conn.pgconn))
 
 
 async def cancel_and_drain_async(conn: psycopg.AsyncConnection[Any]) -> None:
     """The async twin of :func:`cancel_and_drain`."""
-    if not _busy(conn):
-        return
+    if _busy(conn):
+        await _cancel_then_async(conn, _drain(conn.pgconn))
+
+
+def _cancel_then(conn: psycopg.Connection[Any], rest: PQGen[None]) -> None:
+    """Cancel what runs on ``conn``, then read ``rest`` of it."""
+    try:
+        conn.cancel_safe()
+        wait(conn, rest)
+    except (psycopg.Error, OSError):
+        conn.close()  # unusable: closed, so the owner replaces it at its next use
+
+
+async def _cancel_then_async(conn: psycopg.AsyncConnection[Any], rest: PQGen[None]) -> None:
+    """The async twin of :func:`_cancel_then`."""
     try:
         await conn.cancel_safe()
-        await wait_async(conn, _drain(conn.pgconn))
+        await wait_async(conn, rest)
     except (psycopg.Error, OSError):
         await conn.close()
 

@@ -324,9 +324,11 @@ async def test_async_inside_a_transaction_describes_that_fail_abort_nothing(
         await conn.rollback()
 
 
-# Read in autocommit (the describe goes as Parse and Describe, with the setting, in one
-# round trip in libpq's pipeline mode) and inside a transaction (a statement in a savepoint
-# of its own): the same frame, or the same error.
+# Every way a read describes its query gives the same frame, or the same error: in
+# autocommit, in a transaction not begun yet, and inside one (between a savepoint and its
+# release); as Parse and Describe in libpq's pipeline mode (libpq 14+), and as the statement
+# run where libpq has no pipeline mode (a client library no server can stand in for: the
+# capability check is made to say no).
 BOTH_DESCRIBES = [
     'SELECT 1 AS a, 2 AS a, 3 AS "we""ird col", 4',
     """SELECT 'x'::text AS "ünïcode ✓", '2024-02-29 12:00+01'::timestamptz AS t, NULL AS n,
@@ -343,49 +345,83 @@ BOTH_DESCRIBES = [
 
 
 @pytest.mark.parametrize("query", BOTH_DESCRIBES)
-def test_both_describes_read_the_same(superuser_dsn: str, query: str) -> None:
-    def outcome(conn: Conn) -> Any:
-        try:
-            return read_sql(query, conn)
-        except psycopg.Error as error:
-            return type(error), error.sqlstate
+def test_every_describe_reads_the_same(
+    superuser_dsn: str, query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert psycopg.Pipeline.is_supported()
 
-    with (
-        psycopg.connect(superuser_dsn, autocommit=True) as auto,
-        psycopg.connect(superuser_dsn) as tx,
-    ):
-        assert psycopg.Pipeline.is_supported()  # else both take the savepoint path
-        tx.execute("SELECT 1")  # a transaction is open: the savepoint path
-        pipelined, in_savepoint = outcome(auto), outcome(tx)
-        tx.rollback()
-    if isinstance(in_savepoint, pd.DataFrame):
-        assert_frame_equal(pipelined, in_savepoint)
-    else:
-        assert pipelined == in_savepoint
+    def outcome(autocommit: bool, begun: bool) -> Any:
+        with psycopg.connect(superuser_dsn, autocommit=autocommit) as conn:
+            if begun:
+                conn.execute("SELECT 1")
+            try:
+                return read_sql(query, conn)
+            except psycopg.Error as error:
+                return type(error), error.sqlstate
+
+    modes = [(True, False), (False, False), (False, True)]
+    outcomes = [outcome(*mode) for mode in modes]
+    monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
+    outcomes += [outcome(*mode) for mode in modes]
+    first = outcomes[0]
+    for other in outcomes[1:]:
+        if isinstance(first, pd.DataFrame):
+            assert_frame_equal(other, first)
+        else:
+            assert other == first
 
 
 # Queries made to close the describe's own wrapping and run a statement of their own: one
 # for the pipelined describe's, one for the describe this replaced (a query run as one
 # simple query, several statements and all). A Parse takes one statement at most.
 BREAKING_OUT = [
-    "SELECT 1 AS a\n) AS _q LIMIT 0; INSERT INTO pgm_smuggled VALUES (1);"
-    " SELECT * FROM (SELECT 1 AS a",
-    "SELECT 1 AS a\n) AS _q0 LIMIT 0) AS _q ON true; INSERT INTO pgm_smuggled VALUES (1);"
+    "SELECT 1 AS a\n) AS _q LIMIT 0; SELECT nextval('pgm_smuggled'); SELECT * FROM (SELECT 1 AS a",
+    "SELECT 1 AS a\n) AS _q0 LIMIT 0) AS _q ON true; SELECT nextval('pgm_smuggled');"
     " SELECT * FROM (SELECT 1) AS _s LEFT JOIN (SELECT * FROM (SELECT 1 AS a",
 ]
 
 
 @pytest.mark.parametrize("query", BREAKING_OUT)
-def test_the_describe_runs_no_statement_of_a_query(db_conn: Conn, query: str) -> None:
-    db_conn.execute("DROP TABLE IF EXISTS pgm_smuggled")
-    db_conn.execute("CREATE TABLE pgm_smuggled (a int)")
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_the_describe_runs_no_statement_of_a_query(
+    db_conn: Conn, superuser_dsn: str, query: str, autocommit: bool
+) -> None:
+    # A sequence: its nextval stays called when the transaction around it rolls back.
+    db_conn.execute("DROP SEQUENCE IF EXISTS pgm_smuggled")
+    db_conn.execute("CREATE SEQUENCE pgm_smuggled")
     try:
-        with pytest.raises(psycopg.errors.SyntaxError):  # the query as written
-            read_sql(query, db_conn)
-        row: Any = db_conn.execute("SELECT count(*) FROM pgm_smuggled").fetchone()
-        assert row == (0,)
+        with psycopg.connect(superuser_dsn, autocommit=autocommit) as conn:
+            if not autocommit:
+                conn.execute("SELECT 1")  # inside a transaction: the describe's savepoint
+            with pytest.raises(psycopg.errors.SyntaxError):  # the query as written
+                read_sql(query, conn)
+            conn.rollback()
+        row: Any = db_conn.execute("SELECT is_called FROM pgm_smuggled").fetchone()
+        assert row == (False,)
     finally:
-        db_conn.execute("DROP TABLE pgm_smuggled")
+        db_conn.execute("DROP SEQUENCE pgm_smuggled")
+
+
+def test_a_read_in_the_callers_pipeline_is_refused(db_conn: Conn) -> None:
+    # A read is a COPY, which libpq refuses in pipeline mode: psycopg's error (to_sql gets
+    # the same), nothing sent into or read out of the caller's pipeline, which ends cleanly.
+    with db_conn.pipeline():
+        cur = db_conn.execute("SELECT 1 AS a")
+        with pytest.raises(psycopg.NotSupportedError, match="pipeline"):
+            read_sql("SELECT 2 AS b", db_conn)
+    assert cur.fetchone() == (1,)
+    assert read_sql("SELECT 3 AS c", db_conn)["c"].tolist() == [3]
+
+
+async def test_async_read_in_the_callers_pipeline_is_refused(
+    aconn: psycopg.AsyncConnection[Any],
+) -> None:
+    async with aconn.pipeline():
+        cur = await aconn.execute("SELECT 1 AS a")
+        with pytest.raises(psycopg.NotSupportedError, match="pipeline"):
+            await read_sql_async("SELECT 2 AS b", aconn)
+    assert await cur.fetchone() == (1,)
+    assert (await read_sql_async("SELECT 3 AS c", aconn))["c"].tolist() == [3]
 
 
 def test_a_table_that_changes_columns_is_read_again(db_conn: Conn, superuser_dsn: str) -> None:

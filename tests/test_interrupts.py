@@ -147,17 +147,20 @@ DESCRIBE_SCRIPT = PROLOGUE + textwrap.dedent(
             action,
         )
 
+    def read_interrupted(label, conn):
+        when_waiting(ctrl_c)
+        try:
+            pgmonkey.frames.read_sql("SELECT x FROM pgm_locked", conn)
+        except BaseException as e:
+            print(label, "raised", type(e).__name__, flush=True)
+
     with psycopg.connect(dsn, autocommit=True) as holder, \\
             psycopg.connect(dsn, autocommit=True) as conn:
         holder.execute("DROP TABLE IF EXISTS pgm_locked")
         holder.execute("CREATE TABLE pgm_locked AS SELECT 1 AS x")
         holder.execute("BEGIN")
         holder.execute("LOCK TABLE pgm_locked IN ACCESS EXCLUSIVE MODE")
-        when_waiting(ctrl_c)
-        try:
-            pgmonkey.frames.read_sql("SELECT x FROM pgm_locked", conn)
-        except BaseException as e:
-            print("sync raised", type(e).__name__, flush=True)
+        read_interrupted("sync", conn)
         mode = psycopg.pq.PipelineStatus(conn.pgconn.pipeline_status)
         print("sync pipeline", mode.name, flush=True)
         print("sync after", pgmonkey.frames.read_sql("SELECT 1 AS x", conn)["x"].tolist())
@@ -179,6 +182,16 @@ DESCRIBE_SCRIPT = PROLOGUE + textwrap.dedent(
                 print("async after", df["x"].tolist(), flush=True)
 
         asyncio.run(main())
+
+        # Inside the caller's transaction: rolled back to the describe's savepoint, the
+        # transaction goes on.
+        with psycopg.connect(dsn) as tconn:
+            tconn.execute("SELECT 1")
+            read_interrupted("transaction", tconn)
+            print("transaction status", tconn.info.transaction_status.name, flush=True)
+            df = pgmonkey.frames.read_sql("SELECT 1 AS x", tconn)
+            print("transaction after", df["x"].tolist(), flush=True)
+            tconn.rollback()
         holder.execute("COMMIT")
         print("table", pgmonkey.frames.read_sql("SELECT x FROM pgm_locked", conn)["x"].tolist())
         holder.execute("DROP TABLE pgm_locked")
@@ -202,19 +215,22 @@ def test_an_interrupted_describe_leaves_the_connection_usable(
         "async raised CancelledError",
         "async pipeline OFF",
         "async after [1]",
+        "transaction raised KeyboardInterrupt",
+        "transaction status INTRANS",
+        "transaction after [1]",
         "table [1]",
     ], done.stdout + done.stderr
 
 
-def test_cancel_and_drain_ends_a_describe_cut_short(superuser_dsn: str) -> None:
+def test_end_describe_ends_a_describe_cut_short(superuser_dsn: str) -> None:
     # A describe whose generator is dropped half-way (nothing read yet): pipeline mode is
-    # still on with results to come; cancel_and_drain reads them and leaves the mode.
+    # still on with results to come; end_describe reads them and leaves the mode.
     with psycopg.connect(superuser_dsn, autocommit=True) as conn:
-        gen = _psycopg.describe(conn.pgconn, b"SELECT 1", b"SELECT 2 AS two")
+        gen = _psycopg.describe(conn.pgconn, b"SELECT 2 AS two", [b"SELECT 1"], [])
         next(gen)
         gen.close()
         assert conn.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
-        _psycopg.cancel_and_drain(conn)
+        _psycopg.end_describe(conn)
         assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
         row: Any = conn.execute("SELECT 3").fetchone()
         assert row == (3,)

@@ -75,15 +75,18 @@ def test_ready_enum_has_the_members_the_generators_test() -> None:
 
 
 def test_describe_runs_and_describes_in_pipeline_mode(conn: psycopg.Connection[Any]) -> None:
-    results = _psycopg.run_and_describe(conn, b"SELECT 'one'", b"SELECT 2 AS two, 'x' AS x")
+    results = _psycopg.run_and_describe(
+        conn, b"SELECT 2 AS two, 'x' AS x", [b"SELECT 'one'"], [b"SELECT 'three'"]
+    )
     ok = psycopg.pq.ExecStatus
-    assert [r.status for r in results] == [ok.TUPLES_OK, ok.COMMAND_OK, ok.COMMAND_OK]
-    assert results[0].get_value(0, 0) == b"one"
+    statuses = [ok.TUPLES_OK, ok.COMMAND_OK, ok.COMMAND_OK, ok.TUPLES_OK]
+    assert [r.status for r in results] == statuses, _canary("libpq pipeline mode")
+    assert results[0].get_value(0, 0) == b"one" and results[3].get_value(0, 0) == b"three"
     described = results[2]
     assert [described.fname(i) for i in range(described.nfields)] == [b"two", b"x"]
     assert [described.ftype(i) for i in range(described.nfields)] == [23, 25]
     # An error: the commands after it are aborted, and the connection leaves the mode.
-    results = _psycopg.run_and_describe(conn, b"SELECT 1", b"SELECT * FROM no_such_table")
+    results = _psycopg.run_and_describe(conn, b"SELECT * FROM no_such_table", [b"SELECT 1"])
     assert [r.status for r in results] == [ok.TUPLES_OK, ok.FATAL_ERROR, ok.PIPELINE_ABORTED]
     assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
     assert conn.execute("SELECT 3").fetchone() == (3,)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus, PipelineStatus, TransactionStatus
 
 from .. import _connect, _psycopg
 from ._engines import (
@@ -68,7 +68,6 @@ _INLINE = 1 << 20  # a result this small is parsed once received, without a work
 _LEAST = 1 << 18  # ... and at least this much, so the parser is not woken for every row
 # The setting the binary engines need: run with the describe (see _describe).
 _SETTINGS = "SELECT pg_catalog.current_setting('extra_float_digits')"
-_SETTINGS_BYTES = _SETTINGS.encode()
 
 
 def read_sql(
@@ -165,6 +164,7 @@ def read_polars(
 
 def _read_on(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     with _connect.connection(con) as conn:
+        _outside_pipeline(conn)
         text = _bind(conn, query, params)
         try:
             return _read(conn, text, decimal, output)
@@ -182,6 +182,7 @@ def _read_on_split(
     if split is None:
         return _read_on(con, query, params, decimal, output)
     with _connect.connection(con) as conn:
+        _outside_pipeline(conn)
         text = _bind(conn, query, params)
         return read_split(con, conn, text, split, lambda c, q: _read(c, q, decimal, output), output)
 
@@ -269,6 +270,7 @@ async def read_polars_async(query: Query, con: Any, params: Params = None) -> pl
 
 async def _read_on_async(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     async with _connect.async_connection(con) as conn:
+        _outside_pipeline(conn)
         text = _bind(conn, query, params)
         try:
             return await _read_async(conn, text, decimal, output)
@@ -475,11 +477,100 @@ def _bind(
 def _describe(
     conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], body: str
 ) -> tuple[list[tuple[str, int]], Any]:
-    """The query's columns and the settings row of ``describe_and_settings``."""
-    if _pipelined(conn):
-        statement = describe_statement(body).as_bytes(conn)
-        results = _psycopg.run_and_describe(conn, _SETTINGS_BYTES, statement)
-        return _described(conn, results)
+    """The query's columns, and a row of the session's ``extra_float_digits``.
+
+    Where libpq has a pipeline mode (14+), the query is parsed and described, not run nor
+    planned (``_psycopg.describe``), with the setting, in one round trip. Inside a
+    transaction it goes between a ``SAVEPOINT`` and its ``RELEASE`` in that same round
+    trip, so that a failure aborts nothing of the caller's (rolled back to the savepoint).
+    A transaction not begun yet is begun by the setting's query, as psycopg begins one.
+    """
+    if not psycopg.Pipeline.is_supported():
+        return _describe_by_query(conn, cur, body)
+    setting = None
+    if not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        setting = cur.execute(_SETTINGS, prepare=False).fetchone()
+    guarded = conn.info.transaction_status == TransactionStatus.INTRANS
+    before, after = _around(guarded, setting is None)
+    statement = describe_statement(body).as_bytes(conn)
+    try:
+        results = _psycopg.run_and_describe(conn, statement, before, after)
+        return _described(conn, results, len(before) + 1, setting)
+    except BaseException:
+        _psycopg.end_describe(conn)  # cut short (an interrupt): out of pipeline mode first
+        if guarded and conn.info.transaction_status == TransactionStatus.INERROR:
+            conn.execute(_UNDO, prepare=False)
+        raise
+
+
+async def _describe_async(
+    conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any], body: str
+) -> tuple[list[tuple[str, int]], Any]:
+    """The async twin of :func:`_describe`."""
+    if not psycopg.Pipeline.is_supported():
+        return await _describe_by_query_async(conn, cur, body)
+    setting = None
+    if not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        setting = await (await cur.execute(_SETTINGS, prepare=False)).fetchone()
+    guarded = conn.info.transaction_status == TransactionStatus.INTRANS
+    before, after = _around(guarded, setting is None)
+    statement = describe_statement(body).as_bytes(conn)
+    try:
+        results = await _psycopg.run_and_describe_async(conn, statement, before, after)
+        return _described(conn, results, len(before) + 1, setting)
+    except BaseException:
+        await _psycopg.end_describe_async(conn)  # cut short: out of pipeline mode first
+        if guarded and conn.info.transaction_status == TransactionStatus.INERROR:
+            await conn.execute(_UNDO, prepare=False)
+        raise
+
+
+def _outside_pipeline(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """A read is a COPY, which libpq refuses in pipeline mode: psycopg's own error for it
+    (as ``to_sql`` gets), before anything is sent into, or read out of, the caller's
+    pipeline."""
+    if conn.pgconn.pipeline_status != PipelineStatus.OFF:
+        raise psycopg.NotSupportedError(
+            "COPY cannot be used in pipeline mode: read outside the conn.pipeline() block"
+        )
+
+
+def _around(guarded: bool, ask_setting: bool) -> tuple[list[bytes], list[bytes]]:
+    """The commands that go before and after the Parse and Describe of a query."""
+    before = [_SAVEPOINT.encode()] if guarded else []
+    if ask_setting:
+        before.append(_SETTINGS.encode())
+    return before, [_RELEASE_ALONE] if guarded else []
+
+
+def _described(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    results: list[Any],
+    at: int,
+    setting: Any,
+) -> tuple[list[tuple[str, int]], Any]:
+    """The columns (the Describe's result is ``results[at]``) and the setting's row (where
+    ``setting`` is None, the result of the command just before the Parse); the server's
+    error, as psycopg raises it, where a command failed."""
+    encoding = conn.info.encoding
+    for result in results:
+        if result.status == ExecStatus.FATAL_ERROR:
+            raise _psycopg.error_from_result(result, encoding=encoding)
+    if setting is None:
+        value = results[at - 2].get_value(0, 0)
+        setting = ("" if value is None else bytes(value).decode(encoding),)
+    described = results[at]
+    columns = [
+        ((described.fname(i) or b"").decode(encoding), described.ftype(i))
+        for i in range(described.nfields)
+    ]
+    return columns, setting
+
+
+def _describe_by_query(
+    conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], body: str
+) -> tuple[list[tuple[str, int]], Any]:
+    """:func:`_describe` where libpq has no pipeline mode: ``describe_and_settings`` run."""
     try:
         _run_describe(conn, cur, describe_and_settings(body))
         return (_columns(cur) or [])[1:], cur.fetchone()
@@ -490,14 +581,10 @@ def _describe(
         return description, cur.execute(_SETTINGS).fetchone()
 
 
-async def _describe_async(
+async def _describe_by_query_async(
     conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any], body: str
 ) -> tuple[list[tuple[str, int]], Any]:
-    """The async twin of :func:`_describe`."""
-    if _pipelined(conn):
-        statement = describe_statement(body).as_bytes(conn)
-        results = await _psycopg.run_and_describe_async(conn, _SETTINGS_BYTES, statement)
-        return _described(conn, results)
+    """The async twin of :func:`_describe_by_query`."""
     try:
         await _run_describe_async(conn, cur, describe_and_settings(body))
         return (_columns(cur) or [])[1:], await cur.fetchone()
@@ -508,46 +595,19 @@ async def _describe_async(
         return description, await (await cur.execute(_SETTINGS)).fetchone()
 
 
-def _pipelined(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether the describe goes as Parse and Describe, with the setting, in one round trip
-    (``_psycopg.describe``): with nothing to protect (autocommit and idle), where libpq has
-    a pipeline mode (14+). Inside a transaction a failed Parse would abort it: a statement
-    in a savepoint of its own protects it (``_run_describe``)."""
-    return (
-        conn.autocommit
-        and conn.info.transaction_status == TransactionStatus.IDLE
-        and psycopg.Pipeline.is_supported()
-    )
-
-
-def _described(
-    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], results: list[Any]
-) -> tuple[list[tuple[str, int]], tuple[str]]:
-    """The columns and the settings row out of ``_psycopg.describe``'s results; the
-    server's error, as psycopg raises it, where a command failed."""
-    encoding = conn.info.encoding
-    for result in results:
-        if result.status == ExecStatus.FATAL_ERROR:
-            raise _psycopg.error_from_result(result, encoding=encoding)
-    setting, _, described = results
-    value = setting.get_value(0, 0)
-    columns = [
-        ((described.fname(i) or b"").decode(encoding), described.ftype(i))
-        for i in range(described.nfields)
-    ]
-    return columns, ("" if value is None else bytes(value).decode(encoding),)
-
-
-# The describe in a savepoint of its own: the RELEASE goes with the describe, as one query.
+# The describe in a savepoint of its own (without a pipeline mode, the RELEASE goes with the
+# describe, as one query).
 _SAVEPOINT = "SAVEPOINT pgmonkey_describe"
 _RELEASE = sql.SQL(";\nRELEASE SAVEPOINT pgmonkey_describe")
+_RELEASE_ALONE = b"RELEASE SAVEPOINT pgmonkey_describe"
 _UNDO = "ROLLBACK TO SAVEPOINT pgmonkey_describe; RELEASE SAVEPOINT pgmonkey_describe"
 
 
 def _run_describe(
     conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], statement: sql.Composed
 ) -> None:
-    """Run a describe statement, its result then current on ``cur``.
+    """Run a describe statement, its result then current on ``cur`` (where libpq has no
+    pipeline mode: see :func:`_describe`).
 
     Never prepared (psycopg prepares a statement run five times): a prepared describe
     fails with "cached plan must not change result type" once its tables change columns.
