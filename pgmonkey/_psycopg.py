@@ -54,11 +54,10 @@ __all__ = [
     "copy_block",
     "copy_into",
     "describe",
-    "end_describe",
-    "end_describe_async",
     "error_from_result",
     "idle_pool_connections",
     "internal_changed",
+    "lock",
     "rows_reader",
     "run_and_describe",
     "run_and_describe_async",
@@ -273,23 +272,45 @@ def _copy_result(pgconn: PGconn) -> PQGen[PGresult]:
 def run_and_describe(
     conn: psycopg.Connection[Any],
     statement: bytes,
-    before: Sequence[bytes] = (),
-    after: Sequence[bytes] = (),
-) -> list[PGresult]:
-    """:func:`describe` on ``conn``, holding its lock as ``cursor.execute`` does."""
+    around: Callable[[], tuple[list[bytes], list[bytes]] | None],
+) -> list[PGresult] | None:
+    """:func:`describe` on ``conn``, holding its lock as ``cursor.execute`` does, with the
+    commands ``around()`` gives (called under the lock: no other command of the connection
+    runs while it reads its state); None, describing nothing, where it gives None. Cut
+    short (an interrupt), the describe is ended under the lock too (:func:`_end_describe`):
+    only a describe of this call can be in pipeline mode there."""
     with _lock(conn):
-        return wait(conn, describe(conn.pgconn, statement, before, after))
+        commands = around()
+        if commands is None:
+            return None
+        try:
+            return wait(conn, describe(conn.pgconn, statement, *commands))
+        except BaseException:
+            _end_describe(conn)
+            raise
 
 
 async def run_and_describe_async(
     conn: psycopg.AsyncConnection[Any],
     statement: bytes,
-    before: Sequence[bytes] = (),
-    after: Sequence[bytes] = (),
-) -> list[PGresult]:
+    around: Callable[[], tuple[list[bytes], list[bytes]] | None],
+) -> list[PGresult] | None:
     """The async twin of :func:`run_and_describe`."""
     async with _lock(conn):
-        return await wait_async(conn, describe(conn.pgconn, statement, before, after))
+        commands = around()
+        if commands is None:
+            return None
+        try:
+            return await wait_async(conn, describe(conn.pgconn, statement, *commands))
+        except BaseException:
+            await _end_describe_async(conn)
+            raise
+
+
+def lock(conn: Any) -> Any:
+    """The lock psycopg holds while a command of the connection runs (``Connection.lock``):
+    a ``threading.Lock``, an ``asyncio.Lock`` for an async connection."""
+    return _lock(conn)
 
 
 def _lock(conn: Any) -> Any:
@@ -311,7 +332,7 @@ def describe(
     never runs more than one statement. The results, in order: each of ``before``, the
     Parse's, the Describe's, each of ``after``; after an error, the commands still to come
     are ``PIPELINE_ABORTED``. The connection leaves pipeline mode once all of them are
-    read; cut short (an interrupt), :func:`end_describe` reads the rest.
+    read; cut short (an interrupt), :func:`run_and_describe` reads the rest.
     """
     pgconn.enter_pipeline_mode()
     for command in before:
@@ -320,12 +341,7 @@ def describe(
     pgconn.send_describe_prepared(b"")
     for command in after:
         pgconn.send_query_params(command, None)
-    pgconn.pipeline_sync()
-    while pgconn.flush():
-        while not (ready := (yield Wait.RW)):
-            continue
-        if ready & Ready.R:
-            pgconn.consume_input()
+    yield from _send_sync(pgconn)
     results: list[PGresult] = []
     while (result := (yield from _pipeline_result(pgconn))).status != ExecStatus.PIPELINE_SYNC:
         results.append(result)
@@ -334,12 +350,17 @@ def describe(
 
 
 def _pipeline_result(pgconn: PGconn) -> PQGen[PGresult]:
-    """The next result of a pipeline, past the ends of the commands' results."""
+    """The next result of a pipeline, past the end of a command's results (one None). Two
+    Nones in a row: no command is left to answer, an error rather than a spin."""
+    ended = False
     while True:
         yield from _result_ready(pgconn)
         result = pgconn.get_result()
         if result is not None:
             return result
+        if ended:
+            raise psycopg.InterfaceError("the pipeline has no result left to read")
+        ended = True
 
 
 def _result_ready(pgconn: PGconn) -> PQGen[None]:
@@ -350,24 +371,55 @@ def _result_ready(pgconn: PGconn) -> PQGen[None]:
         pgconn.consume_input()
 
 
-def end_describe(conn: psycopg.Connection[Any]) -> None:
-    """After :func:`describe` was cut short (its generator dropped before the end): cancel
-    it, read its results to the Sync, leave pipeline mode. Only for a describe of ours: a
-    pipeline of the caller's may have no Sync coming."""
-    if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
-        _cancel_then(conn, _end_pipeline(conn.pgconn))
+def _end_describe(conn: psycopg.Connection[Any]) -> None:
+    """End a describe cut short, wherever it was cut: a Sync of its own sent (the server
+    answers each, so the end is known even if the describe's own was never sent), then the
+    server asked to cancel what still runs (a Parse waiting for a lock), then everything read
+    to that Sync and pipeline mode left. A connection that fails at it is closed."""
+    if conn.closed or conn.pgconn.pipeline_status == PipelineStatus.OFF:
+        return
+    try:
+        wait(conn, _send_sync(conn.pgconn))
+        conn.cancel_safe()
+        wait(conn, _read_to_the_end(conn.pgconn))
+    except (psycopg.Error, OSError):
+        # Unusable: closed, so the owner replaces it at its next use. libpq's own close:
+        # the connection's lock is held here, and close() may hand a pooled connection
+        # back to its pool, which resets it under that lock.
+        conn.pgconn.finish()
 
 
-async def end_describe_async(conn: psycopg.AsyncConnection[Any]) -> None:
-    """The async twin of :func:`end_describe`."""
-    if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
-        await _cancel_then_async(conn, _end_pipeline(conn.pgconn))
+async def _end_describe_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The async twin of :func:`_end_describe`."""
+    if conn.closed or conn.pgconn.pipeline_status == PipelineStatus.OFF:
+        return
+    try:
+        await wait_async(conn, _send_sync(conn.pgconn))
+        await conn.cancel_safe()
+        await wait_async(conn, _read_to_the_end(conn.pgconn))
+    except (psycopg.Error, OSError):
+        conn.pgconn.finish()
 
 
-def _end_pipeline(pgconn: PGconn) -> PQGen[None]:
-    while (yield from _pipeline_result(pgconn)).status != ExecStatus.PIPELINE_SYNC:
-        pass
-    pgconn.exit_pipeline_mode()
+def _send_sync(pgconn: PGconn) -> PQGen[None]:
+    pgconn.pipeline_sync()
+    while pgconn.flush():
+        while not (ready := (yield Wait.RW)):
+            continue
+        if ready & Ready.R:
+            pgconn.consume_input()
+
+
+def _read_to_the_end(pgconn: PGconn) -> PQGen[None]:
+    """Results up to the Sync after which nothing is left (the describe's own Sync, when
+    it was sent, comes first), then out of pipeline mode."""
+    while True:
+        if (yield from _pipeline_result(pgconn)).status == ExecStatus.PIPELINE_SYNC:
+            try:
+                pgconn.exit_pipeline_mode()
+                return
+            except psycopg.OperationalError:  # results still to come
+                continue
 
 
 def _drain(pgconn: PGconn) -> PQGen[None]:
@@ -388,7 +440,16 @@ def _drain(pgconn: PGconn) -> PQGen[None]:
 
 
 def _busy(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    return not conn.closed and conn.pgconn.transaction_status == TransactionStatus.ACTIVE
+    """A query of ours in progress. Never one in pipeline mode: that is another read's
+    describe (which ends its own, under the lock) or the caller's pipeline, whose results
+    are not ours to read."""
+    if conn.closed:
+        return False
+    pgconn = conn.pgconn
+    return (
+        pgconn.transaction_status == TransactionStatus.ACTIVE
+        and pgconn.pipeline_status == PipelineStatus.OFF
+    )
 
 
 def cancel_and_drain(conn: psycopg.Connection[Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import decimal
 import uuid
@@ -422,6 +423,50 @@ async def test_async_read_in_the_callers_pipeline_is_refused(
             await read_sql_async("SELECT 2 AS b", aconn)
     assert await cur.fetchone() == (1,)
     assert (await read_sql_async("SELECT 3 AS c", aconn))["c"].tolist() == [3]
+
+
+async def test_reads_at_once_on_one_async_connection(aconn: psycopg.AsyncConnection[Any]) -> None:
+    # The second read waits for the first one's describe (the connection's lock), not
+    # taking its pipeline mode for the caller's.
+    a, b = await asyncio.gather(
+        read_sql_async("SELECT 1 AS a", aconn), read_sql_async("SELECT 2 AS b", aconn)
+    )
+    assert a["a"].tolist() == [1] and b["b"].tolist() == [2]
+
+
+async def test_a_read_beside_another_command_keeps_the_transaction(superuser_dsn: str) -> None:
+    # The savepoint is chosen from the transaction's state under the lock, not while the
+    # other command runs (its state then reads ACTIVE, not INTRANS).
+    async with await psycopg.AsyncConnection.connect(superuser_dsn) as conn:
+        await conn.execute("SELECT 1")
+        _, frame = await asyncio.gather(
+            conn.execute("SELECT 1"), read_sql_async("SHOW TimeZone", conn)
+        )
+        assert frame.columns.tolist() == ["TimeZone"]
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        await conn.rollback()
+
+
+async def test_a_read_cancelled_while_it_waits_leaves_the_others_alone(
+    superuser_dsn: str,
+) -> None:
+    # Read A waits for the lock while read B describes; A is cancelled there. A's cleanup
+    # must not end B's describe (it runs under the lock, for a describe of its own only).
+    async with await psycopg.AsyncConnection.connect(superuser_dsn, autocommit=True) as conn:
+        first = asyncio.create_task(conn.execute("SELECT 1"))
+        b = asyncio.create_task(read_sql_async("SELECT 2 AS b", conn))
+        a = asyncio.create_task(read_sql_async("SELECT 3 AS a", conn))
+        for _ in range(100_000):
+            if conn.pgconn.pipeline_status:  # B's describe has begun; A waits for the lock
+                break
+            await asyncio.sleep(0)
+        else:
+            pytest.fail("read B's describe was never seen in pipeline mode")
+        a.cancel()
+        got_a, got_b, _ = await asyncio.gather(a, b, first, return_exceptions=True)
+        assert isinstance(got_a, asyncio.CancelledError)
+        assert got_b["b"].tolist() == [2]
+        assert (await read_sql_async("SELECT 4 AS c", conn))["c"].tolist() == [4]
 
 
 def test_a_table_that_changes_columns_is_read_again(db_conn: Conn, superuser_dsn: str) -> None:

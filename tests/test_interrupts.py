@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from pgmonkey import _psycopg
 from tests._conn_support import run_script
@@ -222,15 +223,56 @@ def test_an_interrupted_describe_leaves_the_connection_usable(
     ], done.stdout + done.stderr
 
 
-def test_end_describe_ends_a_describe_cut_short(superuser_dsn: str) -> None:
-    # A describe whose generator is dropped half-way (nothing read yet): pipeline mode is
-    # still on with results to come; end_describe reads them and leaves the mode.
-    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
-        gen = _psycopg.describe(conn.pgconn, b"SELECT 2 AS two", [b"SELECT 1"], [])
-        next(gen)
-        gen.close()
-        assert conn.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
-        _psycopg.end_describe(conn)
-        assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
-        row: Any = conn.execute("SELECT 3").fetchone()
-        assert row == (3,)
+LINE_SCRIPT = PROLOGUE + textwrap.dedent(
+    """
+    import inspect
+    from pgmonkey import _psycopg
+
+    dsn, tx = sys.argv[1], sys.argv[2] == "tx"
+    lines, first = inspect.getsourcelines(_psycopg.describe)
+    body = range(first + 1, first + len(lines))
+    for n in body:
+        conn = psycopg.connect(dsn, autocommit=not tx)
+        if tx:
+            conn.execute("SELECT 1")
+        fired = []
+
+        def local(frame, event, arg, n=n):
+            if event == "line" and frame.f_lineno == n and not fired:
+                fired.append(n)
+                ctrl_c()
+            return local
+
+        sys.settrace(lambda f, e, a: local if f.f_code.co_name == "describe" else None)
+        try:
+            pgmonkey.frames.read_sql("SELECT 2 AS b", conn)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        status = "closed" if conn.closed else psycopg.pq.PipelineStatus(
+            conn.pgconn.pipeline_status).name
+        if not conn.closed:
+            got = pgmonkey.frames.read_sql("SELECT 3 AS c", conn)["c"].tolist()
+            status += f" {got} {conn.info.transaction_status.name}"
+        print(n, bool(fired), status, flush=True)
+        conn.close()
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["autocommit", "tx"])
+def test_ctrl_c_at_every_line_of_the_describe(
+    superuser_dsn: str, tmp_path: Path, mode: str
+) -> None:
+    # A Ctrl-C at each line of the pipelined describe (a trace function sends it): the read
+    # ends, and the connection is out of pipeline mode, usable, its transaction going on.
+    # Before the fix, a Ctrl-C before the Sync was sent waited for an answer that never
+    # came, and one after the Sync was read spun at full CPU.
+    done = run_script(tmp_path, LINE_SCRIPT, superuser_dsn, mode, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.split(" ", 2) for line in done.stdout.splitlines()]
+    # Every line the describe runs (its docstring's lines never fire).
+    assert sum(fired == "True" for _, fired, _ in lines) >= 8, done.stdout
+    expected = "OFF [3] " + ("INTRANS" if mode == "tx" else "IDLE")
+    assert all(status == expected for _, _, status in lines), done.stdout + done.stderr

@@ -76,8 +76,9 @@ def test_ready_enum_has_the_members_the_generators_test() -> None:
 
 def test_describe_runs_and_describes_in_pipeline_mode(conn: psycopg.Connection[Any]) -> None:
     results = _psycopg.run_and_describe(
-        conn, b"SELECT 2 AS two, 'x' AS x", [b"SELECT 'one'"], [b"SELECT 'three'"]
+        conn, b"SELECT 2 AS two, 'x' AS x", lambda: ([b"SELECT 'one'"], [b"SELECT 'three'"])
     )
+    assert results is not None
     ok = psycopg.pq.ExecStatus
     statuses = [ok.TUPLES_OK, ok.COMMAND_OK, ok.COMMAND_OK, ok.TUPLES_OK]
     assert [r.status for r in results] == statuses, _canary("libpq pipeline mode")
@@ -86,7 +87,10 @@ def test_describe_runs_and_describes_in_pipeline_mode(conn: psycopg.Connection[A
     assert [described.fname(i) for i in range(described.nfields)] == [b"two", b"x"]
     assert [described.ftype(i) for i in range(described.nfields)] == [23, 25]
     # An error: the commands after it are aborted, and the connection leaves the mode.
-    results = _psycopg.run_and_describe(conn, b"SELECT * FROM no_such_table", [b"SELECT 1"])
+    results = _psycopg.run_and_describe(
+        conn, b"SELECT * FROM no_such_table", lambda: ([b"SELECT 1"], [])
+    )
+    assert results is not None
     assert [r.status for r in results] == [ok.TUPLES_OK, ok.FATAL_ERROR, ok.PIPELINE_ABORTED]
     assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
     assert conn.execute("SELECT 3").fetchone() == (3,)
@@ -95,8 +99,8 @@ def test_describe_runs_and_describes_in_pipeline_mode(conn: psycopg.Connection[A
 def test_connection_lock_is_held_while_a_command_runs(
     conn: psycopg.Connection[Any], superuser_dsn: str
 ) -> None:
-    # The lock run_and_describe takes is the one cursor.execute holds: seen held while an
-    # execute waits for a table another session has locked.
+    # The lock run_and_describe takes (and _psycopg.lock gives) is the one cursor.execute
+    # holds: seen held while an execute waits for a table another session has locked.
     conn.execute("DROP TABLE IF EXISTS pgm_lock_canary")
     conn.execute("CREATE TABLE pgm_lock_canary (a int)")
     with psycopg.connect(superuser_dsn, autocommit=True) as holder:
@@ -112,7 +116,7 @@ def test_connection_lock_is_held_while_a_command_runs(
                     " WHERE NOT granted AND relation = 'pgm_lock_canary'::regclass"
                 ).fetchone()
                 time.sleep(0.01)
-        held = cast("Any", conn).lock.locked()
+        held = _psycopg.lock(conn).locked()
         holder.execute("COMMIT")
         waiter.join()
     conn.execute("DROP TABLE pgm_lock_canary")

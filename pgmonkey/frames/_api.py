@@ -68,6 +68,7 @@ _INLINE = 1 << 20  # a result this small is parsed once received, without a work
 _LEAST = 1 << 18  # ... and at least this much, so the parser is not woken for every row
 # The setting the binary engines need: run with the describe (see _describe).
 _SETTINGS = "SELECT pg_catalog.current_setting('extra_float_digits')"
+_SETTINGS_BYTES = _SETTINGS.encode()
 
 
 def read_sql(
@@ -270,7 +271,7 @@ async def read_polars_async(query: Query, con: Any, params: Params = None) -> pl
 
 async def _read_on_async(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     async with _connect.async_connection(con) as conn:
-        _outside_pipeline(conn)
+        await _outside_pipeline_async(conn)
         text = _bind(conn, query, params)
         try:
             return await _read_async(conn, text, decimal, output)
@@ -483,22 +484,20 @@ def _describe(
     planned (``_psycopg.describe``), with the setting, in one round trip. Inside a
     transaction it goes between a ``SAVEPOINT`` and its ``RELEASE`` in that same round
     trip, so that a failure aborts nothing of the caller's (rolled back to the savepoint).
-    A transaction not begun yet is begun by the setting's query, as psycopg begins one.
+    The state that decides it is read under the connection's lock. A transaction not begun
+    yet (psycopg begins it with the first statement), or no pipeline mode: the describe
+    runs as a statement (:func:`_describe_by_query`).
     """
     if not psycopg.Pipeline.is_supported():
         return _describe_by_query(conn, cur, body)
-    setting = None
-    if not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
-        setting = cur.execute(_SETTINGS, prepare=False).fetchone()
-    guarded = conn.info.transaction_status == TransactionStatus.INTRANS
-    before, after = _around(guarded, setting is None)
-    statement = describe_statement(body).as_bytes(conn)
+    around = _Around(conn)
     try:
-        results = _psycopg.run_and_describe(conn, statement, before, after)
-        return _described(conn, results, len(before) + 1, setting)
+        results = _psycopg.run_and_describe(conn, describe_statement(body).as_bytes(conn), around)
+        if results is None:
+            return _describe_by_query(conn, cur, body)
+        return _described(conn, results, around.at)
     except BaseException:
-        _psycopg.end_describe(conn)  # cut short (an interrupt): out of pipeline mode first
-        if guarded and conn.info.transaction_status == TransactionStatus.INERROR:
+        if around.guarded and conn.info.transaction_status == TransactionStatus.INERROR:
             conn.execute(_UNDO, prepare=False)
         raise
 
@@ -509,62 +508,83 @@ async def _describe_async(
     """The async twin of :func:`_describe`."""
     if not psycopg.Pipeline.is_supported():
         return await _describe_by_query_async(conn, cur, body)
-    setting = None
-    if not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
-        setting = await (await cur.execute(_SETTINGS, prepare=False)).fetchone()
-    guarded = conn.info.transaction_status == TransactionStatus.INTRANS
-    before, after = _around(guarded, setting is None)
-    statement = describe_statement(body).as_bytes(conn)
+    around = _Around(conn)
     try:
-        results = await _psycopg.run_and_describe_async(conn, statement, before, after)
-        return _described(conn, results, len(before) + 1, setting)
+        results = await _psycopg.run_and_describe_async(
+            conn, describe_statement(body).as_bytes(conn), around
+        )
+        if results is None:
+            return await _describe_by_query_async(conn, cur, body)
+        return _described(conn, results, around.at)
     except BaseException:
-        await _psycopg.end_describe_async(conn)  # cut short: out of pipeline mode first
-        if guarded and conn.info.transaction_status == TransactionStatus.INERROR:
+        if around.guarded and conn.info.transaction_status == TransactionStatus.INERROR:
             await conn.execute(_UNDO, prepare=False)
         raise
 
 
-def _outside_pipeline(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+def _outside_pipeline(conn: psycopg.Connection[Any]) -> None:
     """A read is a COPY, which libpq refuses in pipeline mode: psycopg's own error for it
     (as ``to_sql`` gets), before anything is sent into, or read out of, the caller's
-    pipeline."""
+    pipeline. Under the connection's lock: another read's describe is in pipeline mode
+    while it holds it, a ``conn.pipeline()`` block of the caller's is between commands."""
+    with _psycopg.lock(conn):
+        _refuse_pipeline(conn)
+
+
+async def _outside_pipeline_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The async twin of :func:`_outside_pipeline`."""
+    async with _psycopg.lock(conn):
+        _refuse_pipeline(conn)
+
+
+def _refuse_pipeline(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     if conn.pgconn.pipeline_status != PipelineStatus.OFF:
         raise psycopg.NotSupportedError(
             "COPY cannot be used in pipeline mode: read outside the conn.pipeline() block"
         )
 
 
-def _around(guarded: bool, ask_setting: bool) -> tuple[list[bytes], list[bytes]]:
-    """The commands that go before and after the Parse and Describe of a query."""
-    before = [_SAVEPOINT.encode()] if guarded else []
-    if ask_setting:
-        before.append(_SETTINGS.encode())
-    return before, [_RELEASE_ALONE] if guarded else []
+class _Around:
+    """The commands around a pipelined describe, chosen from the connection's state under
+    its lock (``_psycopg.run_and_describe`` calls it): the setting's query before it, and
+    inside a transaction a ``SAVEPOINT`` before and its ``RELEASE`` after. None where the
+    describe should run as a statement: a transaction not begun yet, or a command still
+    running (a COPY of another thread: psycopg's own error comes from the statement)."""
+
+    def __init__(self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+        self.guarded = False
+        self.at = 0  # where the Describe's result is
+
+    def __call__(self) -> tuple[list[bytes], list[bytes]] | None:
+        status = self.conn.info.transaction_status
+        if status == TransactionStatus.ACTIVE or (
+            status == TransactionStatus.IDLE and not self.conn.autocommit
+        ):
+            return None
+        self.guarded = status == TransactionStatus.INTRANS
+        before = [_SAVEPOINT.encode(), _SETTINGS_BYTES] if self.guarded else [_SETTINGS_BYTES]
+        self.at = len(before) + 1
+        return before, [_RELEASE_ALONE] if self.guarded else []
 
 
 def _described(
-    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
-    results: list[Any],
-    at: int,
-    setting: Any,
-) -> tuple[list[tuple[str, int]], Any]:
-    """The columns (the Describe's result is ``results[at]``) and the setting's row (where
-    ``setting`` is None, the result of the command just before the Parse); the server's
-    error, as psycopg raises it, where a command failed."""
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], results: list[Any], at: int
+) -> tuple[list[tuple[str, int]], tuple[str]]:
+    """The columns (the Describe's result is ``results[at]``) and the setting's row (the
+    result of the command just before the Parse); the server's error, as psycopg raises
+    it, where a command failed."""
     encoding = conn.info.encoding
     for result in results:
         if result.status == ExecStatus.FATAL_ERROR:
             raise _psycopg.error_from_result(result, encoding=encoding)
-    if setting is None:
-        value = results[at - 2].get_value(0, 0)
-        setting = ("" if value is None else bytes(value).decode(encoding),)
+    value = results[at - 2].get_value(0, 0)
     described = results[at]
     columns = [
         ((described.fname(i) or b"").decode(encoding), described.ftype(i))
         for i in range(described.nfields)
     ]
-    return columns, setting
+    return columns, ("" if value is None else bytes(value).decode(encoding),)
 
 
 def _describe_by_query(

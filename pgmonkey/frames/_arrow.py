@@ -283,18 +283,8 @@ def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
         frame = pd.DataFrame(index=pd.RangeIndex(rows))
     else:
         frame = pd.DataFrame(dict(enumerate(values)), copy=False)
-    # A view: an object of the frame's own (its ``name`` may be set), on the shared labels.
-    frame.columns = _labels(tuple(c.name for c in plan.columns)).view()
+    frame.columns = pd.Index([c.name for c in plan.columns])
     return frame
-
-
-@functools.lru_cache(maxsize=256)
-def _labels(names: tuple[str, ...]) -> pd.Index:
-    """The column labels of a result: a query run again and again makes them once (pandas
-    infers their dtype through Arrow, which costs a small read as much as its frame)."""
-    import pandas as pd
-
-    return pd.Index(names)
 
 
 def _block_size(longest: int) -> int:
