@@ -279,7 +279,7 @@ def run_and_describe(
     runs while it reads its state); None, describing nothing, where it gives None. Cut
     short (an interrupt), the describe is ended under the lock too (:func:`_end_describe`):
     only a describe of this call can be in pipeline mode there."""
-    with _lock(conn):
+    with lock(conn):
         commands = around()
         if commands is None:
             return None
@@ -296,7 +296,7 @@ async def run_and_describe_async(
     around: Callable[[], tuple[list[bytes], list[bytes]] | None],
 ) -> list[PGresult] | None:
     """The async twin of :func:`run_and_describe`."""
-    async with _lock(conn):
+    async with lock(conn):
         commands = around()
         if commands is None:
             return None
@@ -310,11 +310,6 @@ async def run_and_describe_async(
 def lock(conn: Any) -> Any:
     """The lock psycopg holds while a command of the connection runs (``Connection.lock``):
     a ``threading.Lock``, an ``asyncio.Lock`` for an async connection."""
-    return _lock(conn)
-
-
-def _lock(conn: Any) -> Any:
-    """The lock psycopg holds while a command of the connection runs (``Connection.lock``)."""
     try:
         return conn.lock
     except AttributeError:  # pragma: no cover - caught by the canary first
@@ -460,31 +455,21 @@ def cancel_and_drain(conn: psycopg.Connection[Any]) -> None:
     fails with "another command is already in progress".
     """
     if _busy(conn):
-        _cancel_then(conn, _drain(conn.pgconn))
+        try:
+            conn.cancel_safe()
+            wait(conn, _drain(conn.pgconn))
+        except (psycopg.Error, OSError):
+            conn.close()  # unusable: closed, so the owner replaces it at its next use
 
 
 async def cancel_and_drain_async(conn: psycopg.AsyncConnection[Any]) -> None:
     """The async twin of :func:`cancel_and_drain`."""
     if _busy(conn):
-        await _cancel_then_async(conn, _drain(conn.pgconn))
-
-
-def _cancel_then(conn: psycopg.Connection[Any], rest: PQGen[None]) -> None:
-    """Cancel what runs on ``conn``, then read ``rest`` of it."""
-    try:
-        conn.cancel_safe()
-        wait(conn, rest)
-    except (psycopg.Error, OSError):
-        conn.close()  # unusable: closed, so the owner replaces it at its next use
-
-
-async def _cancel_then_async(conn: psycopg.AsyncConnection[Any], rest: PQGen[None]) -> None:
-    """The async twin of :func:`_cancel_then`."""
-    try:
-        await conn.cancel_safe()
-        await wait_async(conn, rest)
-    except (psycopg.Error, OSError):
-        await conn.close()
+        try:
+            await conn.cancel_safe()
+            await wait_async(conn, _drain(conn.pgconn))
+        except (psycopg.Error, OSError):
+            await conn.close()
 
 
 class _StopOnCancel:

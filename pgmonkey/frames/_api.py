@@ -563,7 +563,7 @@ class _Around:
         ):
             return None
         self.guarded = status == TransactionStatus.INTRANS
-        before = [_SAVEPOINT.encode(), _SETTINGS_BYTES] if self.guarded else [_SETTINGS_BYTES]
+        before = [_SAVEPOINT_BYTES, _SETTINGS_BYTES] if self.guarded else [_SETTINGS_BYTES]
         self.at = len(before) + 1
         return before, [_RELEASE_ALONE] if self.guarded else []
 
@@ -590,7 +590,8 @@ def _described(
 def _describe_by_query(
     conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], body: str
 ) -> tuple[list[tuple[str, int]], Any]:
-    """:func:`_describe` where libpq has no pipeline mode: ``describe_and_settings`` run."""
+    """:func:`_describe` as a statement run (``describe_and_settings``): where libpq has no
+    pipeline mode, and for the first statement of a transaction not begun yet."""
     try:
         _run_describe(conn, cur, describe_and_settings(body))
         return (_columns(cur) or [])[1:], cur.fetchone()
@@ -618,6 +619,7 @@ async def _describe_by_query_async(
 # The describe in a savepoint of its own (without a pipeline mode, the RELEASE goes with the
 # describe, as one query).
 _SAVEPOINT = "SAVEPOINT pgmonkey_describe"
+_SAVEPOINT_BYTES = _SAVEPOINT.encode()
 _RELEASE = sql.SQL(";\nRELEASE SAVEPOINT pgmonkey_describe")
 _RELEASE_ALONE = b"RELEASE SAVEPOINT pgmonkey_describe"
 _UNDO = "ROLLBACK TO SAVEPOINT pgmonkey_describe; RELEASE SAVEPOINT pgmonkey_describe"
