@@ -244,7 +244,7 @@ def to_values(column: Any, kind: str) -> Any:
     if kind in (FLOAT, NUMERIC):
         return column.to_numpy().astype(np.float64, copy=False)
     if kind == TEXT:
-        target = pd.StringDtype(na_value=np.nan)
+        target = str_dtype()
         if target.storage == "pyarrow" and pa.types.is_large_string(column.type):
             # pandas' str dtype keeps exactly this: the Arrow memory, wrapped, not converted.
             return pd.arrays.ArrowStringArray(column, dtype=target)
@@ -276,15 +276,40 @@ def _utc_dtype() -> pd.DatetimeTZDtype:
 
 
 def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
-    """A DataFrame of one array per column, not copied into blocks (``pd.concat`` would)."""
+    """A DataFrame of one array per column, each its own block, taken as it is: not copied
+    (``pd.concat`` would copy), not inferred again (the ``DataFrame`` constructor would, at
+    a fixed cost that is most of a small read's)."""
+    import numpy as np
     import pandas as pd
 
     if not values:
         frame = pd.DataFrame(index=pd.RangeIndex(rows))
-    else:
-        frame = pd.DataFrame(dict(enumerate(values)), copy=False)
-    frame.columns = pd.Index([c.name for c in plan.columns])
-    return frame
+        frame.columns = pd.Index([c.name for c in plan.columns])
+        return frame
+    from pandas.api.internals import create_dataframe_from_blocks
+
+    places = np.arange(len(values))
+    blocks = []
+    for i, array in enumerate(values):
+        if isinstance(array, pd.Series):
+            array = array.array
+        if isinstance(array, pd.arrays.NumpyExtensionArray):  # a numpy dtype: its ndarray
+            array = array.to_numpy()
+        # A numpy block is 2D, one row per column; an extension array stays 1D.
+        blocks.append(
+            (array.reshape(1, -1) if isinstance(array, np.ndarray) else array, places[i : i + 1])
+        )
+    labels = pd.Index([c.name for c in plan.columns], dtype=str_dtype())
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=labels)
+
+
+@functools.cache
+def str_dtype() -> pd.StringDtype:
+    """pandas' default string dtype (``str``), as ``read_csv`` gives it."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.StringDtype(na_value=np.nan)
 
 
 def _block_size(longest: int) -> int:
