@@ -330,6 +330,41 @@ def test_engines_agree_on_a_large_result(db_conn: Conn, monkeypatch: pytest.Monk
         )
 
 
+def _assign_everywhere(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each column's second value written over its first, in place."""
+    for j in range(frame.shape[1]):
+        frame.iloc[0, j] = frame.iloc[1, j]
+    return frame
+
+
+# Small results (columns converted one by one) and one past the batch size (Arrow's
+# to_pandas lends zero-copy columns of read-only memory).
+WRITABLE = [
+    ANY[0],
+    FIXED[3],
+    f"SELECT i::int8 a, NULLIF(i, 5)::int4 b, i::float8 / 3 c, NULLIF(i % 3, 1) = 0 d,"
+    f" {TS} + i * interval '1 s' f, '2024-01-01'::date + (i % 9000) g,"
+    f" ({TS} + i * interval '1 s')::timestamptz h, (i % 100)::numeric / 7 k"
+    f" FROM generate_series(1, 70000) i",
+]
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("query", WRITABLE, ids=["mixed", "nulls", "large"])
+def test_every_column_of_a_frame_can_be_written_to(
+    db_conn: Conn, monkeypatch: pytest.MonkeyPatch, engine: str, query: str
+) -> None:
+    # A frame is the caller's own: pandas' own copy of it (memory pandas allocated) is the
+    # ground truth for what an assignment gives. A column left a view of Arrow's or the
+    # stream's read-only memory refused it ("assignment destination is read-only", or an
+    # AssertionError from pandas for a datetime column).
+    if engine not in _engines_for(db_conn, query):
+        pytest.skip(f"{engine} does not read this result")
+    frame = _read(monkeypatch, engine, query, db_conn)
+    expected = _assign_everywhere(frame.copy())
+    assert_frame_equal(_assign_everywhere(frame), expected)
+
+
 @pytest.fixture
 def tiny_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     """Receive queues of one byte: the receiver waits for the parser at every block."""

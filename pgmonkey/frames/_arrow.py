@@ -169,7 +169,7 @@ class ArrowCsvPlan:
                 array = converted[key].array
                 if str(array.dtype) != _DTYPES[col.kind]:
                     array = to_values(table.column(i), col.kind)
-                values[i] = array
+                values[i] = _owned(array)
         return frame_of(self.plan, values, table.num_rows)
 
     def _values(self, table: pa.Table, i: int) -> Any:
@@ -235,14 +235,14 @@ def to_values(column: Any, kind: str) -> Any:
 
     if kind in (INT, BOOL):
         if not column.null_count:
-            return column.to_numpy().astype(np.int64 if kind == INT else bool, copy=False)
-        values = column.fill_null(0 if kind == INT else False).to_numpy()
-        mask = column.is_null().to_numpy()
+            return _numpy(column, np.int64 if kind == INT else bool)
+        values = column.fill_null(0 if kind == INT else False)
+        mask = _numpy(column.is_null(), bool)
         if kind == INT:
-            return pd.arrays.IntegerArray(values.astype(np.int64, copy=False), mask)
-        return pd.arrays.BooleanArray(values.astype(bool, copy=False), mask)
+            return pd.arrays.IntegerArray(_numpy(values, np.int64), mask)
+        return pd.arrays.BooleanArray(_numpy(values, bool), mask)
     if kind in (FLOAT, NUMERIC):
-        return column.to_numpy().astype(np.float64, copy=False)
+        return _numpy(column, np.float64)
     if kind == TEXT:
         target = str_dtype()
         if target.storage == "pyarrow" and pa.types.is_large_string(column.type):
@@ -253,19 +253,43 @@ def to_values(column: Any, kind: str) -> Any:
         # convert a column without any value to object.
         return (series if series.dtype == target else series.astype(target)).array
     if kind == DATE:
-        return column.cast(pa.timestamp("s")).to_numpy().astype("datetime64[s]", copy=False)
+        return _numpy(column.cast(pa.timestamp("s")), "datetime64[s]")
     if kind == TIMESTAMP:
-        return column.to_numpy().astype("datetime64[us]", copy=False)
+        return _numpy(column, "datetime64[us]")
     if kind == TIMESTAMPTZ:
-        return utc_array(column.to_numpy().astype("datetime64[us]", copy=False))
+        return utc_array(_numpy(column, "datetime64[us]"))
     raise AssertionError(kind)  # pragma: no cover
 
 
-def utc_array(values: Any) -> Any:
-    """UTC wall times (``datetime64[us]``) as a ``datetime64[us, UTC]`` pandas array."""
+def _numpy(column: Any, dtype: Any) -> Any:
+    """An Arrow column as a numpy array of ``dtype`` the frame can own: Arrow's own memory
+    is read-only, and a frame of it refuses assignments ("assignment destination is
+    read-only"), so what is not a copy already is copied."""
+    values = column.to_numpy()
+    return values.astype(dtype, copy=not values.flags.writeable)
+
+
+def _owned(array: Any) -> Any:
+    """A column Arrow converted to pandas, copied where it is a view of Arrow's read-only
+    memory (``to_pandas`` lends the columns it can): see :func:`_numpy`."""
+    import numpy as np
     import pandas as pd
 
-    return pd.array(values, dtype=_utc_dtype())
+    if isinstance(array, pd.arrays.NumpyExtensionArray):
+        array = array.to_numpy()
+    if isinstance(array, np.ndarray):
+        return array if array.flags.writeable else array.copy()
+    if array.dtype.kind == "M":  # datetime64, naive or with a time zone: a numpy array inside
+        return array if array.view("i8").flags.writeable else array.copy()
+    return array
+
+
+def utc_array(values: Any) -> Any:
+    """UTC wall times (``datetime64[us]``, ours alone) as a ``datetime64[us, UTC]`` pandas
+    array of the same memory."""
+    import pandas as pd
+
+    return pd.array(values.view("int64"), dtype=_utc_dtype(), copy=False)
 
 
 @functools.cache
