@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import decimal
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +204,8 @@ def test_duplicate_and_odd_column_names(db_conn: Conn) -> None:
     ],
 )
 def test_column_labels_are_each_frames_own(db_conn: Conn, query: str) -> None:
-    # The labels of a query run again are made once; setting them on one frame must not
-    # reach the next frame of the same query.
+    # Each frame's labels are its own: setting them on one frame must not reach the next
+    # frame of the same query.
     first = read_sql(query, db_conn)
     first.columns.name = "renamed"
     first.columns.names = ["renamed again"]
@@ -212,6 +213,27 @@ def test_column_labels_are_each_frames_own(db_conn: Conn, query: str) -> None:
     assert_index_equal(second.columns, pd.Index(["a", "b", "c"]), exact=True)
     assert second.columns.name is None
     assert first.columns.name == "renamed again"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT 1 AS a, 'x'::text AS b, now() AS c",  # the binary engine
+        "SELECT 1 AS a, '{}'::json AS b, interval '1 day' AS c",  # a CSV engine
+    ],
+)
+@pytest.mark.parametrize("infer", [True, False], ids=["str-labels", "object-labels"])
+def test_column_labels_are_of_the_dtype_pandas_infers(
+    db_conn: Conn, query: str, infer: bool
+) -> None:
+    # pandas' (deprecated) future.infer_string option decides the dtype of str labels:
+    # pandas' own Index of the same names is the ground truth, with the option on and off.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the option's deprecation warning
+        with pd.option_context("future.infer_string", infer):
+            frame = read_sql(query, db_conn)
+            expected = pd.Index(["a", "b", "c"])
+    assert_index_equal(frame.columns, expected, exact=True)
 
 
 def test_query_shapes(db_conn: Conn) -> None:

@@ -323,7 +323,9 @@ def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
         blocks.append(
             (array.reshape(1, -1) if isinstance(array, np.ndarray) else array, places[i : i + 1])
         )
-    labels = pd.Index([c.name for c in plan.columns], dtype=str_dtype())
+    # Labels of the dtype pandas infers for names: str, or object where the caller set
+    # pandas' (deprecated) future.infer_string option off.
+    labels = pd.Index([c.name for c in plan.columns])
     return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=labels)
 
 

@@ -222,7 +222,7 @@ class CompiledBinaryPlan(FloatRounding):
         values, nulls, texts, rows = self._decode(source)
         for i, col in enumerate(self.plan.columns):
             flags = nulls[i].view(bool)
-            isnull = flags if flags.any() else None
+            isnull = flags if np.count_nonzero(flags) else None  # a C call: any() is Python
             code = self.codes[i]
             if code == b"t":
                 validity = (
