@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import decimal
 import uuid
@@ -222,15 +223,25 @@ def test_column_labels_are_each_frames_own(db_conn: Conn, query: str) -> None:
         "SELECT 1 AS a, '{}'::json AS b, interval '1 day' AS c",  # a CSV engine
     ],
 )
-@pytest.mark.parametrize("infer", [True, False], ids=["str-labels", "object-labels"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"future.infer_string": False},
+        {"mode.string_storage": "python"},
+    ],
+    ids=["default", "infer-string-off", "python-storage"],
+)
 def test_column_labels_are_of_the_dtype_pandas_infers(
-    db_conn: Conn, query: str, infer: bool
+    db_conn: Conn, query: str, options: dict[str, Any]
 ) -> None:
-    # pandas' (deprecated) future.infer_string option decides the dtype of str labels:
-    # pandas' own Index of the same names is the ground truth, with the option on and off.
+    # pandas' options decide the dtype of str labels (object with the deprecated
+    # future.infer_string off; str of Python storage with mode.string_storage python):
+    # pandas' own Index of the same names, under the same options, is the ground truth.
+    settings = [x for option in options.items() for x in option]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the option's deprecation warning
-        with pd.option_context("future.infer_string", infer):
+        warnings.simplefilter("ignore")  # future.infer_string's deprecation warning
+        with pd.option_context(*settings) if settings else contextlib.nullcontext():
             frame = read_sql(query, db_conn)
             expected = pd.Index(["a", "b", "c"])
     assert_index_equal(frame.columns, expected, exact=True)

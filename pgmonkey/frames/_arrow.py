@@ -323,15 +323,39 @@ def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
         blocks.append(
             (array.reshape(1, -1) if isinstance(array, np.ndarray) else array, places[i : i + 1])
         )
-    # Labels of the dtype pandas infers for names: str, or object where the caller set
-    # pandas' (deprecated) future.infer_string option off.
-    labels = pd.Index([c.name for c in plan.columns])
-    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=labels)
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=_labels(plan))
 
 
-@functools.cache
+def _labels(plan: Plan) -> pd.Index:
+    """The column labels, of the dtype pandas infers for names: pandas' str dtype, made
+    straight from the names (inferring it is most of a small frame's making), or whatever
+    ``pd.Index`` gives where the caller set pandas' options otherwise (the deprecated
+    ``future.infer_string`` off: object; ``mode.string_storage`` python)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    names = [c.name for c in plan.columns]
+    dtype = str_dtype()
+    if not _infers_str() or dtype.storage != "pyarrow":
+        return pd.Index(names)
+    strings = pd.arrays.ArrowStringArray(pa.array(names, type=pa.large_string()), dtype=dtype)
+    return pd.Index(strings, copy=False)
+
+
+def _infers_str() -> bool:
+    """Whether pandas infers its str dtype for strings: the function pandas itself asks
+    (private; reading the option publicly warns of its deprecation). A pandas without it
+    has no such option: str always."""
+    try:
+        from pandas._config import using_string_dtype
+    except ImportError:  # pragma: no cover - a pandas after the option's removal
+        return True
+    return bool(using_string_dtype())
+
+
 def str_dtype() -> pd.StringDtype:
-    """pandas' default string dtype (``str``), as ``read_csv`` gives it."""
+    """pandas' default string dtype (``str``), as ``read_csv`` gives it (made at each call:
+    its storage follows pandas' ``mode.string_storage`` option)."""
     import numpy as np
     import pandas as pd
 
