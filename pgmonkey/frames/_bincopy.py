@@ -351,12 +351,13 @@ def _values(raw: Array, isnull: Array | None, col: Column) -> Array:
 
 
 def _check_range(raw: Array, isnull: Array | None, col: Column, low: int, high: int) -> None:
+    import numpy as np
+
     bad = (raw < low) | (raw > high)
     if isnull is not None:
         bad &= ~isnull
-    if not bad.any():
+    if not np.count_nonzero(bad):  # one C call (any() goes through numpy's Python wrapper)
         return
-    import numpy as np
     import psycopg
     from psycopg.types.datetime import DateLoader, TimestampLoader
 
