@@ -365,6 +365,33 @@ def test_every_column_of_a_frame_can_be_written_to(
     assert_frame_equal(_assign_everywhere(frame), expected)
 
 
+@pytest.mark.parametrize("engine", ["pandas-csv", "arrow-csv", "compiled-binary"])
+@pytest.mark.parametrize("rows", [5, 70000], ids=["small", "large"])
+def test_text_of_python_storage_where_pandas_is_told_so(
+    db_conn: Conn, monkeypatch: pytest.MonkeyPatch, engine: str, rows: int
+) -> None:
+    # pandas' mode.string_storage option: what pandas itself makes of the same strings under
+    # it is the ground truth, for the values and the labels; set after a read with the
+    # default storage, as a notebook may.
+    query = (
+        f"SELECT i::text t, NULLIF(i::text, '3') u, i n FROM generate_series(1, {rows}) i"
+        if engine == "compiled-binary"
+        else f"SELECT i::text t, NULLIF(i::text, '3') u, interval '1 day' * i n"
+        f" FROM generate_series(1, {rows}) i"
+    )
+    if engine not in _engines_for(db_conn, query):
+        pytest.skip(f"{engine} does not read this result")
+    _read(monkeypatch, engine, query, db_conn)
+    with pd.option_context("mode.string_storage", "python"):
+        frame = _read(monkeypatch, engine, query, db_conn)
+        values = [str(i) for i in range(1, rows + 1)]
+        expected = pd.DataFrame(
+            {"t": pd.Series(values), "u": pd.Series([None if v == "3" else v for v in values])}
+        )
+    assert_frame_equal(frame[["t", "u"]], expected)
+    assert frame["t"].dtype.storage == "python"
+
+
 @pytest.fixture
 def tiny_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     """Receive queues of one byte: the receiver waits for the parser at every block."""

@@ -275,7 +275,7 @@ def _owned(array: Any) -> Any:
     import numpy as np
     import pandas as pd
 
-    if isinstance(array, pd.arrays.NumpyExtensionArray):
+    if type(array) is pd.arrays.NumpyExtensionArray:  # not its subclass, pandas' StringArray
         array = array.to_numpy()
     if isinstance(array, np.ndarray):
         return array if array.flags.writeable else array.copy()
@@ -317,7 +317,9 @@ def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
     for i, array in enumerate(values):
         if isinstance(array, pd.Series):
             array = array.array
-        if isinstance(array, pd.arrays.NumpyExtensionArray):  # a numpy dtype: its ndarray
+        # A numpy dtype: its ndarray (not a subclass's: pandas' StringArray, a str column
+        # of Python storage, stays itself).
+        if type(array) is pd.arrays.NumpyExtensionArray:
             array = array.to_numpy()
         # A numpy block is 2D, one row per column; an extension array stays 1D.
         blocks.append(
