@@ -453,23 +453,28 @@ def cancel_and_drain(conn: psycopg.Connection[Any]) -> None:
     Without this a Ctrl-C (or any error) between sending a query and reading its last row
     leaves libpq in the middle of that query, and every later command on the connection
     fails with "another command is already in progress".
+
+    Under the connection's lock: a command another thread runs on the connection holds it
+    while it runs, and is not ours to cancel (we wait for it; what it leaves is idle).
     """
-    if _busy(conn):
-        try:
-            conn.cancel_safe()
-            wait(conn, _drain(conn.pgconn))
-        except (psycopg.Error, OSError):
-            conn.close()  # unusable: closed, so the owner replaces it at its next use
+    with lock(conn):
+        if _busy(conn):
+            try:
+                conn.cancel_safe()
+                wait(conn, _drain(conn.pgconn))
+            except (psycopg.Error, OSError):
+                conn.close()  # unusable: closed, so the owner replaces it at its next use
 
 
 async def cancel_and_drain_async(conn: psycopg.AsyncConnection[Any]) -> None:
     """The async twin of :func:`cancel_and_drain`."""
-    if _busy(conn):
-        try:
-            await conn.cancel_safe()
-            await wait_async(conn, _drain(conn.pgconn))
-        except (psycopg.Error, OSError):
-            await conn.close()
+    async with lock(conn):
+        if _busy(conn):
+            try:
+                await conn.cancel_safe()
+                await wait_async(conn, _drain(conn.pgconn))
+            except (psycopg.Error, OSError):
+                await conn.close()
 
 
 class _StopOnCancel:

@@ -135,6 +135,65 @@ def test_cancel_and_drain_ends_a_running_query(superuser_dsn: str) -> None:
         assert row == (2,)
 
 
+# A read that fails (after its COPY: a value outside pandas' years) cleans up what it left
+# running on the connection. A command another thread started on the same connection in the
+# meantime is not the read's to cancel: the read is held at the start of its cleanup until
+# that command is running on the server, then let go.
+OTHER_THREAD_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    import psycopg
+    import pgmonkey
+    from pgmonkey import _psycopg
+
+    done = {}
+    conn = psycopg.connect(sys.argv[1], autocommit=True)
+
+    def other():
+        try:
+            done["row"] = conn.execute("SELECT 1 FROM pg_sleep(1)").fetchone()
+        except psycopg.Error as error:
+            done["error"] = repr(error)
+
+    thread = threading.Thread(target=other, daemon=True)
+
+    def hold(frame, event, arg):
+        if event == "call" and frame.f_code is _psycopg.cancel_and_drain.__code__:
+            thread.start()
+            while conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
+                time.sleep(0.001)  # until the other command has been sent
+
+    sys.settrace(hold)
+    try:
+        pgmonkey.read_sql("SELECT 'infinity'::timestamp AS a", conn)
+    except psycopg.DataError as error:
+        print("read raised DataError", "infinity" in str(error))
+    sys.settrace(None)
+    # A bound on the wait, not on speed: a command whose results the read's cleanup took
+    # would wait for them for ever (and hold the connection's lock).
+    thread.join(timeout=60)
+    if thread.is_alive():
+        print("the other command lost its results", flush=True)
+        os._exit(1)
+    print("other", done)
+    print("after", conn.execute("SELECT 2").fetchone())
+    """
+)
+
+
+def test_a_failed_read_leaves_another_threads_command_alone(
+    superuser_dsn: str, tmp_path: Path
+) -> None:
+    # It used to cancel the other thread's command, and take its results.
+    done = run_script(tmp_path, OTHER_THREAD_SCRIPT, superuser_dsn)
+    lines = done.stdout.splitlines()
+    assert lines == [
+        "read raised DataError True",
+        "other {'row': (1,)}",
+        "after (2,)",
+    ], done.stdout + done.stderr
+
+
 DESCRIBE_SCRIPT = PROLOGUE + textwrap.dedent(
     """
     dsn = sys.argv[1]
