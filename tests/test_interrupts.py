@@ -160,8 +160,11 @@ OTHER_THREAD_SCRIPT = textwrap.dedent(
     def hold(frame, event, arg):
         if event == "call" and frame.f_code is _psycopg.cancel_and_drain.__code__:
             thread.start()
-            while conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
-                time.sleep(0.001)  # until the other command has been sent
+            # Until the other command has been sent (or, on a machine too loaded to see it
+            # running, has ended: then nothing is left to tell apart, and nothing hangs).
+            active = psycopg.pq.TransactionStatus.ACTIVE
+            while conn.pgconn.transaction_status != active and not done:
+                time.sleep(0.001)
 
     sys.settrace(hold)
     try:
