@@ -273,10 +273,8 @@ def _owned(array: Any) -> Any:
     """A column Arrow converted to pandas, copied where it is a view of Arrow's read-only
     memory (``to_pandas`` lends the columns it can): see :func:`_numpy`."""
     import numpy as np
-    import pandas as pd
 
-    if type(array) is pd.arrays.NumpyExtensionArray:  # not its subclass, pandas' StringArray
-        array = array.to_numpy()
+    array = _unwrapped(array)
     if isinstance(array, np.ndarray):
         return array if array.flags.writeable else array.copy()
     if array.dtype.kind == "M":  # datetime64, naive or with a time zone: a numpy array inside
@@ -314,18 +312,23 @@ def frame_of(plan: Plan, values: list[Any], rows: int) -> pd.DataFrame:
 
     places = np.arange(len(values))
     blocks = []
-    for i, array in enumerate(values):
-        if isinstance(array, pd.Series):
-            array = array.array
-        # A numpy dtype: its ndarray (not a subclass's: pandas' StringArray, a str column
-        # of Python storage, stays itself).
-        if type(array) is pd.arrays.NumpyExtensionArray:
-            array = array.to_numpy()
+    for i, array in enumerate(map(_unwrapped, values)):
         # A numpy block is 2D, one row per column; an extension array stays 1D.
         blocks.append(
             (array.reshape(1, -1) if isinstance(array, np.ndarray) else array, places[i : i + 1])
         )
     return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(rows), columns=_labels(plan))
+
+
+def _unwrapped(array: Any) -> Any:
+    """A column as a block takes it: a Series' array, and of a pandas array of a numpy
+    dtype its ndarray (not of a subclass's: pandas' StringArray, a str column of Python
+    storage, stays itself)."""
+    import pandas as pd
+
+    if isinstance(array, pd.Series):
+        array = array.array
+    return array.to_numpy() if type(array) is pd.arrays.NumpyExtensionArray else array
 
 
 def _labels(plan: Plan) -> pd.Index:
