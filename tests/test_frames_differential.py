@@ -70,10 +70,6 @@ _FLOAT = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),
     st.sampled_from([-0.0, 0.1 + 0.2, 5e-324, 1.7976931348623157e308, 3.4028235e38, 1e39]),
 )
-_NS = st.one_of(
-    st.integers(min_value=pd.Timestamp.min.value, max_value=pd.Timestamp.max.value),
-    st.sampled_from([pd.Timestamp.min.value, pd.Timestamp.max.value, -1, 0, 500, 1500, -500]),
-)
 _TD_NS = st.one_of(
     st.integers(min_value=pd.Timedelta.min.value, max_value=pd.Timedelta.max.value),
     st.sampled_from([pd.Timedelta.min.value, pd.Timedelta.max.value, -1, 1, -86_400 * 10**9]),
@@ -126,21 +122,33 @@ def _boolean(draw: st.DrawFn, n: int) -> pd.Series:
     return pd.Series(_maybe(draw, st.booleans(), n), dtype="boolean")
 
 
+def _stamps(draw: st.DrawFn, n: int, margin: int = 0) -> pd.Series:
+    """A datetime64 column of any unit (pandas 3 reads text and datetimes as ``us``): every
+    instant ``ns`` holds, or in the coarser units every one of the years 1 to 9999 (what
+    psycopg can send), ``margin`` seconds inside either end."""
+    unit = draw(st.sampled_from(["ns", "us", "ms", "s"]))
+    if unit == "ns":
+        lo, hi = pd.Timestamp.min.value, pd.Timestamp.max.value
+    else:
+        lo = int(np.datetime64("0001-01-01", unit).astype(np.int64))
+        hi = int(np.datetime64("9999-12-31T23:59:59.999999").astype(f"M8[{unit}]").astype(np.int64))
+    per_second = int(np.timedelta64(1, "s") / np.timedelta64(1, unit))
+    lo, hi = lo + margin * per_second, hi - margin * per_second
+    values = st.one_of(st.integers(lo, hi), st.sampled_from([lo, hi, -1, 0, 500, 1500, -500]))
+    raw = [np.iinfo(np.int64).min if v is None else v for v in _maybe(draw, values, n)]
+    return pd.Series(np.array(raw, dtype=np.int64).view(f"M8[{unit}]"))  # int64 min: NaT
+
+
 def _naive(draw: st.DrawFn, n: int) -> pd.Series:
-    values = [None if v is None else pd.Timestamp(v) for v in _maybe(draw, _NS, n)]
-    return pd.Series(values, dtype="datetime64[ns]")
+    return _stamps(draw, n)
 
 
 def _aware(draw: st.DrawFn, n: int) -> pd.Series:
     zone = draw(st.sampled_from(_ZONES))
     if zone == "UTC":
-        return _naive(draw, n).dt.tz_localize("UTC")
-    # pandas cannot hold a local time past its limits: a day of margin for the offset.
-    day = 86_400 * 10**9
-    lo, hi = pd.Timestamp.min.value + day, pd.Timestamp.max.value - day
-    ns = st.one_of(st.integers(lo, hi), st.sampled_from([lo, hi, -1, 0, 500, -500]))
-    values = [None if v is None else pd.Timestamp(v) for v in _maybe(draw, ns, n)]
-    return pd.Series(values, dtype="datetime64[ns]").dt.tz_localize("UTC").dt.tz_convert(zone)
+        return _stamps(draw, n).dt.tz_localize("UTC")
+    # Neither pandas nor psycopg holds a local time past its limits: a day of margin.
+    return _stamps(draw, n, margin=86_400).dt.tz_localize("UTC").dt.tz_convert(zone)
 
 
 _OFFSETS = st.sampled_from(

@@ -88,6 +88,9 @@ ERRORS = [
     "SELECT '0044-03-15 BC'::date a",
     "SELECT '20000-01-01 00:00:00.5'::timestamptz a",
     "SELECT '0001-01-01 00:00:00 BC'::timestamp a",
+    # Past int64 microseconds since 1970 (PostgreSQL counts from 2000: it has 30 years more).
+    "SELECT '294276-12-31 23:59:59.999999'::timestamp a",
+    "SELECT '294247-01-10 04:00:54.775808+00'::timestamptz a",
     "SELECT 'infinity'::timestamp a, 'x'::text b",
     "SELECT '0044-03-15 BC'::date a, 'x'::text b",
 ]

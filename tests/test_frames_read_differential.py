@@ -118,6 +118,7 @@ BOTH_RAISE: list[tuple[str, str]] = [
     ("timestamp", "'-infinity'"),
     ("timestamptz", "'infinity'"),
     ("timestamp", "'10000-01-01 00:00'"),
+    ("timestamp", "'294276-12-31 23:59:59.999999'"),
     ("time", "'24:00'"),
     ("tstzrange", "'[2024-01-01 00:00+00,infinity)'"),
 ]

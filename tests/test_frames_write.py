@@ -121,6 +121,65 @@ def test_nanosecond_limits(db_conn: Conn, fresh: str) -> None:
     assert got[0][2].startswith("-106752 days")
 
 
+# Instants past pandas' nanosecond range, as numpy writes them (astronomical years: 0000 is
+# 1 BC), and as PostgreSQL writes them: the server's cast of the latter is the expected value.
+FAR_STAMPS = [
+    ("1500-01-01T00:00:01", "1500-01-01 00:00:01"),
+    ("0001-01-01T00:00:00", "0001-01-01 00:00:00"),
+    ("0000-02-29T23:59:59", "0001-02-29 23:59:59 BC"),
+    ("-4713-11-24T00:00:00", "4714-11-24 00:00:00 BC"),
+    ("3000-06-01T12:00:00", "3000-06-01 12:00:00"),
+    ("10000-01-01T00:00:00", "10000-01-01 00:00:00"),
+    ("294276-12-31T23:59:59", "294276-12-31 23:59:59"),
+]
+
+
+@pytest.mark.parametrize("csv_path", [False, True], ids=["binary", "csv"])
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+def test_timestamps_past_the_nanosecond_range(
+    db_conn: Conn, fresh: str, unit: str, csv_path: bool
+) -> None:
+    # int64 microseconds end in the year 294247 (and numpy's parse wraps around past it).
+    cases = [c for c in FAR_STAMPS if unit != "us" or not c[0].startswith("294276")]
+    stamps = pd.Series(np.array([*(n for n, _ in cases), "NaT"], dtype=f"datetime64[{unit}]"))
+    df = pd.DataFrame({"k": range(len(stamps)), "ts": stamps, "tz": stamps.dt.tz_localize("UTC")})
+    if csv_path:  # a Decimal column sends the frame as CSV
+        df["d"] = decimal.Decimal("1.5")
+    to_sql(df, fresh, db_conn)
+    expected = [
+        db_conn.execute(
+            "SELECT %s::timestamp::text, (%s || '+00')::timestamptz::text", (pg, pg)
+        ).fetchone()
+        for _, pg in cases
+    ]
+    assert [r[1:3] for r in _texts(db_conn, fresh)] == [*expected, (None, None)]
+
+
+@pytest.mark.parametrize("csv_path", [False, True], ids=["binary", "csv"])
+@pytest.mark.parametrize(
+    ("unit", "numpy_text"),
+    [
+        ("s", "294277-01-01T00:00:00"),  # past PostgreSQL's last year
+        ("s", "-4713-11-23T23:59:59"),  # before its first day
+        ("s", "300000-01-01T00:00:00"),  # past int64 microseconds since 1970, too
+        ("us", "-290000-01-01T00:00:00"),  # 2000 minus this would wrap around int64
+    ],
+)
+@pytest.mark.parametrize("aware", [False, True], ids=["naive", "aware"])
+def test_a_timestamp_past_postgresqls_range_is_a_clear_error(
+    db_conn: Conn, fresh: str, unit: str, numpy_text: str, aware: bool, csv_path: bool
+) -> None:
+    stamps = pd.Series(np.array(["2000-01-01", numpy_text], dtype=f"datetime64[{unit}]"))
+    df = pd.DataFrame({"k": [0, 1], "ts": stamps.dt.tz_localize("UTC") if aware else stamps})
+    if csv_path:
+        df["d"] = decimal.Decimal("1.5")
+    overflow = psycopg.errors.DatetimeFieldOverflow
+    with pytest.raises(overflow, match="timestamp out of range") as info:
+        to_sql(df, fresh, db_conn)
+    assert "column 'ts', row 1, value Timestamp(" in str(info.value)
+    assert db_conn.execute("SELECT to_regclass(%s)", (fresh,)).fetchone() == (None,)
+
+
 def test_float_nan_on_the_csv_path(db_conn: Conn, fresh: str) -> None:
     df = pd.DataFrame(
         {

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+import psycopg
 
 from ._write import Rejected
 
@@ -31,6 +32,12 @@ HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x
 TRAILER: Final = b"\xff\xff"
 _PG_EPOCH_US: Final = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970
 _FIXED: Final = {"bigint": ">i8", "double precision": ">f8", "boolean": "u1"}
+# PostgreSQL's timestamps run from 4714-11-24 BC to the end of 294276 AD.
+_PG_MIN_US: Final = -211_813_488_000_000_000  # its first, in microseconds since 2000
+_PG_END_US: Final = 9_223_371_331_200_000_000  # the first past its last
+_PER_MICRO: Final = {"s": 1_000_000, "ms": 1_000, "us": 1}  # microseconds in one unit
+_NAT: Final = np.iinfo(np.int64).min  # NaT as int64, in every unit
+_INT64_MAX: Final = int(np.iinfo(np.int64).max)
 
 
 def chunks(df: pd.DataFrame, types: list[str], rows: int, encoding: str) -> Iterator[bytes]:
@@ -109,20 +116,38 @@ def _scatter(buf: Any, pos: Any, data: Any) -> None:
     buf[pos[:, None] + np.arange(width)] = data
 
 
-def _micros(series: pd.Series) -> Any:
-    """Microseconds since 1970 (int64), nanoseconds rounded as the server rounds text.
+def _pg_micros(series: pd.Series) -> Any:
+    """PostgreSQL's timestamps: microseconds since 2000 (int64), NULLs as 0.
 
-    PostgreSQL reads a fraction of a second with ``rint(strtod(fraction) * 1e6)``; the same
-    double arithmetic here gives the same microsecond (ties to even).
+    Nanoseconds are rounded as the server rounds text: it reads a fraction of a second with
+    ``rint(strtod(fraction) * 1e6)``, and the same double arithmetic here gives the same
+    microsecond (ties to even). Seconds and milliseconds are scaled in their own unit (numpy's
+    cast between units wraps around silently), after a check against PostgreSQL's range that
+    the server would make too, so no value wraps around into another.
     """
-    unit = getattr(series.dtype, "unit", "ns")
-    if unit != "ns":
-        return series.to_numpy(dtype="datetime64[us]").view(np.int64)
-    ns = series.to_numpy(dtype="datetime64[ns]").view(np.int64)
-    seconds = ns // 1_000_000_000  # floor: the fraction of a time before 1970 is positive
-    fraction = ns - seconds * 1_000_000_000
-    micros = np.rint((fraction / 1e9) * 1e6).astype(np.int64)
-    return seconds * 1_000_000 + micros
+    unit = series.dt.unit
+    if unit == "ns":  # years 1677 to 2262: within range, and no overflow below
+        ns = series.to_numpy(dtype="datetime64[ns]").view(np.int64)
+        seconds = ns // 1_000_000_000  # floor: the fraction of a time before 1970 is positive
+        fraction = ns - seconds * 1_000_000_000
+        micros = np.rint((fraction / 1e9) * 1e6).astype(np.int64)
+        return seconds * 1_000_000 + micros - _PG_EPOCH_US
+    values = series.to_numpy(dtype=f"datetime64[{unit}]").view(np.int64)
+    per = _PER_MICRO[unit]
+    epoch = _PG_EPOCH_US // per
+    # PostgreSQL's range in the column's unit since 1970 (Python ints: no overflow here).
+    first = -(-(_PG_MIN_US + _PG_EPOCH_US) // per)
+    end = -(-(_PG_END_US + _PG_EPOCH_US) // per)  # the first value past it
+    valid = values != _NAT
+    outside = values < first
+    if end <= _INT64_MAX:  # in microseconds, every int64 is below the end
+        outside |= values >= end
+    beyond = np.flatnonzero(valid & outside)
+    if len(beyond):
+        raise Rejected(
+            psycopg.errors.DatetimeFieldOverflow, "timestamp out of range", 0, int(beyond[0])
+        )
+    return (np.where(valid, values, epoch) - epoch) * per
 
 
 def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
@@ -143,7 +168,7 @@ def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
     if pg in ("timestamp", "timestamptz"):
         if pg == "timestamptz":
             series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-        values = (_micros(series) - _PG_EPOCH_US).astype(">i8")
+        values = _pg_micros(series).astype(">i8")
         lengths = np.where(isnull, -1, 8).astype(np.int32)
         return lengths, values.reshape(n, 1).view(np.uint8).reshape(n, 8)
     # text

@@ -41,6 +41,7 @@ from ._read import (
     Plan,
     copy_select,
 )
+from ._sqltext import bc_years
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -378,20 +379,12 @@ def _pg_text(raw: int, col: Column) -> str:
     if raw == -limit - 1:
         return "-infinity"
     if col.kind == DATE:
-        stamp = np.datetime_as_string(np.datetime64(raw + _EPOCH_DAYS, "D"), unit="D")
-    else:
-        stamp = np.datetime_as_string(np.datetime64(raw + _EPOCH_US, "us"), unit="us")
-    day, _, clock = stamp.partition("T")
-    negative = day.startswith("-")
-    year_text, rest = day.lstrip("-").split("-", 1)
-    year = -int(year_text) if negative else int(year_text)
-    bc = year <= 0
-    text = f"{1 - year if bc else year:04d}-{rest}"
-    if clock:
-        whole, _, fraction = clock.partition(".")
-        fraction = fraction.rstrip("0")
-        text += f" {whole}.{fraction}" if fraction else f" {whole}"
-    return text + " BC" if bc else text
+        return bc_years(np.datetime_as_string(np.datetime64(raw + _EPOCH_DAYS, "D"), unit="D"))
+    # In seconds: microseconds since 1970 overflow int64 in PostgreSQL's last 30 years.
+    seconds, micros = divmod(raw + _EPOCH_US, 1_000_000)
+    day, _, whole = np.datetime_as_string(np.datetime64(seconds, "s"), unit="s").partition("T")
+    fraction = f"{micros:06d}".rstrip("0")
+    return bc_years(f"{day} {whole}.{fraction}" if fraction else f"{day} {whole}")
 
 
 def column_array(values: Array, isnull: Array | None, col: Column) -> Any:

@@ -8,6 +8,9 @@ inside identifiers. The magics find ``:name`` parameters with it; :func:`read_sq
 with it that psycopg's ``%s`` placeholders stand where the server reads code: values are
 bound client-side there (``COPY`` takes no parameters), so a placeholder inside a string
 would otherwise let a value's quotes end the string.
+
+Dates and timestamps before the year 1 are written as PostgreSQL writes and reads them, with
+``BC`` (:func:`bc_years`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Final, NamedTuple
 
 from pgmonkey.errors import TransferError
 
-__all__ = ["Token", "check_placeholders", "standard_strings", "tokenize"]
+__all__ = ["Token", "bc_years", "check_placeholders", "standard_strings", "tokenize"]
 
 _IDENT_WORD: Final = re.compile(r"[^\W\d][\w$]*")
 _PARAM_NAME: Final = re.compile(r"[^\W\d]\w*")
@@ -174,3 +177,15 @@ def check_placeholders(query: str, *, standard_strings: bool = True) -> None:
                 f"{hint}: PostgreSQL would not bind it there; put it outside quotes "
                 "(WHERE name = %s, not '%s')"
             )
+
+
+def bc_years(iso: str) -> str:
+    """numpy's ISO text of a date or timestamp, a year before 1 in PostgreSQL's form.
+
+    numpy counts years as astronomers do and signs them (``0000`` is 1 BC, ``-0001`` 2 BC);
+    PostgreSQL reads and writes ``0001-01-01 BC``.
+    """
+    negative = iso.startswith("-")
+    year, rest = iso.lstrip("-").split("-", 1)
+    astronomical = -int(year) if negative else int(year)
+    return iso if astronomical >= 1 else f"{1 - astronomical:04d}-{rest} BC"

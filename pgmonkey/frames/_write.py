@@ -44,6 +44,8 @@ from pgmonkey.config import REDACTED, is_sensitive_key
 from pgmonkey.errors import TransferError
 from pgmonkey.transfer._sql import parse_table
 
+from ._sqltext import bc_years
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -456,7 +458,10 @@ def _show(value: Any) -> str:
 
     if isinstance(value, np.generic):
         value = value.item()  # 3000000000, not np.int64(3000000000)
-    text = repr(value)
+    try:
+        text = repr(value)
+    except NotImplementedError:  # pandas cannot show an aware Timestamp past the year 9999
+        text = f"{value.tz_localize(None)!r} in {value.tz}"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -529,6 +534,8 @@ def _decategorized(df: pd.DataFrame) -> pd.DataFrame:
 
 def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
     """Convert the few columns whose CSV form pandas would get wrong for PostgreSQL."""
+    from pandas.api.types import is_datetime64_any_dtype
+
     changed: dict[int, Any] = {}
     for i, pg in enumerate(types):
         series = part.iloc[:, i]
@@ -538,12 +545,39 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             changed[i] = series.map(_bytea, na_action="ignore")
         elif pg == "interval":
             changed[i] = series.map(_interval, na_action="ignore")
+        elif pg in ("timestamp", "timestamptz") and is_datetime64_any_dtype(series.dtype):
+            changed[i] = _stamps(series)
     if not changed:
         return part
     part = part.copy(deep=False)
     for pos, values in changed.items():
         part.isetitem(pos, values)
     return part
+
+
+def _stamps(series: pd.Series) -> pd.Series:
+    """A datetime64 column as ISO text that the server reads the same in any ``DateStyle``.
+
+    pandas' own CSV form has no year before 1 (PostgreSQL writes those ``BC``) and, with a
+    time zone, no year past 9999; numpy's has both. Aware values go in UTC, marked ``+00``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    aware = series.dt.tz is not None
+    if aware:
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    unit = series.dt.unit
+    values = series.to_numpy(dtype=f"datetime64[{unit}]")
+    text = np.datetime_as_string(values, unit=unit)
+    if aware:
+        text = np.char.add(text, "+00")
+    cells = text.astype(object)
+    missing = np.isnat(values)
+    cells[missing] = None
+    for row in np.flatnonzero(values < np.datetime64("0001-01-01", unit)):  # NaT compares False
+        cells[row] = bc_years(cells[row])
+    return pd.Series(cells, index=series.index, dtype=object)
 
 
 def _json(value: Any) -> str:
