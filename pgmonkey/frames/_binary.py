@@ -117,7 +117,7 @@ def _scatter(buf: Any, pos: Any, data: Any) -> None:
 
 
 def _pg_micros(series: pd.Series) -> Any:
-    """PostgreSQL's timestamps: microseconds since 2000 (int64), NULLs as 0.
+    """PostgreSQL's timestamps: microseconds since 2000 (int64; a NULL's value is not sent).
 
     Nanoseconds are rounded as the server rounds text: it reads a fraction of a second with
     ``rint(strtod(fraction) * 1e6)``, and the same double arithmetic here gives the same
