@@ -118,6 +118,18 @@ def _float(draw: st.DrawFn, n: int) -> pd.Series:
     return pd.Series([draw(_FLOAT) for _ in range(n)], dtype="float64")
 
 
+def _float32(draw: st.DrawFn, n: int) -> pd.Series:
+    """A float32 column (a NaN is missing there, as in float64)."""
+    return pd.Series([draw(st.floats(width=32)) for _ in range(n)], dtype="float32")
+
+
+def _arrow_uint64(draw: st.DrawFn, n: int) -> pd.Series:
+    import pyarrow as pa
+
+    values = _maybe(draw, st.integers(0, 2**64 - 1) | st.just(2**63), n)
+    return pd.Series(values, dtype=pd.ArrowDtype(pa.uint64()))
+
+
 def _boolean(draw: st.DrawFn, n: int) -> pd.Series:
     return pd.Series(_maybe(draw, st.booleans(), n), dtype="boolean")
 
@@ -233,6 +245,8 @@ KINDS = [
     Kind("int64", _int64, _INTS),
     Kind("uint64", _uint64, ("numeric", "bigint", "double precision", "text")),
     Kind("float64", _float, ("real", "numeric", "numeric(12,3)", "bigint", "integer", "text")),
+    Kind("float32", _float32, ("real", "numeric", "double precision", "text")),
+    Kind("arrow-uint64", _arrow_uint64, ("numeric", "bigint", "text")),
     Kind("boolean", _boolean, ("boolean", "text", "integer", "varchar(4)")),
     Kind("naive", _naive, ("timestamptz", "date", "timestamp(0)", "timestamptz(3)", "text")),
     Kind("aware", _aware, ("timestamp", "date", "timestamptz(0)", "time", "text")),

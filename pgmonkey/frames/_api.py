@@ -349,11 +349,21 @@ def to_sql(
     is written.
     """
     plan = WritePlan.build(df, table, schema, if_exists)
+    try:
+        return _to_sql(plan, df, con)
+    except psycopg.Error as error:
+        if not plan.sensitive:
+            raise
+        safe = plan.without_values(error)
+    raise safe  # outside the handler: the server's error is not its context
+
+
+def _to_sql(plan: WritePlan, df: pd.DataFrame, con: Any) -> int:
     with _connect.connection(con) as conn, conn.transaction(), conn.cursor() as cur:
         row = cur.execute(plan.exists_query()).fetchone()
         exists = row is not None and row[0] is not None
         existing = []
-        if exists and if_exists == "append":
+        if exists and plan.if_exists == "append":
             existing = cur.execute(plan.columns_query()).fetchall()
         load = plan.load(df, exists, existing, conn.info.encoding)
         for statement in load.before:
@@ -402,6 +412,16 @@ async def to_sql_async(
 ) -> int:
     """:func:`to_sql` for a ``psycopg.AsyncConnection`` (or an async pgmonkey object/path)."""
     plan = WritePlan.build(df, table, schema, if_exists)
+    try:
+        return await _to_sql_async(plan, df, con)
+    except psycopg.Error as error:
+        if not plan.sensitive:
+            raise
+        safe = plan.without_values(error)
+    raise safe  # outside the handler: the server's error is not its context
+
+
+async def _to_sql_async(plan: WritePlan, df: pd.DataFrame, con: Any) -> int:
     async with (
         _connect.async_connection(con) as conn,
         conn.transaction(),
@@ -410,7 +430,7 @@ async def to_sql_async(
         row = await (await cur.execute(plan.exists_query())).fetchone()
         exists = row is not None and row[0] is not None
         existing = []
-        if exists and if_exists == "append":
+        if exists and plan.if_exists == "append":
             existing = await (await cur.execute(plan.columns_query())).fetchall()
         load = plan.load(df, exists, existing, conn.info.encoding)
         for statement in load.before:

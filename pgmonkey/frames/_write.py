@@ -95,7 +95,8 @@ CAST: Final = "cast"  # another type: staged, then cast as an INSERT would
 
 # varchar and char: a string's assignment cast to them checks the length exactly as their
 # input function does, so strings bound for them may travel as text, binary.
-_LENGTH_LIMITED: Final = frozenset({1043, 1042})
+_VARCHAR: Final = 1043
+_LENGTH_LIMITED: Final = frozenset({_VARCHAR, 1042})
 # Names of the row-number column of the staging table.
 _ROW: Final = "_pgmonkey_row"
 # Parts of column names whose values are never shown in messages.
@@ -177,6 +178,28 @@ class WritePlan:
         name = f"{schema}.{table}" if schema else table
         # pandas cuts na_rep to 32 characters in float columns: the token stays shorter.
         return cls(ident, name, columns, if_exists, f"\\N{uuid.uuid4().hex[:24]}")
+
+    @property
+    def sensitive(self) -> bool:
+        """Whether a column's name looks sensitive (its values are never shown)."""
+        return any(_secret(name) for name, _ in self.columns)
+
+    def without_values(self, error: psycopg.Error) -> psycopg.Error:
+        """``error``, leaving the write of a frame with a sensitive column, with no value in it.
+
+        The server shows values in its details ("Key (password)=(...)", "Failing row
+        contains (...)") and in some messages; a constraint checked after the COPY (a
+        foreign key, a deferred one at commit) is not told by row and column, so its error
+        would come through as the server wrote it. Only the server's first line is kept,
+        without the quoted value, and nothing is chained: a chained error is printed too.
+        Errors told by row and column (already without the value) are kept as they are.
+        """
+        if error.pgresult is None:  # ours, or the client's own: no value of the frame
+            error.__cause__ = error.__context__ = None
+            return error
+        message = error.diag.message_primary or type(error).__name__
+        safe = type(error)(_BYTES.sub(REDACTED, message.split(': "', 1)[0]))
+        return safe
 
     def exists_query(self) -> sql.Composed:
         return sql.SQL("SELECT pg_catalog.to_regclass({})").format(
@@ -317,7 +340,12 @@ class Load:
                 yield from chunks(df, types, CHUNK_ROWS, self.encoding)
                 return
             for start in range(0, len(df), CHUNK_ROWS):
-                part = _prepare(df.iloc[start : start + CHUNK_ROWS], types)
+                try:
+                    part = _prepare(df.iloc[start : start + CHUNK_ROWS], types)
+                except Rejected as rejected:
+                    raise Rejected(
+                        rejected.kind, rejected.message, rejected.column, start + rejected.row
+                    ) from None
                 text: str = part.to_csv(
                     header=False, index=False, na_rep=self.plan.null, lineterminator="\r\n"
                 )
@@ -342,7 +370,7 @@ class Load:
             label = self.df.index[row]
             if label != row:
                 where += f" (index {_show(label)})"
-        secret = self.sensitive
+        secret = self.plan.sensitive
         if 0 <= row < len(self.df) and column is not None:
             name = self.plan.columns[column][0]
             secret = _secret(name)
@@ -352,14 +380,9 @@ class Load:
             message = _BYTES.sub(REDACTED, message.split(': "', 1)[0])
         return kind(f"{message}: {where}")
 
-    @property
-    def sensitive(self) -> bool:
-        """Whether a column's name looks sensitive (its values are never shown)."""
-        return any(_secret(name) for name, _ in self.plan.columns)
-
     def cause(self, error: psycopg.Error) -> psycopg.Error | None:
         """The server's own error to chain, unless it may quote a sensitive value."""
-        return None if self.sensitive else error
+        return None if self.plan.sensitive else error
 
     def copy_error(self, error: psycopg.Error) -> psycopg.Error | None:
         """The COPY's error told by column, row and value, when the server says where."""
@@ -410,9 +433,8 @@ class Load:
         for i, ((name, _), route) in enumerate(zip(self.plan.columns, self.routes, strict=True)):
             if route != CAST:
                 continue
-            ok = yield sql.SQL("SELECT CAST({} AS {}) FROM {} WHERE {} = {}").format(
-                sql.Identifier(name),
-                sql.SQL(self.targets[name].spelling),
+            ok = yield sql.SQL("SELECT {} FROM {} WHERE {} = {}").format(
+                _assignment_cast(sql.Identifier(name), self.targets[name]),
                 self.staging,
                 sql.Identifier(self.row_column),
                 sql.Literal(row),
@@ -424,6 +446,20 @@ class Load:
             column = [n for n, _ in self.plan.columns].index(error.diag.column_name or "")
         primary = error.diag.message_primary or str(error).split("\n")[0]
         return self.error(type(error), primary, column, row)
+
+
+def _assignment_cast(column: sql.Identifier, target: Target) -> sql.Composed:
+    """``column`` cast to ``target`` as an ``INSERT`` casts it (an assignment cast).
+
+    An explicit ``CAST`` to ``varchar(n)`` or ``char(n)`` cuts a long value where the
+    assignment fails; their length function, told the cast is not explicit, fails alike.
+    """
+    if target.oid in _LENGTH_LIMITED:
+        base = "varchar" if target.oid == _VARCHAR else "bpchar"
+        return sql.SQL("pg_catalog.{}(CAST({} AS pg_catalog.{}), {}, false)").format(
+            sql.Identifier(base), column, sql.Identifier(base), sql.Literal(target.typmod)
+        )
+    return sql.SQL("CAST({} AS {})").format(column, sql.SQL(target.spelling))
 
 
 def _create(
@@ -476,7 +512,8 @@ def pg_type(series: pd.Series) -> str:
     if types.is_bool_dtype(dtype):
         return "boolean"
     if types.is_integer_dtype(dtype):
-        return "numeric" if str(dtype).lower() == "uint64" else "bigint"
+        # uint64 (numpy, nullable or Arrow) reaches past bigint: numeric holds every value.
+        return "numeric" if dtype.kind == "u" and dtype.itemsize == 8 else "bigint"
     if types.is_float_dtype(dtype):
         return "double precision"
     if isinstance(dtype, pd.DatetimeTZDtype):
@@ -497,7 +534,11 @@ def _object_type(series: pd.Series) -> str:
     first = values.iloc[0]
     for py_type, pg in _OBJECT_TYPES:
         if isinstance(first, py_type):
-            if py_type in (dt.datetime, dt.time) and getattr(first, "tzinfo", None) is not None:
+            # With a zone on any value (not only the first), as an INSERT binds that value
+            # with its zone: a naive type would drop it.
+            if py_type in (dt.datetime, dt.time) and any(
+                getattr(v, "tzinfo", None) is not None for v in values
+            ):
                 return "timestamptz" if py_type is dt.datetime else "timetz"
             return pg
     return "text"
@@ -547,6 +588,10 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             changed[i] = series.map(_interval, na_action="ignore")
         elif pg in ("timestamp", "timestamptz") and is_datetime64_any_dtype(series.dtype):
             changed[i] = _stamps(series)
+        elif pg == "double precision" and getattr(series.dtype, "itemsize", 8) != 8:
+            changed[i] = _doubles(series)
+        elif pg == "timetz":
+            _check_offsets(series, i)
     if not changed:
         return part
     part = part.copy(deep=False)
@@ -580,8 +625,49 @@ def _stamps(series: pd.Series) -> pd.Series:
     return pd.Series(cells, index=series.index, dtype=object)
 
 
+def _doubles(series: pd.Series) -> pd.Series:
+    """A float column of another width as the doubles it widens to, exactly.
+
+    pandas writes a float32 as its shortest float32 text (``0.1``), which the server would
+    read as another double (0.1, not 0.10000000149011612). A NaN that is not missing (an
+    Arrow float's) stays NaN.
+    """
+    import numpy as np
+    import pandas as pd
+
+    missing = series.isna().to_numpy()
+    cells = series.to_numpy(dtype=np.float64, na_value=np.nan).astype(object)
+    cells[missing] = None
+    return pd.Series(cells, index=series.index, dtype=object)
+
+
+def _check_offsets(series: pd.Series, column: int) -> None:
+    """Refuse a time whose zone has no fixed offset, as psycopg does: a ``time`` has no date
+    to resolve it on, and the server would take the session's offset instead."""
+    for row, value in enumerate(series):
+        tz = getattr(value, "tzinfo", None)
+        if tz is not None and value.utcoffset() is None:
+            raise Rejected(
+                psycopg.DataError,
+                f"cannot calculate the offset of tzinfo '{tz}' without a date",
+                column,
+                row,
+            )
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value)
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy's arrays and scalars as JSON (an Arrow list column's cells are numpy arrays)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _bytea(value: Any) -> str:
