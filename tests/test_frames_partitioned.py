@@ -185,6 +185,27 @@ def test_partitioned_read_equals_the_whole_read(shapes: None, con: Any, shape: s
         assert con.info.transaction_status != psycopg.pq.TransactionStatus.INERROR
 
 
+@pytest.mark.parametrize(
+    "start", ["2021-03-14 05:00+00", "2021-11-07 04:00+00"], ids=["spring", "autumn"]
+)
+def test_time_ranges_across_a_clock_change_read_every_row_once(
+    superuser_dsn: str, start: str
+) -> None:
+    # Four hours of minutes around a change of America/New_York's clocks, split in ten: in
+    # the session's zone an edge computed by the wall clock falls in the skipped hour.
+    query = (
+        f"SELECT g AS id, timestamptz '{start}' + g * interval '1 minute' AS ts"
+        " FROM generate_series(0, 240) AS g"
+    )
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'America/New_York'")
+        whole = pgmonkey.read_sql(query, conn)
+        part = pgmonkey.read_sql(query, conn, partition_on="ts", partitions=10)
+        assert len(plan_split(conn, query, Split("ts", 10, False))) == 10
+    assert len(whole) == 241
+    pd.testing.assert_frame_equal(_sorted(part), _sorted(whole))
+
+
 def test_the_shapes_test_what_they_claim(shapes: None, superuser_dsn: str) -> None:
     # The differential above means something only if the whole read mixes the dtypes and
     # the plan really splits.

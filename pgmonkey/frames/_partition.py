@@ -12,6 +12,7 @@ same text the unpartitioned read sends, with a filter the server can push down.
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import itertools
 import math
@@ -201,6 +202,11 @@ def range_queries(
 
 def inner_edges(low: Any, high: Any, n: int) -> list[Any]:
     """The n-1 boundaries between n equal ranges of [low, high], without repeats."""
+    if isinstance(low, dt.datetime) and low.tzinfo is not None:
+        # In UTC: Python compares, subtracts and adds datetimes of one zone by their wall
+        # clock, so across a change to summer time an edge could fall in the skipped hour,
+        # before the previous edge, and the ranges between them overlap.
+        low, high = low.astimezone(dt.UTC), high.astimezone(dt.UTC)
     if high <= low:
         return []
     edges: list[Any] = []
