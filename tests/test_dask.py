@@ -549,6 +549,19 @@ def test_consistent_multi_host_read_stays_on_the_exporting_server(
         assert len(got) == 2000
 
 
+def test_parameters_are_bound_as_read_sql_binds_them(
+    password_config: Path, db_conn: psycopg.Connection[Any]
+) -> None:
+    _make_table(db_conn, "dask_params", rows=10)
+    # A placeholder inside quotes would let a value's quote end the string: refused.
+    with pytest.raises(TransferError, match="inside a string literal"):
+        pmd.read_sql("SELECT * FROM dask_params WHERE s = '%s'", password_config, params=["x"])
+    with dask.config.set(scheduler="sync"):
+        query = "SELECT id, %s::text AS t, pg_typeof(%s)::text AS k FROM dask_params"
+        got = pmd.read_sql(query, password_config, params=[-0.0, -0.0]).compute()
+    assert set(got["t"]) == {"-0"} and set(got["k"]) == {"double precision"}
+
+
 def test_to_sql_without_a_cluster(password_config: Path, db_conn: psycopg.Connection[Any]) -> None:
     # The synchronous scheduler runs the tasks in this process; object columns are typed
     # from their values (dicts: jsonb), as pgmonkey.to_sql types them.

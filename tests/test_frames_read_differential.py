@@ -307,6 +307,25 @@ def test_values_psycopg_refuses_fail_read_sql_too(db_conn: Conn, case: tuple[str
         read_sql(query, db_conn)
 
 
+@pytest.mark.parametrize(
+    "value", [-0.0, 0.1, 1e300, 5e-324, math.inf, -math.inf, math.nan, 2.0**53 + 2], ids=repr
+)
+def test_float_parameters_are_the_float8_psycopg_binds(db_conn: Conn, value: float) -> None:
+    # The type the server gives the parameter, and its text: a numeric literal would say
+    # 'numeric' and '0' for -0.0, and make arithmetic on it exact (no overflow to raise).
+    query = "SELECT pg_typeof(%s)::text AS k, %s::text AS t, %s * 10.0 AS x"
+    params = [value, value, value]
+    expected = db_conn.execute(query, params).fetchall()
+    got = read_sql(query, db_conn, params)
+    assert [tuple(row) for row in got.astype(object).itertuples(index=False)] == [
+        (expected[0][0], expected[0][1], pytest.approx(expected[0][2], nan_ok=True))
+    ]
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        db_conn.execute("SELECT 1e308 * %s", [10.0])
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        read_sql("SELECT 1e308 * %s", db_conn, [10.0])
+
+
 @pytest.mark.parametrize("session", SESSIONS, ids=[s[0] for s in SESSIONS])
 def test_the_wide_catalogue_sync_and_async(
     superuser_dsn: str, catalogue_types: None, session: tuple[str, str, str]

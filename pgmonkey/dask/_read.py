@@ -33,6 +33,7 @@ from psycopg import IsolationLevel, sql
 from pgmonkey import frames
 from pgmonkey.errors import TransferError
 from pgmonkey.frames import _partition
+from pgmonkey.frames._sqltext import bind
 
 from ._source import Source
 
@@ -145,7 +146,7 @@ def read_sql(
             # multi-host config, tasks could reach another).
             source = source.pinned(conn)
         if params is not None:
-            query = psycopg.ClientCursor(conn).mogrify(query, params)
+            query = bind(conn, query, params)
         queries, meta = _plan(conn, query, partition_on, partitions, bounds, meta)
     except BaseException:
         _end(conn)

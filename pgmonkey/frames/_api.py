@@ -41,7 +41,7 @@ from ._read import (
     describe_statement,
     strip_query,
 )
-from ._sqltext import check_placeholders, standard_strings
+from ._sqltext import bind
 from ._write import WritePlan
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def read_polars(
 def _read_on(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     with _connect.connection(con) as conn:
         _outside_pipeline(conn)
-        text = _bind(conn, query, params)
+        text = bind(conn, query, params)
         try:
             return _read(conn, text, decimal, output)
         except BaseException:
@@ -184,7 +184,7 @@ def _read_on_split(
         return _read_on(con, query, params, decimal, output)
     with _connect.connection(con) as conn:
         _outside_pipeline(conn)
-        text = _bind(conn, query, params)
+        text = bind(conn, query, params)
         return read_split(con, conn, text, split, lambda c, q: _read(c, q, decimal, output), output)
 
 
@@ -272,7 +272,7 @@ async def read_polars_async(query: Query, con: Any, params: Params = None) -> pl
 async def _read_on_async(con: Any, query: Query, params: Params, decimal: bool, output: str) -> Any:
     async with _connect.async_connection(con) as conn:
         await _outside_pipeline_async(conn)
-        text = _bind(conn, query, params)
+        text = bind(conn, query, params)
         try:
             return await _read_async(conn, text, decimal, output)
         except BaseException:
@@ -475,24 +475,6 @@ def _polars() -> Any:
     except ImportError:
         raise ImportError("read_polars needs polars: pip install 'pgmonkey[polars]'") from None
     return polars
-
-
-def _bind(
-    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], query: Query, params: Params
-) -> str:
-    """The query with ``params`` bound client-side by psycopg (COPY takes no parameters).
-
-    Only where the server reads code: a placeholder inside a string, comment or quoted
-    identifier (as this session reads them) is refused before any value is pasted.
-    """
-    if not isinstance(query, str):
-        query = query.as_string(conn)
-    if params is None:
-        return query
-    check_placeholders(query, standard_strings=standard_strings(conn))
-    if isinstance(conn, psycopg.AsyncConnection):
-        return psycopg.AsyncClientCursor(conn).mogrify(query, params)
-    return psycopg.ClientCursor(conn).mogrify(query, params)
 
 
 def _describe(

@@ -7,7 +7,7 @@ off, also ``\\'``), ``"..."`` quoted identifiers, ``--`` and nested ``/* */`` co
 inside identifiers. The magics find ``:name`` parameters with it; :func:`read_sql` checks
 with it that psycopg's ``%s`` placeholders stand where the server reads code: values are
 bound client-side there (``COPY`` takes no parameters), so a placeholder inside a string
-would otherwise let a value's quotes end the string.
+would otherwise let a value's quotes end the string. :func:`bind` binds them so.
 
 Dates and timestamps before the year 1 are written as PostgreSQL writes and reads them, with
 ``BC`` (:func:`bc_years`).
@@ -16,12 +16,15 @@ Dates and timestamps before the year 1 are written as PostgreSQL writes and read
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
+
+import psycopg
+from psycopg import sql
 
 from pgmonkey.errors import TransferError
 
-__all__ = ["Token", "bc_years", "check_placeholders", "standard_strings", "tokenize"]
+__all__ = ["Token", "bc_years", "bind", "check_placeholders", "standard_strings", "tokenize"]
 
 _IDENT_WORD: Final = re.compile(r"[^\W\d][\w$]*")
 _PARAM_NAME: Final = re.compile(r"[^\W\d]\w*")
@@ -177,6 +180,51 @@ def check_placeholders(query: str, *, standard_strings: bool = True) -> None:
                 f"{hint}: PostgreSQL would not bind it there; put it outside quotes "
                 "(WHERE name = %s, not '%s')"
             )
+
+
+def bind(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    query: str | sql.Composable,
+    params: Sequence[Any] | Mapping[str, Any] | None,
+) -> str:
+    """The query with ``params`` bound client-side by psycopg (COPY takes no parameters).
+
+    Only where the server reads code: a placeholder inside a string, comment or quoted
+    identifier (as this session reads them) is refused before any value is pasted.
+    """
+    if not isinstance(query, str):
+        query = query.as_string(conn)
+    if params is None:
+        return query
+    check_placeholders(query, standard_strings=standard_strings(conn))
+    cur: psycopg.ClientCursor[Any] | psycopg.AsyncClientCursor[Any]
+    if isinstance(conn, psycopg.AsyncConnection):
+        cur = psycopg.AsyncClientCursor(conn)
+    else:
+        cur = psycopg.ClientCursor(conn)
+    for float_type in (float, "numpy.float64"):
+        cur.adapters.register_dumper(float_type, _Float8Literal)
+    return cur.mogrify(query, params)
+
+
+class _Float8Literal(psycopg.adapt.Dumper):
+    """A float bound as the ``float8`` psycopg sends when the server binds it.
+
+    psycopg's client-side binding writes a bare number, which the server reads as a
+    ``numeric``: ``-0.0`` lost its sign, ``%s * 10.0`` was exact decimal arithmetic.
+    """
+
+    oid = psycopg.adapters.types["float8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return repr(float(obj)).encode()
+
+    def quote(self, obj: Any) -> bytes:
+        text = repr(float(obj))  # the shortest text that reads back as the same double
+        return f"'{_FLOAT_WORDS.get(text, text)}'::float8".encode()
+
+
+_FLOAT_WORDS: Final = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
 
 
 def bc_years(iso: str) -> str:
