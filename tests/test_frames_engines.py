@@ -21,6 +21,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 import pgmonkey
+from pgmonkey.errors import TransferError
 from pgmonkey.frames import _api, _bincompiled, _bincopy, _engines, read_sql_async
 from pgmonkey.frames import _read as _read_module
 from pgmonkey.frames._read import Plan
@@ -182,6 +183,32 @@ def test_rounded_float_output_is_read_as_the_text_engines_read_it(
         assert_frame_equal(binary, _read(monkeypatch, "pandas-csv", query, db_conn))
         assert binary["a"].tolist() == [r[0] for r in db_conn.execute(query).fetchall()]
         assert binary["a"].iloc[0] == 0.333333333333
+
+
+def _wide(n: int, expr: str) -> str:
+    columns = ", ".join(f"{expr} AS c{i}" for i in range(n))
+    return f"SELECT {columns} FROM generate_series(1, 3) AS g"
+
+
+def test_a_result_too_wide_for_the_null_masks(superuser_dsn: str, db_conn: Conn) -> None:
+    # The engines that add NULL masks to the COPY (a bit per column in extra int8 columns)
+    # are not chosen, or refuse, where the masks would pass PostgreSQL's 1664 columns: the
+    # COPY would fail, and abort the caller's transaction.
+    def plan(conn: Conn, query: str) -> Plan:
+        description = conn.execute(f"SELECT * FROM ({query}) AS s LIMIT 0").description or []
+        return Plan.build([(c.name, c.type_code) for c in description], conn, decimal=False)
+
+    assert _bincopy.usable(plan(db_conn, _wide(1630, "g")))
+    assert not _bincopy.usable(plan(db_conn, _wide(1640, "g")))
+    with psycopg.connect(superuser_dsn) as conn:  # a transaction of the caller's
+        conn.execute("SET client_encoding = 'LATIN1'")
+        assert pgmonkey.read_sql(_wide(1600, "g::text"), conn).shape == (3, 1600)
+        with pytest.raises(TransferError, match="1640 columns, 1640 of them read as strings"):
+            pgmonkey.read_sql(_wide(1640, "g::text"), conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert pgmonkey.read_sql(_wide(1640, "g"), conn).shape == (3, 1640)  # no strings
+        conn.execute("SET client_encoding = 'UTF8'")
+        assert pgmonkey.read_sql(_wide(1640, "g::text"), conn).shape == (3, 1640)
 
 
 def test_byte_order_mark_at_the_start_of_the_first_value(db_conn: Conn) -> None:

@@ -40,6 +40,7 @@ from ._read import (
     Column,
     Plan,
     copy_select,
+    masks_fit,
 )
 from ._sqltext import bc_years
 
@@ -83,10 +84,16 @@ _MAX_US: Final = (_MAX_DAYS + 1) * 86_400_000_000 - 1
 
 
 def usable(plan: Plan) -> bool:
-    """Whether every column of ``plan`` is fixed-width on the wire (and there is one)."""
-    return bool(plan.columns) and all(
-        c.oid in _WIRE and c.kind in (INT, FLOAT, BOOL, DATE, TIMESTAMP, TIMESTAMPTZ)
-        for c in plan.columns
+    """Whether every column of ``plan`` is fixed-width on the wire (and there is one), and
+    their NULL masks fit beside them."""
+    n = len(plan.columns)
+    return (
+        n > 0
+        and masks_fit(n, n)
+        and all(
+            c.oid in _WIRE and c.kind in (INT, FLOAT, BOOL, DATE, TIMESTAMP, TIMESTAMPTZ)
+            for c in plan.columns
+        )
     )
 
 

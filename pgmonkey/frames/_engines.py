@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import sql
 
+from pgmonkey.errors import TransferError
+
 from . import _arrow, _bincompiled, _bincopy
-from ._read import Plan, QueueChunks
+from ._read import Plan, QueueChunks, masks_fit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -109,6 +111,14 @@ def choose_engine(plan: Plan) -> Engine:
         return BinaryEngine(plan)
     if plan.encoding.replace("-", "").replace("_", "").lower() == "utf8" and _arrow.available():
         return ArrowCsvEngine(plan)
+    if not masks_fit(len(plan.columns), len(plan.string_columns)):
+        # Refused before anything is sent: the COPY would fail, and abort a transaction.
+        raise TransferError(
+            f"a result of {len(plan.columns)} columns, {len(plan.string_columns)} of them"
+            " read as strings, is past what read_sql can read in the client_encoding"
+            f" {plan.encoding!r} (each string column's NULLs take a bit of an extra column,"
+            " and PostgreSQL allows 1664): set client_encoding to UTF8 for this read"
+        )
     return PandasCsvEngine(plan)
 
 

@@ -70,6 +70,15 @@ _DATETIME_KINDS: Final = frozenset({TIMESTAMPTZ, TIMESTAMP, DATE})
 # Columns read by pandas as strings: their NULLs come from the bitmask column.
 _STRING_KINDS: Final = frozenset({TEXT, OTHER})
 _MASK_BITS: Final = 62  # bits per mask column (int8, kept positive)
+_MAX_COLUMNS: Final = 1664  # PostgreSQL's limit on a SELECT's columns
+
+
+def masks_fit(columns: int, masked: int) -> bool:
+    """Whether a COPY of ``columns`` with the masks of ``masked`` of them stays in
+    PostgreSQL's limit on a SELECT's columns."""
+    return columns + -(-masked // _MASK_BITS) <= _MAX_COLUMNS
+
+
 _UNIT: Final = {TIMESTAMPTZ: "us", TIMESTAMP: "us", DATE: "s"}
 
 
