@@ -642,3 +642,18 @@ def test_arrow_lists_are_json(db_conn: Conn, fresh: str) -> None:
     lists = pd.Series([[1, 2], None, []], dtype=pd.ArrowDtype(pa.list_(pa.int64())))
     to_sql(pd.DataFrame({"k": range(3), "j": lists}), fresh, db_conn)
     assert [r[1] for r in _texts(db_conn, fresh)] == ["[1, 2]", None, "[]"]
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+async def test_names_past_the_identifier_length_append_as_they_were_created(
+    superuser_dsn: str, db_conn: Conn, fresh: str, run: str
+) -> None:
+    # The server cuts an identifier to 63 bytes (at a character's edge): the table created
+    # from the frame has the cut names, and the same frame appends into it, as an INSERT
+    # naming the long columns would.
+    df = pd.DataFrame({"x" * 70: [1], "é" * 40: ["a"], "k": [2]})
+    to_sql(df, fresh, db_conn)
+    names = [c.name for c in db_conn.execute(f"SELECT * FROM {fresh}").description or []]
+    assert names == ["x" * 63, "é" * 31, "k"]
+    await _append(run, df, fresh, db_conn, superuser_dsn)
+    assert db_conn.execute(f"SELECT * FROM {fresh}").fetchall() == [(1, "a", 2)] * 2

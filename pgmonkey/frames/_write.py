@@ -207,14 +207,21 @@ class WritePlan:
         )
 
     def columns_query(self) -> sql.Composed:
-        """The existing table's columns: name, type OID, modifier, type as SQL."""
+        """The existing table's columns the frame's columns name: the frame's name, type OID,
+        modifier, type as SQL.
+
+        A name is matched as the server reads it in ``INSERT``, ``COPY`` and ``CREATE
+        TABLE``: cut to its identifier length (63 bytes), which ``::name`` does.
+        """
+        names = [name for name, _ in self.columns]
         return sql.SQL(
-            "SELECT a.attname, a.atttypid::int8, a.atttypmod,"
+            "SELECT f.name, a.atttypid::int8, a.atttypmod,"
             " pg_catalog.format_type(a.atttypid, a.atttypmod)"
-            " FROM pg_catalog.pg_attribute AS a"
+            " FROM pg_catalog.unnest({}::text[]) AS f(name)"
+            " JOIN pg_catalog.pg_attribute AS a ON a.attname = f.name::name"
             " WHERE a.attrelid = pg_catalog.to_regclass({}) AND a.attnum > 0"
             " AND NOT a.attisdropped"
-        ).format(sql.Literal(self.table.as_string()))
+        ).format(sql.Literal(names), sql.Literal(self.table.as_string()))
 
     def ddl(self, exists: bool) -> list[sql.Composed]:
         """Statements to run before the COPY, given whether the table exists."""
