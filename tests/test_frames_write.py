@@ -657,3 +657,66 @@ async def test_names_past_the_identifier_length_append_as_they_were_created(
     assert names == ["x" * 63, "é" * 31, "k"]
     await _append(run, df, fresh, db_conn, superuser_dsn)
     assert db_conn.execute(f"SELECT * FROM {fresh}").fetchall() == [(1, "a", 2)] * 2
+
+
+def _dictionary(values: list[Any], arrow_type: Any) -> pd.Series:
+    return pd.Series(
+        pd.arrays.ArrowExtensionArray(pa.array(values, arrow_type).dictionary_encode())
+    )
+
+
+@pytest.mark.parametrize("csv_path", [False, True], ids=["binary", "csv"])
+@pytest.mark.parametrize(
+    ("column", "natural", "texts"),
+    [
+        (
+            _dictionary([2**64 - 1, None, 1], pa.uint64()),
+            "numeric",
+            ["18446744073709551615", None, "1"],
+        ),
+        (
+            _dictionary(
+                [dt.datetime(2020, 1, 1), None, dt.datetime(1500, 1, 1)], pa.timestamp("us", "UTC")
+            ),
+            "timestamp with time zone",
+            ["2020-01-01 00:00:00+00", None, "1500-01-01 00:00:00+00"],
+        ),
+        (_dictionary(["a", None, ""], pa.string()), "text", ["a", None, ""]),
+        (
+            pd.Series(pd.arrays.ArrowExtensionArray(pa.array(["a", None, ""], pa.string_view()))),
+            "text",
+            ["a", None, ""],
+        ),
+        (
+            pd.Series(
+                pd.arrays.ArrowExtensionArray(pa.array([b"a", None, b"\0"], pa.binary_view()))
+            ),
+            "bytea",
+            ["\\x61", None, "\\x00"],
+        ),
+    ],
+    ids=[
+        "dictionary-uint64",
+        "dictionary-timestamptz",
+        "dictionary-string",
+        "string-view",
+        "binary-view",
+    ],
+)
+def test_arrow_encoded_columns_are_written_as_their_values(
+    db_conn: Conn, fresh: str, column: pd.Series, natural: str, texts: list[Any], csv_path: bool
+) -> None:
+    # A dictionary's indices, a view's layout are how Arrow holds the values, not the values:
+    # a dictionary of uint64 was bigint (its values past 2**63 wrapped around), a timestamp
+    # dictionary failed on the binary path, the views in pandas' own dtype checks.
+    df = pd.DataFrame({"k": range(3), "c": column})
+    if csv_path:
+        df["d"] = decimal.Decimal("1.5")
+    to_sql(df, fresh, db_conn)
+    row = db_conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attname = 'c'",
+        (fresh,),
+    ).fetchone()
+    assert row == (natural,)
+    assert [r[1] for r in _texts(db_conn, fresh)] == texts

@@ -514,7 +514,7 @@ def pg_type(series: pd.Series) -> str:
     from pandas.api import types
 
     dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
+    if _encoded(dtype):
         return pg_type(_decategorize(series))
     if types.is_bool_dtype(dtype):
         return "boolean"
@@ -551,10 +551,41 @@ def _object_type(series: pd.Series) -> str:
     return "text"
 
 
-def _decategorize(series: pd.Series) -> pd.Series:
-    """A categorical's values in the categories' own dtype (integers stay exact, as Int64)."""
+def _encoded(dtype: Any) -> bool:
+    """Whether a column holds its values encoded: a categorical, an Arrow dictionary, or an
+    Arrow view type (which pandas' dtype checks do not know)."""
     import pandas as pd
 
+    if isinstance(dtype, pd.CategoricalDtype):
+        return True
+    if not isinstance(dtype, pd.ArrowDtype):
+        return False
+    import pyarrow as pa
+
+    arrow = dtype.pyarrow_dtype
+    return bool(
+        pa.types.is_dictionary(arrow)
+        or pa.types.is_string_view(arrow)
+        or pa.types.is_binary_view(arrow)
+    )
+
+
+def _decategorize(series: pd.Series) -> pd.Series:
+    """A categorical's values in the categories' own dtype (integers stay exact, as Int64);
+    an Arrow dictionary's in its values' type, an Arrow view's in the large type."""
+    import pandas as pd
+
+    if isinstance(series.dtype, pd.ArrowDtype):
+        import pyarrow as pa
+
+        arrow = series.dtype.pyarrow_dtype
+        if pa.types.is_dictionary(arrow):
+            plain = arrow.value_type
+        else:
+            plain = pa.large_string() if pa.types.is_string_view(arrow) else pa.large_binary()
+        # Cast by Arrow: pandas' astype fails on the view types as on its own checks.
+        decoded = pd.arrays.ArrowExtensionArray(pa.array(series.array).cast(plain))
+        return pd.Series(decoded, index=series.index, name=series.name)
     categories = series.cat.categories
     kind = categories.dtype.kind
     if kind in "iub":  # nullable twins, so a missing value does not turn them into floats
@@ -569,9 +600,7 @@ def _decategorize(series: pd.Series) -> pd.Series:
 
 
 def _decategorized(df: pd.DataFrame) -> pd.DataFrame:
-    import pandas as pd
-
-    positions = [i for i, t in enumerate(df.dtypes) if isinstance(t, pd.CategoricalDtype)]
+    positions = [i for i, t in enumerate(df.dtypes) if _encoded(t)]
     if not positions:
         return df
     df = df.copy(deep=False)
