@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from pgmonkey import _psycopg
 from tests._conn_support import run_script
@@ -338,3 +339,64 @@ def test_ctrl_c_at_every_line_of_the_describe(
     assert sum(fired == "True" for _, fired, _ in lines) >= 8, done.stdout
     expected = "OFF [3] " + ("INTRANS" if mode == "tx" else "IDLE")
     assert all(status == expected for _, _, status in lines), done.stdout + done.stderr
+
+
+# A pool of one connection, held by one block; another block waits for it and is
+# interrupted (a watcher sees the pool's waiting request, then sends Ctrl-C). The held
+# connection then goes back, and the next borrow gets it: psycopg_pool's sync waiting client
+# caught Exception only, so the interrupted waiter took that connection away for good.
+POOL_WAIT_SCRIPT = PROLOGUE + textwrap.dedent(
+    """
+    from pgmonkey import PGConnectionManager
+
+    config = sys.argv[1]
+    manager = PGConnectionManager()
+    pool = manager.get_database_connection(config, "pool")
+
+    def when_waiting(action):
+        def watch():
+            for _ in range(6000):
+                if pool.pool.get_stats().get("requests_waiting", 0):
+                    action()
+                    return
+                time.sleep(0.01)
+        threading.Thread(target=watch, daemon=True).start()
+
+    for way in ("with", "connection()"):
+        with pool as held:
+            when_waiting(ctrl_c)
+            try:
+                if way == "with":
+                    with pool as conn:
+                        print(way, "borrowed a second connection", flush=True)
+                else:
+                    with pool.connection() as conn:
+                        print(way, "borrowed a second connection", flush=True)
+            except BaseException as e:
+                print(way, "raised", type(e).__name__, flush=True)
+            pid = held.info.backend_pid
+        with pool.connection(timeout=20) as again:
+            print(way, "after", again.info.backend_pid == pid, flush=True)
+        print(way, "available", pool.pool.get_stats()["pool_available"], flush=True)
+    manager.clear_cache()
+    """
+)
+
+
+def test_ctrl_c_while_waiting_for_a_pooled_connection_loses_none(
+    tmp_path: Path, password_config: Path
+) -> None:
+    config = yaml.safe_load(password_config.read_text())
+    config["pool_settings"] = {"min_size": 1, "max_size": 1, "timeout": 60}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = run_script(tmp_path, POOL_WAIT_SCRIPT, str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "with raised KeyboardInterrupt",
+        "with after True",
+        "with available 1",
+        "connection() raised KeyboardInterrupt",
+        "connection() after True",
+        "connection() available 1",
+    ], done.stdout + done.stderr

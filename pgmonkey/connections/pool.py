@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -17,6 +18,55 @@ from pgmonkey.connections import _lifecycle
 from pgmonkey.connections._base import BaseConnection, BorrowStack
 
 __all__ = ["PGPoolConnection"]
+
+
+def _borrow(pool: ConnectionPool[Any], timeout: float | None, checked: bool) -> Any:
+    """``pool.getconn(timeout)``, with no connection lost to a Ctrl-C.
+
+    psycopg_pool's sync waiting client catches ``Exception`` only: a KeyboardInterrupt while
+    it waits for a free connection leaves it queued, and the next connection given back to
+    the pool is handed to it and never returned. Python delivers Ctrl-C to the main thread
+    only, so there a borrow that may wait (none free, or a check on checkout) runs in a
+    helper thread: the interrupt stops the wait here, and the connection the helper still
+    gets is given back. Elsewhere, or with a connection free, it is a plain ``getconn``.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        not checked and pool.get_stats().get("pool_available", 0) > 0
+    ):
+        return pool.getconn(timeout)
+    lock = threading.Lock()
+    done = threading.Event()
+    got: list[Any] = []  # the connection, or the exception, the helper ended with
+    given_up = False
+
+    def borrow() -> None:
+        try:
+            conn = pool.getconn(timeout)
+        except BaseException as exc:  # handed to the borrower, raised there
+            got.append(exc)
+        else:
+            with lock:
+                if not given_up:
+                    got.append(conn)
+                    conn = None
+            if conn is not None:
+                pool.putconn(conn)
+        finally:
+            done.set()
+
+    threading.Thread(target=borrow, name="pgmonkey-pool-borrow", daemon=True).start()
+    try:
+        done.wait()
+    except BaseException:
+        with lock:
+            given_up = True
+            left = [c for c in got if not isinstance(c, BaseException)]
+        for conn in left:
+            pool.putconn(conn)
+        raise
+    if isinstance(got[0], BaseException):
+        raise got[0]
+    return got[0]
 
 
 class PGPoolConnection(BaseConnection):
@@ -39,6 +89,7 @@ class PGPoolConnection(BaseConnection):
         super().__init__(config, sync_settings)
         self.pool_settings: dict[str, Any] = dict(pool_settings or {})
         self.pool: ConnectionPool[Any] | None = None
+        self._checked = False  # check_on_checkout
         self._borrowed: BorrowStack[psycopg.Connection[Any]] = BorrowStack(
             f"pgmonkey-pool-{id(self):x}"
         )
@@ -90,6 +141,7 @@ class PGPoolConnection(BaseConnection):
         )
         pool.open(wait=True, timeout=float(args.get("timeout", 30.0)))
         self.pool = pool
+        self._checked = check
         _lifecycle.register(self)
 
     def _require(self, what: str) -> ConnectionPool[Any]:
@@ -104,19 +156,22 @@ class PGPoolConnection(BaseConnection):
         self._check_process()
         if self.pool is None or self.pool.closed:
             self.connect()
-        with self._require("connection()").connection(timeout=timeout) as conn:
-            self._borrowed.push(conn)
-            try:
+        pool = self._require("connection()")
+        conn: psycopg.Connection[Any] = _borrow(pool, timeout, self._checked)
+        self._borrowed.push(conn)
+        try:
+            with conn:  # pooled: commit/rollback, stays open
                 yield conn
-            finally:
-                self._borrowed.pop()
+        finally:
+            self._borrowed.pop()
+            pool.putconn(conn)
 
     def __enter__(self) -> psycopg.Connection[Any]:
         self._check_process()
         if self.pool is None or self.pool.closed:
             self.connect()
         pool = self._require("a with block")
-        conn: psycopg.Connection[Any] = pool.getconn()
+        conn: psycopg.Connection[Any] = _borrow(pool, None, self._checked)
         self._borrowed.push(conn)
         return conn
 
