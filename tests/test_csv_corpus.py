@@ -455,6 +455,21 @@ def _mixed_types() -> Shape:
     )
 
 
+def _apostrophes() -> Shape:
+    # Apostrophes inside values, one pair of them around a word: no quoting at all. With '
+    # taken for the quote, COPY would drop every apostrophe ("rock n roll").
+    rows = [["id", "title", "artist"]]
+    for i in range(20):
+        rows.append([str(i), ["rock 'n' roll", "He said 'hi' there", "it's"][i % 3], "O'Brien"])
+    return Shape(
+        "apostrophes",
+        _csv(rows, lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar="\\").encode(),
+        3,
+        says=["quotechar '\"'"],
+        types=["bigint", "text", "text"],
+    )
+
+
 SHAPES: list[Callable[[], Shape]] = [
     _pandas_index,
     _pandas_numbered_columns,
@@ -468,6 +483,7 @@ SHAPES: list[Callable[[], Shape]] = [
     _late_outlier,
     _whitespace_aligned,
     _space_delimited_numbers,
+    _apostrophes,
     _iris_metadata_line,
     _title_lines,
     _latin1,

@@ -75,6 +75,7 @@ _NOT_C1: Final = bytes(b for b in range(256) if not 0x80 <= b < 0xA0)
 _CP1252_UNDEFINED: Final = frozenset(b"\x81\x8d\x8f\x90\x9d")
 
 _COMMON_DELIMITERS: Final = (",", "\t", ";", "|")
+_EDGES: Final = re.escape("".join(_COMMON_DELIMITERS))  # what stands beside a quoted field
 # Characters values are written with: never taken for a delimiter on consistency alone.
 _VALUE_CHARS: Final = frozenset(".-:/+_@%'\"\\()[]{}")
 _LINE_BREAK: Final = re.compile(r"\r\n|\n|\r")
@@ -222,15 +223,18 @@ def _fit(counts: Sequence[int], blank: Sequence[bool]) -> _Fit:
 
 
 def _sniff_quote(text: str) -> str:
-    """``'`` only when it quotes fields and ``"`` never does."""
+    """``'`` only when it quotes whole fields, ``"`` never does, and no other ``'`` is left.
 
-    def quoted(q: str) -> int:
-        e = re.escape(q)
-        return len(
-            re.findall(f"(?:^|(?<=[^\\w{e}])){e}[^{e}\\r\\n]*{e}(?=[^\\w{e}]|$)", text, re.M)
-        )
-
-    return "'" if quoted("'") > 0 and quoted('"') == 0 else '"'
+    PostgreSQL's CSV reader takes a quote character anywhere in a field as the start of a
+    quoted part: with ``'`` as the quote, ``O'Brien`` or ``rock 'n' roll`` would lose their
+    apostrophes. So every ``'`` of the sample must open or close a whole field (after the
+    line's start or a usual delimiter, before a usual delimiter or the line's end).
+    """
+    if re.search(r'(?:^|(?<=[^\w"]))"[^"\r\n]*"(?=[^\w"]|$)', text, re.M):
+        return '"'
+    whole = re.compile(f"(?:^|(?<=[{_EDGES}]))'(?:[^'\\r\\n]|'')*'(?=[{_EDGES}]|$)", re.M)
+    rest, fields = whole.subn("", text)
+    return "'" if fields and "'" not in rest else '"'
 
 
 def _sniff_delimiter(text: str, complete: bool, quote: str) -> tuple[str, bool, str]:
