@@ -36,16 +36,16 @@ TEXT: Final = "text"
 TYPES: Final = (
     "bigint",
     "numeric",
-    "double precision",
     "boolean",
     "date",
     "timestamp",
     "timestamptz",
 )
-# The types a column of this type may widen to, narrowest first (then text).
+# The types a column of this type may widen to, narrowest first (then text). No number is
+# typed double precision: numeric holds each exactly as written, exponents included, where a
+# double would round a long decimal (the settings file may still choose double precision).
 WIDER: Final[dict[str, tuple[str, ...]]] = {
-    "bigint": ("numeric", "double precision"),
-    "numeric": ("double precision",),
+    "bigint": ("numeric",),
     "date": ("timestamp",),
 }
 
@@ -59,11 +59,11 @@ _NOT_MINUS_ZERO: Final = r"(?!-0(?:\.0+)?(?![0-9.]))"
 # range, 9e18 to 9.22e18, is typed numeric: exact too, and a far shorter pattern, which
 # matters because the scan compiles a pattern for each change of a column's type).
 _INT8: Final = _NOT_MINUS_ZERO + r"-?(?:0|[1-9][0-9]{0,17}|[1-8][0-9]{18})"
-# numeric and double precision share one bound (38 digits each side of the point), so that
-# every numeric value is also a double precision one (no overflow, no underflow to 0).
-_MANTISSA: Final = r"-?(?:0|[1-9][0-9]{0,37})(?:\.[0-9]{1,38})?"
-_NUMERIC: Final = _NOT_MINUS_ZERO + _MANTISSA
-_DOUBLE: Final = _NOT_MINUS_ZERO + _MANTISSA + r"(?:[eE][+-]?[0-9]{1,2})?"
+# Up to 38 digits each side of the point, and an exponent of up to two digits (numeric reads
+# 1.5e-7 as 0.00000015): a bound that keeps the scan's patterns short, far inside numeric's.
+_NUMERIC: Final = (
+    _NOT_MINUS_ZERO + r"-?(?:0|[1-9][0-9]{0,37})(?:\.[0-9]{1,38})?(?:[eE][+-]?[0-9]{1,2})?"
+)
 _BOOLEAN: Final = r"(?i:true|false|yes|no|t|f)"
 _YEAR: Final = r"(?!0000)[0-9]{4}"
 _LEAP_YEAR: Final = (
@@ -82,7 +82,6 @@ _ZONE: Final = r"(?:Z|[+-](?:0[0-9]|1[0-4])(?::?[0-5][0-9])?)"
 TOKENS: Final[dict[str, str]] = {
     "bigint": _INT8,
     "numeric": _NUMERIC,
-    "double precision": _DOUBLE,
     "boolean": _BOOLEAN,
     "date": _DATE,
     "timestamp": f"{_DATE}(?:[ T]{_TIME})?",
@@ -286,7 +285,6 @@ A_TYPE: Final = {
     NULL_ONLY: "a number, boolean, date or timestamp",
     "bigint": "a whole number (bigint)",
     "numeric": "a number (numeric)",
-    "double precision": "a number (double precision)",
     "boolean": "a boolean",
     "date": "an ISO date",
     "timestamp": "an ISO timestamp",

@@ -450,7 +450,7 @@ def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: s
                 header_points += 2
                 for_header.append(f"{shown} is not {profile} like the values below it")
             elif (
-                profile in ("numeric", "double precision")
+                profile == "numeric"
                 and kind(raw) == "bigint"
                 and values.count("bigint") <= 0.1 * len(values)
             ):
@@ -740,7 +740,6 @@ def _rows_text(scan: ScanResult) -> str:
 _TYPE_WORDS: Final = {
     "bigint": "is a whole number",
     "numeric": "is a number, kept exactly as written",
-    "double precision": "is a number (with an exponent)",
     "boolean": "is true or false",
     "date": "is an ISO date",
     "timestamp": "is an ISO timestamp",
