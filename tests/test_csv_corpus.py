@@ -484,6 +484,23 @@ def _long_decimals_and_exponents() -> Shape:
     )
 
 
+def _excel_sep_line() -> Shape:
+    # Excel's "sep=;" first line names the delimiter; Excel reads it and leaves it out. It
+    # used to be imported as a row (and the header as data).
+    rows = [["Kunde", "Menge", "Datum"]]
+    for i in range(12):
+        rows.append([f"Müller {i}", str(i * 7), f"2024-03-{i + 1:02d}"])
+    return Shape(
+        "excel_sep_line",
+        ("sep=;\r\n" + _csv(rows, delimiter=";")).encode(),
+        3,
+        delimiter=";",
+        program="tail -n +2 {path}",
+        says=["line 1 names it (sep=;", "line 1 (skip_lines: 1)"],
+        types=["text", "bigint", "date"],
+    )
+
+
 SHAPES: list[Callable[[], Shape]] = [
     _pandas_index,
     _pandas_numbered_columns,
@@ -499,6 +516,7 @@ SHAPES: list[Callable[[], Shape]] = [
     _space_delimited_numbers,
     _apostrophes,
     _long_decimals_and_exponents,
+    _excel_sep_line,
     _iris_metadata_line,
     _title_lines,
     _latin1,

@@ -567,3 +567,17 @@ def test_header_evidence_and_doubt(tmp_path: Path, text: str, header: bool, sure
     assert s.evidence is not None
     doubt = any("has_headers" in n for n in s.evidence.notes)
     assert doubt is not sure, s.evidence.notes
+
+
+def test_a_short_first_row_of_data_is_no_header(tmp_path: Path) -> None:
+    # One field fewer than the rows below, and values like theirs: not R's header over row
+    # names (which it used to be taken for, the row's values becoming column names), but a
+    # data row with a field missing, left out and said so.
+    s = detect_csv(_write(tmp_path, b"1,2\n3,4,5\n6,7,8\n9,10,11\n"))
+    assert (s.has_headers, s.skip_lines) == (False, 1)
+    assert [c.name for c in s.columns] == ["column_1", "column_2", "column_3"]
+    assert any("line 1 has one field fewer" in n for n in s.evidence.notes), s.evidence.notes
+    # R's header, one name short over row names, is still one.
+    r = detect_csv(_write(tmp_path, b'"a","b"\n"1",3,4\n"2",5,6\n"3",7,8\n'))
+    assert (r.has_headers, r.skip_lines) == (True, 0)
+    assert [c.csv for c in r.columns] == [None, "a", "b"]

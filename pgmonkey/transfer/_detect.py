@@ -79,6 +79,8 @@ _EDGES: Final = re.escape("".join(_COMMON_DELIMITERS))  # what stands beside a q
 # Characters values are written with: never taken for a delimiter on consistency alone.
 _VALUE_CHARS: Final = frozenset(".-:/+_@%'\"\\()[]{}")
 _LINE_BREAK: Final = re.compile(r"\r\n|\n|\r")
+# Excel's first line naming the delimiter (``sep=;``): Excel reads it, and leaves it out.
+_EXCEL_SEP: Final = re.compile(r'"?sep=([^\r\n])"?[ \t]*(?:\r\n|\n|\r)')
 
 
 def detect_encoding(path: str | os.PathLike[str]) -> str:
@@ -530,8 +532,12 @@ def detect_csv(
     if not text.strip():
         raise TransferError(f"{name!r}: the file is empty")
 
-    quote = quotechar or _sniff_quote(text)
-    if delimiter is None:
+    declared = _EXCEL_SEP.match(text)
+    quote = quotechar or _sniff_quote(text[declared.end() :] if declared else text)
+    if delimiter is None and declared:
+        delim, whitespace = declared.group(1), False
+        delimiter_why = f"{delim!r}: line 1 names it ({declared.group(0).strip()}, as Excel writes)"
+    elif delimiter is None:
         delim, whitespace, delimiter_why = _sniff_delimiter(text, complete, quote)
     else:
         delim, whitespace, delimiter_why = delimiter, False, "as given"
@@ -542,15 +548,23 @@ def detect_csv(
         rows = _sample_rows(text, complete, dialect, SAMPLE_ROWS + MAX_META + 1)
     except TransferError as exc:
         raise TransferError(f"{name!r}: {exc}") from None
+    if declared:
+        rows = rows[1:]  # Excel's sep= line: not part of the table
     if not rows:
         raise TransferError(f"{name!r}: no rows found")
 
-    n, start, short_header = _table(rows, has_headers, quote, null_string)
+    n, start, short_header, short_data = _table(rows, has_headers, quote, null_string)
     skipped = rows[:start]
     first = rows[start]
+    notes: list[str] = []
+    if short_data:
+        notes.append(
+            f"line {skipped[-1].line} has one field fewer than the {n} of the rows below, "
+            "and values like theirs: a data row with a field missing? It is left out of "
+            f"the import (skip_lines: {first.line - 1}); mend the line to import it"
+        )
     dialect = Dialect(delim, quote, first.eol or "\n", whitespace)
 
-    notes: list[str] = []
     if short_header:
         has_headers = True
         header_why = (
@@ -595,9 +609,8 @@ def detect_csv(
     data = rows[start + 1 :] if has_headers else rows[start:]
     seed, changes = _seed_types(data, width, quote, null_string)
     try:
-        scan = scan_file(
-            p, encoding, dialect, null_string, seed, start + (1 if has_headers else 0), where
-        )
+        before = start + (1 if has_headers else 0) + (1 if declared else 0)
+        scan = scan_file(p, encoding, dialect, null_string, seed, before, where)
     except UnicodeError as exc:
         raise TransferError(f"{name!r}: cannot be read as {encoding!r}: {exc}") from None
     for i, early in enumerate(changes):
@@ -615,7 +628,7 @@ def detect_csv(
         ),
         line_endings=line_endings,
         header=header_why,
-        skipped=_skipped_text(skipped, first.line, n, dialect),
+        skipped=_skipped_text(skipped, first.line, n, dialect, declared is not None),
         rows=_rows_text(scan),
         columns=tuple(
             _type_text(t, ch, quote, null_string) for t, ch in zip(types, scan.changes, strict=True)
@@ -643,9 +656,12 @@ def detect_csv(
 
 def _table(
     rows: Sequence[_Row], has_headers: bool | None, quote: str, null: str
-) -> tuple[int, int, bool]:
+) -> tuple[int, int, bool, bool]:
     """(fields per row, index of the table's first row, whether that row is a header with
-    one name fewer). Rows before it have other field counts: a title, notes, blank lines."""
+    one name fewer, whether the row before the table is a data row one field short).
+
+    Rows before the table have other field counts: a title, notes, blank lines.
+    """
     counts = [len(r.fields) for r in rows]
     filled = [len(r.fields) for r in rows if r.fields != [""]] or [1]
     tally = Counter(filled)
@@ -656,34 +672,38 @@ def _table(
             if counts[i] == n and (i + 1 == len(rows) or counts[i + 1] == n):
                 start = i
                 break
-    if (
-        start >= 1
-        and counts[start - 1] == n - 1
-        and rows[start - 1].fields != [""]
-        and has_headers is not False
-    ):
-        # A header one name short (R's write.table over row names), unless the row after
-        # it is the header and it only a title of that width.
+    if start >= 1 and counts[start - 1] == n - 1 and rows[start - 1].fields != [""]:
+        # One field short: R's write.table header over row names (then its names are not
+        # like the values under them), unless the row after it is the header and it only a
+        # title of that width; or a data row with a field missing.
+        short = rows[start - 1]
+        as_names = _judge_header(
+            _Row(["", *short.fields], short.line, short.eol), rows[start:], n, quote, null
+        )
+        if not as_names.header and as_names.sure:
+            return n, start, False, True
         verdict = _judge_header(rows[start], rows[start + 1 :], n, quote, null)
-        if not (verdict.header and verdict.sure):
-            return n, start - 1, True
-    return n, start, False
+        if has_headers is not False and not (verdict.header and verdict.sure):
+            return n, start - 1, True, False
+    return n, start, False, False
 
 
-def _skipped_text(skipped: Sequence[_Row], first_line: int, n: int, d: Dialect) -> str:
-    if not skipped:
+def _skipped_text(
+    skipped: Sequence[_Row], first_line: int, n: int, d: Dialect, excel_sep: bool
+) -> str:
+    if not skipped and not excel_sep:
         return ""
     last = first_line - 1
     span = "line 1" if last == 1 else f"lines 1-{last}"
-    counts = ", ".join(str(len(r.fields)) for r in skipped[:6]) + (
-        ", ..." if len(skipped) > 6 else ""
-    )
-    shown = ", ".join(repr(_shorten(_join_fields(r.fields, d))) for r in skipped[:3])
-    more = ", ..." if len(skipped) > 3 else ""
-    return (
-        f"{span} (skip_lines: {last}): not part of the table, their field counts "
-        f"({counts}) are not its {n}: {shown}{more}"
-    )
+    why = ["line 1 names the delimiter, as Excel writes it"] if excel_sep else []
+    if skipped:
+        counts = ", ".join(str(len(r.fields)) for r in skipped[:6]) + (
+            ", ..." if len(skipped) > 6 else ""
+        )
+        shown = ", ".join(repr(_shorten(_join_fields(r.fields, d))) for r in skipped[:3])
+        more = ", ..." if len(skipped) > 3 else ""
+        why.append(f"their field counts ({counts}) are not its {n}: {shown}{more}")
+    return f"{span} (skip_lines: {last}): not part of the table; " + "; ".join(why)
 
 
 def _seed_types(
