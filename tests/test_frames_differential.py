@@ -205,6 +205,21 @@ def _object_str(draw: st.DrawFn, n: int) -> pd.Series:
     return pd.Series(_maybe(draw, STRINGS, n), dtype=object)
 
 
+def _object_numpy(draw: st.DrawFn, n: int) -> pd.Series:
+    """numpy scalars of one dtype in an object column (they were created ``text``, and a
+    float32 among them written as its short text, another double)."""
+    kind = draw(st.sampled_from([np.int64, np.int16, np.uint8, np.uint64, np.bool_]))
+    if kind is np.bool_:
+        values: st.SearchStrategy[Any] = st.booleans().map(np.bool_)
+    else:
+        info = np.iinfo(kind)
+        values = st.integers(int(info.min), int(info.max)).map(kind)
+    if draw(st.booleans()):
+        kind = draw(st.sampled_from([np.float16, np.float32, np.float64]))
+        values = st.floats(width=np.finfo(kind).bits).map(kind)
+    return pd.Series(_maybe(draw, values, n), dtype=object)
+
+
 def _bytes(draw: st.DrawFn, n: int) -> pd.Series:
     return pd.Series(_maybe(draw, st.binary(max_size=6), n), dtype=object)
 
@@ -258,6 +273,7 @@ KINDS = [
     Kind("decimal", _decimal, ("numeric(8,2)", "double precision", "real", "integer", "text")),
     Kind("str", _str, ("varchar(5)", "char(3)", "integer", "date", "jsonb", "interval", "bytea")),
     Kind("object-str", _object_str, ("varchar(5)", "name", "numeric", "timestamptz")),
+    Kind("object-numpy", _object_numpy, ("numeric", "integer", "real", "text")),
     Kind("bytes", _bytes, ("text", "varchar(20)")),
     Kind("category", _category, ("text", "integer", "varchar(2)")),
     Kind("json", _json, ("json", "text")),

@@ -211,10 +211,7 @@ def test_categorical_of_integers_with_a_missing_value(db_conn: Conn, fresh: str)
         {"k": [0, 1, 2], "c": pd.Categorical([2**62, None, 7], categories=[7, 2**62])}
     )
     to_sql(df, fresh, db_conn)
-    assert db_conn.execute(
-        "SELECT format_type(atttypid, -1) FROM pg_attribute"
-        f" WHERE attrelid = '{fresh}'::regclass AND attname = 'c'"
-    ).fetchone() == ("bigint",)
+    assert _types(db_conn, fresh) == ["bigint", "bigint"]
     assert [r[1] for r in _texts(db_conn, fresh)] == [str(2**62), None, "7"]
 
 
@@ -447,11 +444,7 @@ def test_times_with_a_zone_keep_it(db_conn: Conn, fresh: str) -> None:
     values = [dt.time(12, 0, 1, 5, tzinfo=zone), None]
     to_sql(pd.DataFrame({"k": [0, 1], "t": pd.Series(values, dtype=object)}), fresh, db_conn)
     db_conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
-    kind = db_conn.execute(
-        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
-        f" WHERE attrelid = '{fresh}'::regclass AND attname = 't'"
-    ).fetchone()
-    assert kind == ("time with time zone",)
+    assert _types(db_conn, fresh)[1] == "time with time zone"
     with db_conn.cursor() as cur:
         cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", list(enumerate(values)))
     assert _texts(db_conn, fresh) == _texts(db_conn, "frames_w_twin")
@@ -564,6 +557,18 @@ def test_a_value_too_long_for_its_column_is_told_by_column(
     assert _count(db_conn, fresh) == 1
 
 
+def _types(db_conn: Conn, table: str) -> list[str]:
+    """The table's column types, in column order."""
+    return [
+        r[0]
+        for r in db_conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (table,),
+        )
+    ]
+
+
 def _twin_texts(db_conn: Conn, fresh: str, df: pd.DataFrame) -> list[tuple[Any, ...]]:
     """What psycopg's INSERT stores of ``df``'s cells into a twin of ``fresh``."""
     db_conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
@@ -607,6 +612,34 @@ def test_narrow_floats_are_the_doubles_they_widen_to(
     to_sql(df, fresh, db_conn)
     got = _texts(db_conn, fresh)
     assert got[0][1] != "0.1"  # 0.1 has no float32 or float16: the nearest one is stored
+    assert got == _twin_texts(db_conn, fresh, df)
+
+
+@pytest.mark.parametrize("csv_path", [False, True], ids=["binary", "csv"])
+def test_numpy_scalars_in_an_object_column_keep_their_type(
+    db_conn: Conn, fresh: str, csv_path: bool
+) -> None:
+    # They were created text ('True', '1'), and a float32 went as its short text.
+    columns = {
+        "i": [np.int64(-(2**63)), np.int16(7), None],
+        "u": [np.uint64(2**64 - 1), np.uint64(0), None],
+        "b": [np.bool_(True), np.bool_(False), None],
+        "f": [np.float32(0.1), np.float64(0.1), None],
+    }
+    df = pd.DataFrame(
+        {"k": range(3), **{c: pd.Series(v, dtype=object) for c, v in columns.items()}}
+    )
+    if csv_path:
+        df["d"] = decimal.Decimal("1.5")
+    to_sql(df, fresh, db_conn)
+    assert _types(db_conn, fresh)[1:5] == ["bigint", "numeric", "boolean", "double precision"]
+    got = _texts(db_conn, fresh)
+    assert got[0][1:5] == (
+        "-9223372036854775808",
+        "18446744073709551615",
+        "true",
+        "0.10000000149011612",
+    )
     assert got == _twin_texts(db_conn, fresh, df)
 
 
@@ -713,10 +746,5 @@ def test_arrow_encoded_columns_are_written_as_their_values(
     if csv_path:
         df["d"] = decimal.Decimal("1.5")
     to_sql(df, fresh, db_conn)
-    row = db_conn.execute(
-        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
-        " WHERE attrelid = %s::regclass AND attname = 'c'",
-        (fresh,),
-    ).fetchone()
-    assert row == (natural,)
+    assert _types(db_conn, fresh)[1] == natural
     assert [r[1] for r in _texts(db_conn, fresh)] == texts

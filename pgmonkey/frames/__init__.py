@@ -19,11 +19,11 @@ connections at once (``_parallel``).
 
 :func:`to_sql` stores what PostgreSQL itself would store for the same values bound to an
 ``INSERT``: a column is a value of its natural type (the reverse of the table below;
-``uint64`` is ``numeric``, an object column takes the type of its first value), missing
-values (``pandas.isna``) are NULL, and appending into columns of other types lets the server
-cast them as it casts parameters, in the session's ``TimeZone`` and ``client_encoding``. A
-value the server refuses raises psycopg's error naming the column, row and value; nothing is
-written.
+``uint64`` is ``numeric``, an object column takes the type of its first value, a numpy
+scalar its dtype's), missing values (``pandas.isna``) are NULL, and appending into columns
+of other types lets the server cast them as it casts parameters, in the session's
+``TimeZone`` and ``client_encoding``. A value the server refuses raises psycopg's error
+naming the column, row and value; nothing is written.
 
 Dtypes of :func:`read_sql`:
 

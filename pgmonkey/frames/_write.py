@@ -535,10 +535,17 @@ def pg_type(series: pd.Series) -> str:
 
 
 def _object_type(series: pd.Series) -> str:
+    import numpy as np
+    import pandas as pd
+
     values = series.dropna()
     if not len(values):
         return "text"
     first = values.iloc[0]
+    kind = getattr(first, "dtype", None)
+    if isinstance(kind, np.dtype) and kind.kind in "biuf" and not isinstance(first, np.ndarray):
+        # A numpy scalar, typed as its dtype would be (psycopg binds it so).
+        return pg_type(pd.Series([], dtype=kind))
     for py_type, pg in _OBJECT_TYPES:
         if isinstance(first, py_type):
             # With a zone on any value (not only the first), as an INSERT binds that value
@@ -626,6 +633,8 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             changed[i] = _stamps(series)
         elif pg == "double precision" and getattr(series.dtype, "itemsize", 8) != 8:
             changed[i] = _doubles(series)
+        elif pg == "double precision" and series.dtype == object:
+            changed[i] = series.map(_widened, na_action="ignore")
         elif pg == "timetz":
             _check_offsets(series, i)
     if not changed:
@@ -675,6 +684,14 @@ def _doubles(series: pd.Series) -> pd.Series:
     cells = series.to_numpy(dtype=np.float64, na_value=np.nan).astype(object)
     cells[missing] = None
     return pd.Series(cells, index=series.index, dtype=object)
+
+
+def _widened(value: Any) -> Any:
+    """A numpy float of another width in an object column as the double it widens to (its
+    own text, ``1.1`` for a float32, is another double); any other value as it is."""
+    import numpy as np
+
+    return float(value) if isinstance(value, np.floating) else value
 
 
 def _check_offsets(series: pd.Series, column: int) -> None:
