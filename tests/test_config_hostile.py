@@ -378,6 +378,29 @@ def test_ordinary_anchors_and_merges_still_work(tmp_path: Path) -> None:
     assert cfg["async_pool_settings"] == {"max_size": 4}
 
 
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    # PyYAML kept the last value without a word: the second host silently won.
+    text = (
+        "connection_settings:\n  host: db\n  password: 'S3cret-1'\n  user: app\n"
+        "  password: 'S3cret-2'\n"
+    )
+    err = finishes(lambda: load_config(write(tmp_path, text)))
+    assert isinstance(err, ConfigError), repr(err)
+    assert str(err).endswith(
+        "invalid YAML at line 5, column 3: the key 'password' is given twice (first at line 3)"
+        ": keep one"
+    )
+    assert "S3cret" not in everything(err)
+    # In a nested mapping, and with a key that is not a name (not shown).
+    for text, said in (
+        ("connection_settings:\n  host: h\nsync_settings:\n  a: 1\n  a: 2\n", "'a'"),
+        ("connection_settings:\n  host: h\nx:\n  'p@ss w': 1\n  'p@ss w': 2\n", "a key"),
+    ):
+        err = finishes(lambda text=text: load_config(write(tmp_path, text), strict=False))
+        assert isinstance(err, ConfigError), repr(err)
+        assert f"{said} is given twice" in str(err) and "p@ss" not in everything(err)
+
+
 @pytest.mark.parametrize(
     "text",
     ["x: &a [*a]\n", "x: &a {y: *a}\n", "x: &a [1, [2, *a]]\n", "x: &a {<<: *a}\n"],

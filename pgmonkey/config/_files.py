@@ -42,6 +42,7 @@ _MERGE: Final = _TAG + "merge"
 # Implicitly typed scalars that may not be the text as written.
 _RETYPED: Final = frozenset(_TAG + t for t in ("int", "float", "bool", "timestamp"))
 _CANONICAL_PORT: Final = re.compile(r"[1-9][0-9]*\Z")
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}\Z")
 _QUOTED: Final = re.compile(r"""\s*(?:'[^']*'|"[^"]*")""")
 _FILE_KINDS: Final = (
     (stat.S_ISDIR, "a directory"),
@@ -166,6 +167,7 @@ def parse_yaml(text: str, text_keys: frozenset[str]) -> object:
         if node is None:
             return None
         _check_graph(node)
+        _check_keys(node)
         _keep_text(node, text_keys)
         return loader.construct_document(node)
     except YAMLProblem:
@@ -255,6 +257,38 @@ def _check_graph(root: Node) -> None:
             add(1)
         else:
             enter(child)
+
+
+def _check_keys(root: Node) -> None:
+    """Refuse a key written twice in one mapping: YAML forbids it, and PyYAML would keep the
+    last value without a word (a second ``host:`` silently wins). A key that overrides one
+    merged in with ``<<`` is fine."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(_children(node))
+        if not isinstance(node, MappingNode):
+            continue
+        first: dict[tuple[str, str], Node] = {}
+        for key, _value in node.value:
+            if not isinstance(key, ScalarNode) or key.tag == _MERGE:
+                continue
+            earlier = first.setdefault((key.tag, key.value), key)
+            if earlier is not key:
+                raise YAMLProblem(
+                    f"invalid YAML at line {key.start_mark.line + 1}, column "
+                    f"{key.start_mark.column + 1}: {_key_name(key.value)} is given twice "
+                    f"(first at line {earlier.start_mark.line + 1}): keep one"
+                )
+
+
+def _key_name(key: str) -> str:
+    # Keys are names (host, password, statement_timeout); anything else is not shown.
+    return f"the key {key!r}" if _NAME.match(key) else "a key"
 
 
 def _pairs(node: MappingNode, seen: set[int]) -> Iterator[tuple[Node, Node]]:
