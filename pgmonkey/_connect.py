@@ -31,7 +31,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgmonkey.connections._base import SET_CONFIG_SQL, is_setting_rejection, setting_error
-from pgmonkey.errors import ConnectError
+from pgmonkey.errors import ConfigError, ConnectError
 
 T = TypeVar("T")
 
@@ -136,14 +136,17 @@ _KINDS = "a psycopg connection or pool, a pgmonkey connection, or a config path 
 def apply_settings(conn: psycopg.Connection[Any], settings: Mapping[str, str], label: str) -> None:
     """SET each session setting on *conn* and commit: the connection ends idle, never aborted."""
     for name, value in settings.items():
+        refused: ConfigError | None = None
         try:
             conn.execute(SET_CONFIG_SQL, (name, value))
         except psycopg.Error as exc:
             if not conn.closed:
                 conn.rollback()
-            if is_setting_rejection(exc):
-                raise setting_error(label, name, value, exc) from exc
-            raise
+            if not is_setting_rejection(exc):
+                raise
+            refused = setting_error(label, name, value, exc)
+        if refused is not None:
+            raise refused
     if not conn.autocommit:
         conn.commit()
 
@@ -153,14 +156,17 @@ async def apply_settings_async(
 ) -> None:
     """The async twin of :func:`apply_settings`."""
     for name, value in settings.items():
+        refused: ConfigError | None = None
         try:
             await conn.execute(SET_CONFIG_SQL, (name, value))
         except psycopg.Error as exc:
             if not conn.closed:
                 await conn.rollback()
-            if is_setting_rejection(exc):
-                raise setting_error(label, name, value, exc) from exc
-            raise
+            if not is_setting_rejection(exc):
+                raise
+            refused = setting_error(label, name, value, exc)
+        if refused is not None:
+            raise refused
     if not conn.autocommit:
         await conn.commit()
 

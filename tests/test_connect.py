@@ -26,6 +26,7 @@ from pgmonkey import _connect, serveradvice
 from pgmonkey.config import connect_params, load_config
 from pgmonkey.transfer import export_csv, import_csv
 from tests._conn_support import derive_config
+from tests.test_config_hostile import everything
 
 
 @pytest.fixture
@@ -127,6 +128,46 @@ def test_a_rejected_setting_fails_the_connect_naming_it(
     bad = derive_config(password_config, tmp_path, sync_settings={"statement_timeout": "soon"})
     with pytest.raises(pgmonkey.ConfigError, match="'statement_timeout'"):
         pgmonkey.read_sql("SELECT 1", bad)
+
+
+def _open_and_close(path: Path, ctype: str) -> None:
+    """Open a connection object of ``ctype`` from ``path``, borrow once, close it."""
+    import asyncio
+
+    manager = pgmonkey.PGConnectionManager()
+
+    async def use() -> None:
+        try:
+            async with await manager.get_database_connection(path, ctype):
+                pass
+        finally:
+            await manager.clear_cache_async()
+
+    if ctype.startswith("async"):
+        asyncio.run(use())
+        return
+    try:
+        with manager.get_database_connection(path, ctype):
+            pass
+    finally:
+        manager.clear_cache()
+
+
+@pytest.mark.parametrize("ctype", ["normal", "pool", "async", "async_pool"])
+def test_a_rejected_secret_setting_is_not_shown(
+    password_config: Path, tmp_path: Path, ctype: str
+) -> None:
+    # The server's message quotes the value: a credential in it, or a setting whose name
+    # says secret, used to be shown there and in the chained server error.
+    key = "async_settings" if ctype.startswith("async") else "sync_settings"
+    for settings in (
+        {"statement_timeout": "postgresql://app:hunter2@db/x"},
+        {"password_encryption": "hunter2"},  # secret by its name
+    ):
+        bad = derive_config(password_config, tmp_path, **{key: settings})
+        with pytest.raises(pgmonkey.ConfigError, match="rejected by the server") as info:
+            _open_and_close(bad, ctype)
+        assert "hunter2" not in everything(info.value), everything(info.value)
 
 
 def test_wrong_kinds_are_named(password_config: Path) -> None:

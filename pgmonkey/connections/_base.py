@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgmonkey.config import ConnectParams
 from pgmonkey.config._params import as_bool
+from pgmonkey.config._redact import REDACTED, holds_secret, text_has_secret
 from pgmonkey.connections import _lifecycle
 from pgmonkey.errors import ConfigError, ConnectionStateError
 
@@ -96,9 +97,21 @@ def connect_timeout_of(conninfo: str) -> float | None:
 
 
 def setting_error(label: str, name: str, value: str, exc: psycopg.Error) -> ConfigError:
-    """The error for a session setting the server refused, naming the setting."""
+    """The error for a session setting the server refused, naming the setting.
+
+    The server's message quotes the value: a secret one (by the setting's name, or a
+    credential in the text) is redacted there too, and the server's error is not chained.
+    Raise it outside the ``except`` block, so that it carries no ``__context__`` either.
+    """
     detail = exc.diag.message_primary or str(exc).strip().splitlines()[0]
-    return ConfigError(f"{label}: setting {name!r} = {value!r} rejected by the server: {detail}")
+    secret = holds_secret(name) or text_has_secret(value)
+    if secret and value:
+        detail = detail.replace(value, REDACTED)
+    shown = REDACTED if secret else repr(value)
+    error = ConfigError(f"{label}: setting {name!r} = {shown} rejected by the server: {detail}")
+    if not secret:
+        error.__cause__ = exc
+    return error
 
 
 def is_setting_rejection(exc: psycopg.Error) -> bool:
