@@ -6,6 +6,8 @@ import codecs
 import csv
 import io
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -389,6 +391,49 @@ def test_export_default_name_and_query(
         export_csv(db_conn, query="SELECT 1")
     with pytest.raises(TransferError, match="either a table or a query"):
         export_csv(db_conn, "x.csv")
+
+
+def test_an_export_query_is_one_statement(
+    tmp_path: Path, db_conn: Conn, schema: str, password_config: Path
+) -> None:
+    db_conn.execute(f'CREATE TABLE "{schema}".keep AS SELECT 1 AS x')
+    # A comment on the query's last line used to take the closing parenthesis with it.
+    out = tmp_path / "c.csv"
+    assert export_csv(db_conn, out, query=f'SELECT x FROM "{schema}".keep -- the one row').rows == 1
+    assert out.read_text(encoding="utf-8") == "x\n1\n"
+    # A query that closes the parentheses it sits in used to add statements after the COPY
+    # (and the export then spun for ever): refused, nothing run, no file, in a subprocess
+    # so that a regression fails here instead of hanging the suite.
+    closing = f'SELECT 1) TO STDOUT; DROP TABLE "{schema}".keep; COPY (SELECT 1'
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgmonkey",
+            "pgexport",
+            "--connconfig",
+            str(password_config),
+            "--query",
+            closing,
+            "--export_file",
+            str(tmp_path / "q.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "export query: not one statement" in done.stderr, done.stderr
+    assert _exists(db_conn, schema, "keep")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"]
+    # Inside the caller's transaction, which goes on.
+    with psycopg.connect(db_conn.info.dsn, password=db_conn.info.password) as conn:
+        conn.execute("SELECT 1")
+        with pytest.raises(TransferError, match="not one statement"):
+            export_csv(conn, tmp_path / "t.csv", query=closing)
+        assert conn.execute(f'SELECT x FROM "{schema}".keep').fetchone() == (1,)
+    with pytest.raises(psycopg.errors.SyntaxError):
+        export_csv(db_conn, tmp_path / "s.csv", query="SELEC 1")
 
 
 def test_export_settings_files(tmp_path: Path, db_conn: Conn, schema: str) -> None:

@@ -21,7 +21,7 @@ from typing import IO, Any, Final
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 
 from pgmonkey import _connect, _psycopg
 from pgmonkey.errors import TransferError
@@ -117,8 +117,9 @@ def export_csv(
             raise TransferError("export query is empty")
         if path is None:
             raise TransferError("a query export needs a file name")
-        # The query is the caller's own SQL, run as written.
-        source_sql = sql.SQL("({})").format(sql.SQL(text))
+        # The query is the caller's own SQL, run as written; on lines of its own, so that a
+        # comment on its last line does not take the closing parenthesis with it.
+        source_sql = sql.SQL("(\n{}\n)").format(sql.SQL(text))
         source = text
     out = Path(path)
     s = _resolve_settings(out, settings)
@@ -151,7 +152,8 @@ def export_csv(
                 )
                 rows, size = ranged.write(conn, resolve_env=resolve_env)
             else:
-                rows, size = _copy_to(conn, stmt, _Output(f, s.encoding, server_encoding, bar))
+                sink = _Output(f, s.encoding, server_encoding, bar)
+                rows, size = _copy_to(conn, stmt, sink, parse_first=query is not None)
     except OSError as exc:
         raise TransferError(f"cannot write {os.fspath(out)!r}: {exc.strerror or exc}") from None
     return ExportResult(out, rows, size, source, s)
@@ -216,12 +218,15 @@ def _copy_to(
     stmt: str | sql.Composed,
     out: _Output,
     setup: str | None = None,
+    parse_first: bool = False,
 ) -> tuple[int, int]:
     """Run the COPY (after ``setup``, in the same transaction), write its output to the
-    end; return (rows, bytes written)."""
+    end; return (rows, bytes written). ``parse_first``: see :func:`_one_statement`."""
     with conn.transaction(), conn.cursor() as cur:
         if setup is not None:
             cur.execute(setup)
+        if parse_first:
+            _one_statement(conn, stmt)
         rows = _copy_out(cur, stmt, out)
     out.flush(final=True)
     return rows, out.written
@@ -337,6 +342,25 @@ class _Ranged:
         out = _Output(sink, self.settings.encoding, self.server_encoding, self.bar, start=start)
         rows, size = _copy_to(conn, stmt, out, setup)
         return rows, size, sink
+
+
+def _one_statement(conn: psycopg.Connection[Any], stmt: str | sql.Composed) -> None:
+    """Have the server parse the COPY of a query, without running it: one statement, or an
+    error. The query sits between parentheses; one that closes them could add statements
+    after the COPY, which the simple query protocol (COPY's, in psycopg) would run."""
+    if not psycopg.Pipeline.is_supported():
+        return  # a libpq before 14: no parse without a run
+    text = stmt if isinstance(stmt, str) else stmt.as_string(conn)
+    results = _psycopg.run_and_describe(conn, text.encode(conn.info.encoding), lambda: ([], []))
+    for result in results or ():
+        if result.status == ExecStatus.FATAL_ERROR:
+            error = _psycopg.error_from_result(result, encoding=conn.info.encoding)
+            if "multiple commands" not in str(error):
+                raise error
+            raise TransferError(
+                "export query: not one statement (a query that closes its parentheses, or "
+                "holds several statements, cannot be exported)"
+            )
 
 
 def _copy_out(cur: psycopg.Cursor[Any], stmt: str | sql.Composed, out: _Output) -> int:
