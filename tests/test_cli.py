@@ -545,3 +545,42 @@ def test_secrets_never_in_error_lines() -> None:
     err = psycopg.OperationalError("bad dsn: host=x password=s3cret user=u\n  detail")
     assert _one_line(err) == "bad dsn: host=x password=*** user=u detail"
     assert "s3cret" not in _one_line(ValueError("password = 's3cret x'"))
+
+
+def test_sigterm_during_an_export_leaves_no_part_file(
+    tmp_path: Path, password_config: Path
+) -> None:
+    # Python's default for SIGTERM ended the process at once: the half-written export's
+    # part file stayed behind. The signal now unwinds the command, its cleanup included.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    query = "SELECT g, repeat('x', 100) FROM generate_series(1, 100000000) g"
+    out = tmp_path / "big.csv"
+    args = ["pgexport", "--connconfig", str(password_config), "--query", query]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgmonkey", *args, "--export_file", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Once the rows are being written (a bound, not a pace: the query runs for minutes).
+        for _ in range(12000):
+            if any(p.stat().st_size for p in tmp_path.glob("big.csv.*.part")):
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the export wrote nothing in two minutes")
+        proc.send_signal(signal.SIGTERM)
+        _stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "pgmonkey: terminated" in stderr
+    assert list(tmp_path.iterdir()) == []

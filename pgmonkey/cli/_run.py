@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -215,6 +217,15 @@ def _dispatch(args: list[str]) -> None:
         raise
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its cleanup runs (a half-written
+    export's part file is removed, a transaction rolled back) before the exit."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line (``argv`` without the program name); return the exit code."""
     import fire
@@ -226,6 +237,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     hide_ipython = "IPython" not in sys.modules
     if hide_ipython:
         sys.modules["IPython"] = None  # type: ignore[assignment]  # import -> ImportError
+    # Python's default for SIGTERM ends the process at once, finally blocks unrun. Only
+    # where nobody set a handler of their own (signals reach the main thread only).
+    on_term = None
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            on_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         _dispatch(args)
     except fire.core.FireExit as e:  # fire's own usage errors (2)
@@ -240,12 +257,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
+    except _Terminated:
+        sys.stderr.write(f"{PROG}: terminated\n")
+        return 128 + signal.SIGTERM
     except Exception as e:
         if not _is_expected(e):
             raise  # a bug: keep the traceback
         sys.stderr.write(f"{PROG}: error: {_one_line(e)}\n")
         return EXIT_FAILURE
     finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
         if hide_ipython and sys.modules.get("IPython", False) is None:
             del sys.modules["IPython"]
     return 0
