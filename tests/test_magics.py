@@ -603,6 +603,16 @@ def test_import_export_expand_paths_but_not_sql(
     ip.user_ns.update(out_file=out, x="EXPANDED", target="public.magics_expand")
     ok(ip, """%pgmonkey export --query "SELECT '{x}' AS v, '$x' AS w" {out_file}""")
     assert out.read_text().splitlines() == ["v,w", "{x},$x"]
+    # :name is a parameter there, as in a query cell (it used to reach the server as text).
+    ip.user_ns.update(low=2, label="it's")
+    bound = tmp_path / "bound.csv"
+    ip.user_ns["bound_file"] = bound
+    ok(
+        ip,
+        "%pgmonkey export --query \"SELECT g, :label AS l, ':low' AS t"
+        ' FROM generate_series(1, 3) g WHERE g >= :low" {bound_file}',
+    )
+    assert bound.read_text().splitlines() == ["g,l,t", "2,it's,:low", "3,it's,:low"]
     ok(ip, "%pgmonkey import {out_file} --table {target}")  # writes settings for review
     ok(ip, "%pgmonkey import {out_file} --table {target}")
     assert db_conn.execute("SELECT v, w FROM magics_expand").fetchall() == [("{x}", "$x")]

@@ -436,6 +436,16 @@ def test_an_export_query_is_one_statement(
         export_csv(db_conn, tmp_path / "s.csv", query="SELEC 1")
 
 
+def test_an_export_query_takes_parameters(tmp_path: Path, db_conn: Conn) -> None:
+    # Bound on the client as read_sql binds them: a float stays a float8, text stays text.
+    out = tmp_path / "p.csv"
+    query = "SELECT %(x)s AS x, %(f)s * 1 AS f, pg_typeof(%(f)s) AS t, %(s)s AS s"
+    export_csv(db_conn, out, query=query, params={"x": 2, "f": -0.0, "s": "a'); DROP --"})
+    assert out.read_text(encoding="utf-8") == "x,f,t,s\n2,-0,double precision,a'); DROP --\n"
+    with pytest.raises(TransferError, match="params go with a query"):
+        export_csv(db_conn, out, table="t", params=(1,))
+
+
 def test_export_settings_files(tmp_path: Path, db_conn: Conn, schema: str) -> None:
     db_conn.execute(f"CREATE TABLE \"{schema}\".e AS SELECT 'Zoë; x' AS name, 1 AS n")
     out = tmp_path / "out.csv"

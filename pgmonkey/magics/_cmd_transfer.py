@@ -11,6 +11,7 @@ from pgmonkey.errors import MagicError
 
 from . import _cmd_dask
 from ._args import ArgumentParser, expander
+from ._params import parse
 
 if TYPE_CHECKING:
     from ._cmd_connections import Entry
@@ -62,8 +63,16 @@ def export_csv(magics: PgMonkeyMagics, args: list[str], ns: Mapping[str, Any]) -
 
     entry = magics.entry(opts.conn)
     if opts.query is not None:
+        statements = parse(opts.query)
+        if len(statements) != 1:
+            raise MagicError(f"export --query: give one query, not {len(statements)} statements")
+        st = statements[0]
         result = export_csv(
-            sync_con(entry), opts.targets[0], query=opts.query, partitions=opts.partitions
+            sync_con(entry),
+            opts.targets[0],
+            query=st.query,
+            params=st.params(ns),
+            partitions=opts.partitions,
         )
     else:
         result = export_csv(

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Final
@@ -77,6 +77,7 @@ def export_csv(
     *,
     table: str | tuple[str, str] | None = None,
     query: str | None = None,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
     settings: ExportSettings | str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     resolve_env: bool = False,
@@ -88,7 +89,8 @@ def export_csv(
     needs one. Settings come from ``settings``, else ``<out>.export.yaml``, else 4.0's
     ``<out stem>.yaml`` (settings keys only), else the defaults (comma, double quote,
     UTF-8, a header row). ``con``, ``progress`` and ``resolve_env`` are as for
-    :func:`import_csv`.
+    :func:`import_csv`. ``params``: the query's parameters (``%s`` or ``%(name)s``), bound
+    by psycopg on the client, as ``read_sql`` binds them (COPY takes none).
 
     ``partitions``: a table export read in that many ranges of the table's blocks at once,
     each on a connection of its own in one snapshot, for when the server has cores to
@@ -96,6 +98,8 @@ def export_csv(
     """
     if (table is None) == (query is None):
         raise TransferError("export needs either a table or a query")
+    if params is not None and query is None:
+        raise TransferError("params go with a query export")
     if partitions is not None:
         from pgmonkey.frames._partition import check_partitions
 
@@ -117,18 +121,13 @@ def export_csv(
             raise TransferError("export query is empty")
         if path is None:
             raise TransferError("a query export needs a file name")
-        # The query is the caller's own SQL, run as written; on lines of its own, so that a
-        # comment on its last line does not take the closing parenthesis with it.
-        source_sql = sql.SQL("(\n{}\n)").format(sql.SQL(text))
+        source_sql = _in_parentheses(text)
         source = text
     out = Path(path)
     s = _resolve_settings(out, settings)
 
     server_encoding = pg_encoding(s.encoding)
-    stmt = sql.SQL("COPY {} TO STDOUT {}").format(
-        source_sql,
-        copy_options(s),
-    )
+    stmt = sql.SQL("COPY {} TO STDOUT {}").format(source_sql, copy_options(s))
     try:
         with (
             atomic_writer(out) as f,
@@ -138,6 +137,11 @@ def export_csv(
             # In the caller's transaction, what it sees (its own writes too) is read by it
             # alone, in one COPY, as without partitions.
             idle = conn.info.transaction_status == TransactionStatus.IDLE
+            if params is not None:
+                from pgmonkey.frames._sqltext import bind  # not at import: the CLI loads no frames
+
+                bound = _in_parentheses(bind(conn, text, params))
+                stmt = sql.SQL("COPY {} TO STDOUT {}").format(bound, copy_options(s))
             if table is not None and partitions is not None and partitions > 1 and idle:
                 ranged = _Ranged(
                     con=con,
@@ -157,6 +161,12 @@ def export_csv(
     except OSError as exc:
         raise TransferError(f"cannot write {os.fspath(out)!r}: {exc.strerror or exc}") from None
     return ExportResult(out, rows, size, source, s)
+
+
+def _in_parentheses(query: str) -> sql.Composed:
+    """The caller's own SQL, run as written; on lines of its own, so that a comment on its
+    last line does not take the closing parenthesis with it."""
+    return sql.SQL("(\n{}\n)").format(sql.SQL(query))
 
 
 def _resolve_settings(
