@@ -368,6 +368,32 @@ def test_user_transaction_is_respected(tmp_path: Path, superuser_dsn: str, schem
         assert not _exists(conn, schema, "a")
 
 
+def test_replace_recreates_the_table_in_its_own_schema(
+    tmp_path: Path, db_conn: Conn, schema: str, superuser_dsn: str
+) -> None:
+    # The search_path's first schema lacks the table, the second has it: replace dropped it
+    # there and created the new one in the first (the table moved, its grants gone with it).
+    first = f"{schema}_first"
+    ident = psycopg.sql.Identifier
+    db_conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(ident(first)))
+    try:
+        db_conn.execute(
+            psycopg.sql.SQL("CREATE TABLE {} AS SELECT 1 AS a").format(ident(schema, "t"))
+        )
+        src = tmp_path / "t.csv"
+        src.write_text("a\n7\n8\n", encoding="utf-8")
+        with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+            conn.execute(f'SET search_path = "{first}", "{schema}"')
+            _import_twice(src, "t", conn, if_exists="replace")
+        assert not _exists(db_conn, first, "t")
+        got = db_conn.execute(
+            psycopg.sql.SQL("SELECT a FROM {} ORDER BY a").format(ident(schema, "t"))
+        )
+        assert got.fetchall() == [(7,), (8,)]
+    finally:
+        db_conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(ident(first)))
+
+
 def test_export_default_name_and_query(
     tmp_path: Path, db_conn: Conn, schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

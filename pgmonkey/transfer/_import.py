@@ -312,12 +312,21 @@ def _load(
     return rows, created
 
 
+_SCHEMA_OF: Final = (
+    "SELECT n.nspname FROM pg_catalog.pg_class c"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)"
+)
+
+
 def _prepare_table(conn: psycopg.Connection[Any], target: TableName, s: ImportSettings) -> bool:
     """Apply ``if_exists`` and ``auto_create_table``; True when the table is created here."""
     quoted = target.ident.as_string(conn)
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [quoted]).fetchone()
-    if exists is not None and exists[0]:
+    found = conn.execute(_SCHEMA_OF, [quoted]).fetchone()
+    if found is not None:
         if s.if_exists == "replace":
+            # Re-created where it was: an unqualified CREATE TABLE goes to the search_path's
+            # first schema, which need not be the one the table was found (and dropped) in.
+            target = TableName(found[0], target.name)
             conn.execute(sql.SQL("DROP TABLE {}").format(target.ident))
         else:
             if s.if_exists == "fail":
