@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pgmonkey.errors import TransferError
 from pgmonkey.transfer import (
+    ExportSettings,
     ImportSettings,
     column_names,
     detect_csv,
@@ -153,6 +154,9 @@ def test_settings_file_round_trip(tmp_path: Path) -> None:
         ({"delimiter": "'", "quotechar": "'"}, "must differ"),
         ({"if_exists": "merge"}, "if_exists must be one of"),
         ({"encoding": "klingon"}, "unknown encoding 'klingon'"),
+        # Codecs of bytes, not text: they used to pass, then fail with a TypeError.
+        ({"encoding": "rot13"}, "unknown encoding 'rot13'"),
+        ({"encoding": "base64"}, "unknown encoding 'base64'"),
         ({"has_headers": "yes"}, "has_headers must be true or false"),
         ({"connection_settings": {}}, "unknown settings key 'connection_settings'"),
         ({"columns": [{"name": "a", "type": "text); DROP TABLE x; --"}]}, "invalid type"),
@@ -581,3 +585,12 @@ def test_a_short_first_row_of_data_is_no_header(tmp_path: Path) -> None:
     r = detect_csv(_write(tmp_path, b'"a","b"\n"1",3,4\n"2",5,6\n"3",7,8\n'))
     assert (r.has_headers, r.skip_lines) == (True, 0)
     assert [c.csv for c in r.columns] == [None, "a", "b"]
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "base64", "hex", "zlib"])
+def test_a_codec_of_bytes_is_no_text_encoding(tmp_path: Path, encoding: str) -> None:
+    p = _write(tmp_path, b"a\n1\n")
+    with pytest.raises(TransferError, match=f"unknown encoding '{encoding}'"):
+        detect_csv(p, encoding=encoding)
+    with pytest.raises(TransferError, match=f"unknown encoding '{encoding}'"):
+        ExportSettings(encoding=encoding)

@@ -59,7 +59,7 @@ from ._csvscan import (
     why_text,
     widen,
 )
-from ._settings import ColumnSpec, Evidence, ImportSettings
+from ._settings import ColumnSpec, Evidence, ImportSettings, check_encoding
 
 SAMPLE_BYTES: Final = 1 << 20  # what the dialect, header and preview are judged on
 SNIFF_LINES: Final = 2000
@@ -524,10 +524,7 @@ def detect_csv(
         encoding, encoding_why = _detect_encoding(p)
     else:
         encoding_why = "as given"
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise TransferError(f"{name!r}: unknown encoding {encoding!r}") from None
+    check_encoding(encoding, repr(name))
     text, complete = _sample_text(p, encoding)
     if not text.strip():
         raise TransferError(f"{name!r}: the file is empty")

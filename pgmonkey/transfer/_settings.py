@@ -179,6 +179,9 @@ class ImportSettings:
     preview: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
     evidence: Evidence | None = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        check_encoding(self.encoding, "import settings")
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as written to ``<csv>.import.yaml``."""
         out: dict[str, Any] = {
@@ -216,6 +219,9 @@ class ExportSettings:
     null_string: str = ""
     force_quote: bool = False
     source: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        check_encoding(self.encoding, "export settings")
 
 
 def import_settings_path(csv_path: str | os.PathLike[str]) -> Path:
@@ -347,6 +353,17 @@ def _check_keys(data: Mapping[str, Any], allowed: frozenset[str], p: Path) -> No
         )
 
 
+def check_encoding(encoding: str, where: str) -> None:
+    """TransferError unless ``encoding`` is a text codec Python knows (not rot13, base64)."""
+    problem = None
+    try:
+        "".encode(encoding)  # LookupError for an unknown codec, and for one of bytes
+    except LookupError:
+        problem = f"{where}: unknown encoding {encoding!r} (a text encoding: utf-8, cp1252, ...)"
+    if problem is not None:
+        raise TransferError(problem)
+
+
 def _common_values(data: Mapping[str, Any], p: Path) -> dict[str, Any]:
     delimiter = _char(data, "delimiter", ",", p)
     quotechar = _char(data, "quotechar", '"', p)
@@ -355,10 +372,7 @@ def _common_values(data: Mapping[str, Any], p: Path) -> dict[str, Any]:
     encoding = data.get("encoding", "utf-8")
     if not isinstance(encoding, str):
         raise TransferError(f"{os.fspath(p)!r}: encoding must be a string, got {encoding!r}")
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise TransferError(f"{os.fspath(p)!r}: unknown encoding {encoding!r}") from None
+    check_encoding(encoding, repr(os.fspath(p)))
     null_string = data.get("null_string", "")
     if null_string is None:
         null_string = ""
