@@ -697,3 +697,14 @@ def test_review_prints_the_evidence(tmp_path: Path) -> None:
     assert "delimiter: ',': 2 fields on each of the 3 sampled lines" in text
     assert "'amount' -> amount text: line 3: 'nil' is not a number (numeric)" in text
     assert "set null_string: 'nil'" in text
+
+
+def test_the_review_shows_control_characters_escaped(tmp_path: Path) -> None:
+    # The preview printed values as they are: an escape sequence in a file drove the
+    # terminal (colours, a cleared screen, a title), a bidi override reordered the line.
+    src = tmp_path / "c.csv"
+    src.write_text('a,b\n"\x1b[2Jx\x07",\u202eevil\n', encoding="utf-8")
+    review = import_csv(src, "c", "unused: no connection on a review")
+    shown = review.report()
+    assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
+    assert "\\x1b[2Jx\\x07" in review.preview_text() and "\\u202eevil" in review.preview_text()

@@ -505,5 +505,7 @@ def _data_error(
 
 
 def _cell(value: str) -> str:
-    text = value.replace("\r", "\\r").replace("\n", "\\n")
+    # What a terminal would act on (escape sequences, line breaks, bidi overrides) is shown
+    # escaped, as repr() escapes it: a file's content never drives the terminal.
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in value)
     return text if len(text) <= _PREVIEW_WIDTH else text[: _PREVIEW_WIDTH - 1] + "…"
