@@ -22,6 +22,7 @@ from pgmonkey.errors import TransferError
 from pgmonkey.transfer import (
     ColumnSpec,
     ImportSettings,
+    column_names,
     export_csv,
     import_csv,
     import_settings_path,
@@ -708,3 +709,13 @@ def test_the_review_shows_control_characters_escaped(tmp_path: Path) -> None:
     shown = review.report()
     assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
     assert "\\x1b[2Jx\\x07" in review.preview_text() and "\\u202eevil" in review.preview_text()
+
+
+def test_names_kept_as_written_fit_the_servers_byte_limit(db_conn: Conn) -> None:
+    # Cut at 63 characters, a name of two-byte letters was still 126 bytes: the server cut
+    # it again, and two headers that differ only past its 63 bytes became one column twice.
+    headers = ["é" * 40 + "a", "é" * 40 + "b", "ü" * 70]
+    names = column_names(headers, enforce_lowercase=False)
+    assert len(set(names)) == 3
+    for name in names:  # each is what the server keeps of it
+        assert db_conn.execute("SELECT %s::name::text", [name]).fetchone() == (name,)

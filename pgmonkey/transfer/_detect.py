@@ -843,17 +843,23 @@ def column_names(headers: Sequence[str | None], *, enforce_lowercase: bool = Tru
         if enforce_lowercase:
             name = _safe_identifier(header or "")
         else:
-            name = (header or "").strip()[:_MAX_IDENT]
+            name = _cut((header or "").strip(), _MAX_IDENT)
         if not name:
             name = f"column_{i}"
         base, n = name, 2
         while name in used:
             suffix = f"_{n}"
-            name = base[: _MAX_IDENT - len(suffix)] + suffix
+            name = _cut(base, _MAX_IDENT - len(suffix)) + suffix
             n += 1
         used.add(name)
         names.append(name)
     return names
+
+
+def _cut(name: str, limit: int) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8 at a character's end, as the server cuts an
+    identifier (by bytes): two names it would cut the same are then told apart here."""
+    return name.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 def _safe_identifier(text: str) -> str:
