@@ -347,6 +347,7 @@ def test_ctrl_c_at_every_line_of_the_describe(
 # caught Exception only, so the interrupted waiter took that connection away for good.
 POOL_WAIT_SCRIPT = PROLOGUE + textwrap.dedent(
     """
+    import inspect
     from pgmonkey import PGConnectionManager
 
     config = sys.argv[1]
@@ -378,6 +379,39 @@ POOL_WAIT_SCRIPT = PROLOGUE + textwrap.dedent(
         with pool.connection(timeout=20) as again:
             print(way, "after", again.info.backend_pid == pid, flush=True)
         print(way, "available", pool.pool.get_stats()["pool_available"], flush=True)
+
+    # Ctrl-C while the borrow's helper thread is being started: the helper runs (it may be
+    # queued in the pool already) though the borrow ends, and must still give back what it
+    # gets. Sent from a trace function at Thread.start's wait for the new thread.
+    start_wait = next(
+        threading.Thread.start.__code__.co_firstlineno + i
+        for i, line in enumerate(inspect.getsourcelines(threading.Thread.start)[0])
+        if "_started.wait()" in line
+    )
+    fired = []
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno == start_wait and not fired:
+            if frame.f_locals["self"].name == "pgmonkey-pool-borrow":
+                fired.append(True)
+                ctrl_c()
+        return local
+
+    with pool as held:
+        sys.settrace(lambda f, e, a: local if f.f_code is threading.Thread.start.__code__ else None)
+        try:
+            with pool as conn:
+                print("start borrowed a second connection", flush=True)
+        except BaseException as e:
+            print("start raised", type(e).__name__, bool(fired), flush=True)
+        finally:
+            sys.settrace(None)
+    # The helper took the connection given back; once it has ended, the pool holds it again.
+    for _ in range(6000):  # a bound, not a pace
+        if not any(t.name == "pgmonkey-pool-borrow" for t in threading.enumerate()):
+            break
+        time.sleep(0.01)
+    print("start available", pool.pool.get_stats()["pool_available"], flush=True)
     manager.clear_cache()
     """
 )
@@ -399,4 +433,6 @@ def test_ctrl_c_while_waiting_for_a_pooled_connection_loses_none(
         "connection() raised KeyboardInterrupt",
         "connection() after True",
         "connection() available 1",
+        "start raised KeyboardInterrupt True",
+        "start available 1",
     ], done.stdout + done.stderr

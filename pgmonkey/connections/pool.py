@@ -54,8 +54,9 @@ def _borrow(pool: ConnectionPool[Any], timeout: float | None, checked: bool) -> 
         finally:
             done.set()
 
-    threading.Thread(target=borrow, name="pgmonkey-pool-borrow", daemon=True).start()
+    helper = threading.Thread(target=borrow, name="pgmonkey-pool-borrow", daemon=True)
     try:
+        helper.start()  # itself a wait: the helper may be queued before it returns
         done.wait()
     except BaseException:
         with lock:
