@@ -594,3 +594,42 @@ def test_a_codec_of_bytes_is_no_text_encoding(tmp_path: Path, encoding: str) -> 
         detect_csv(p, encoding=encoding)
     with pytest.raises(TransferError, match=f"unknown encoding '{encoding}'"):
         ExportSettings(encoding=encoding)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id,name\n1,'Smith, John'\n2,'O''Brien, Pat'\n",
+        "id, name\n1, 'Smith, John'\n2, 'Doe, Jane'\n",  # a space after the comma
+        "id,t\n1,'line one\nline two'\n2,'x'\n",  # a value over two lines
+        "1 'a b'\n2 'c d'\n3 'e'\n",  # fields separated by spaces
+    ],
+)
+def test_single_quotes_around_whole_fields_are_the_quote(tmp_path: Path, text: str) -> None:
+    assert detect_csv(_write(tmp_path, text.encode())).quotechar == "'"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id,note\n1,rock 'n' roll\n2,it's\n3,He said 'hi' there\n",
+        "a b\nrock 'n' roll\nfoo bar\nbaz qux\n",
+        "a,b\n1,'x'\n2,it's\n",  # one apostrophe inside a value: ' would drop it
+    ],
+)
+def test_apostrophes_in_values_are_no_quote(tmp_path: Path, text: str) -> None:
+    assert detect_csv(_write(tmp_path, text.encode())).quotechar == '"'
+
+
+def test_a_sample_cut_inside_a_quoted_field(tmp_path: Path) -> None:
+    # Past the first MiB the sample stops where it stops: inside a quoted field, its lone
+    # opening quote made every other single quote of the file count for nothing.
+    from pgmonkey.transfer._detect import SAMPLE_BYTES
+
+    rows = "".join(f"{i},'Smith, John {i}','New York'\n" for i in range(40_000))
+    for pad in range(40):
+        text = f"id,name,city{' ' * pad}\n" + rows
+        if text[:SAMPLE_BYTES].count("'") % 2:  # the cut falls inside a quoted field
+            break
+    s = detect_csv(_write(tmp_path, text.encode()))
+    assert (s.quotechar, len(s.columns)) == ("'", 3)

@@ -75,7 +75,12 @@ _NOT_C1: Final = bytes(b for b in range(256) if not 0x80 <= b < 0xA0)
 _CP1252_UNDEFINED: Final = frozenset(b"\x81\x8d\x8f\x90\x9d")
 
 _COMMON_DELIMITERS: Final = (",", "\t", ";", "|")
-_EDGES: Final = re.escape("".join(_COMMON_DELIMITERS))  # what stands beside a quoted field
+# Quoted fields: with double quotes anywhere; with single quotes, whole fields only (see
+# _sniff_quote), beside a usual delimiter or a line's ends, or between spaces.
+_DOUBLE_QUOTED: Final = re.compile(r'(?:^|(?<=[^\w"]))"[^"\r\n]*"(?=[^\w"]|$)', re.M)
+_QUOTED_FIELD: Final = re.compile(r"(?:^|(?<=[,;\t|]))[ ]*'(?:[^']++|'')*+'[ ]*(?=[,;\t|]|$)", re.M)
+_OPENS_FIELD: Final = re.compile(r"(?:^|(?<=[,;\t|]))[ ]*'[^']*\Z", re.M)
+_SPACED_FIELD: Final = re.compile(r"(?:^|(?<= ))'(?:[^'\r\n]|'')*'(?= |$)", re.M)
 # Characters values are written with: never taken for a delimiter on consistency alone.
 _VALUE_CHARS: Final = frozenset(".-:/+_@%'\"\\()[]{}")
 _LINE_BREAK: Final = re.compile(r"\r\n|\n|\r")
@@ -224,19 +229,32 @@ def _fit(counts: Sequence[int], blank: Sequence[bool]) -> _Fit:
     return _Fit(mode, prefix, bad, total, short=short, first_line=idx[prefix] + 1)
 
 
-def _sniff_quote(text: str) -> str:
+def _sniff_quote(text: str, complete: bool) -> str:
     """``'`` only when it quotes whole fields, ``"`` never does, and no other ``'`` is left.
 
     PostgreSQL's CSV reader takes a quote character anywhere in a field as the start of a
     quoted part: with ``'`` as the quote, ``O'Brien`` or ``rock 'n' roll`` would lose their
-    apostrophes. So every ``'`` of the sample must open or close a whole field (after the
-    line's start or a usual delimiter, before a usual delimiter or the line's end).
+    apostrophes. So every ``'`` of the sample must open or close a whole field: beside a
+    usual delimiter (spaces around it allowed) or a line's ends, over lines if need be; or,
+    in a file of space-separated fields, do so on most of its lines.
     """
-    if re.search(r'(?:^|(?<=[^\w"]))"[^"\r\n]*"(?=[^\w"]|$)', text, re.M):
+    if _DOUBLE_QUOTED.search(text):
         return '"'
-    whole = re.compile(f"(?:^|(?<=[{_EDGES}]))'(?:[^'\\r\\n]|'')*'(?=[{_EDGES}]|$)", re.M)
-    rest, fields = whole.subn("", text)
-    return "'" if fields and "'" not in rest else '"'
+    fields, stray, end = 0, 0, 0
+    for m in _QUOTED_FIELD.finditer(text):
+        stray += text.count("'", end, m.start())
+        fields += 1
+        end = m.end()
+    tail = text.count("'", end)
+    if tail == 1 and not complete and _OPENS_FIELD.search(text, end):
+        tail = 0  # the sample stops inside a quoted field
+    if fields and not stray and not tail:
+        return "'"
+    lines = [line for line in _LINE_BREAK.split(text) if line.strip()]
+    spaced = [line for line in lines if _SPACED_FIELD.search(line)]
+    if len(spaced) >= max(2, len(lines) / 2) and "'" not in _SPACED_FIELD.sub("", text):
+        return "'"
+    return '"'
 
 
 def _sniff_delimiter(text: str, complete: bool, quote: str) -> tuple[str, bool, str]:
@@ -530,7 +548,7 @@ def detect_csv(
         raise TransferError(f"{name!r}: the file is empty")
 
     declared = _EXCEL_SEP.match(text)
-    quote = quotechar or _sniff_quote(text[declared.end() :] if declared else text)
+    quote = quotechar or _sniff_quote(text[declared.end() :] if declared else text, complete)
     if delimiter is None and declared:
         delim, whitespace = declared.group(1), False
         delimiter_why = f"{delim!r}: line 1 names it ({declared.group(0).strip()}, as Excel writes)"
