@@ -581,10 +581,17 @@ def test_a_short_first_row_of_data_is_no_header(tmp_path: Path) -> None:
     assert (s.has_headers, s.skip_lines) == (False, 1)
     assert [c.name for c in s.columns] == ["column_1", "column_2", "column_3"]
     assert any("line 1 has one field fewer" in n for n in s.evidence.notes), s.evidence.notes
-    # R's header, one name short over row names, is still one.
-    r = detect_csv(_write(tmp_path, b'"a","b"\n"1",3,4\n"2",5,6\n"3",7,8\n'))
-    assert (r.has_headers, r.skip_lines) == (True, 0)
-    assert [c.csv for c in r.columns] == [None, "a", "b"]
+    # R's header, one name short over row names, is still one: names of text, quoted
+    # numbers (R quotes every name), and whatever it holds when a header is said to be there.
+    for data, said, names in (
+        (b'"a","b"\n"1",3,4\n"2",5,6\n"3",7,8\n', None, [None, "a", "b"]),
+        (b'"2019","2020"\n"A",1,2\n"B",4,5\n"C",7,8\n', None, [None, "2019", "2020"]),
+        (b"1,2\n3,4,5\n6,7,8\n9,10,11\n", True, [None, "1", "2"]),
+    ):
+        r = detect_csv(_write(tmp_path, data), has_headers=said)
+        assert (r.has_headers, r.skip_lines) == (True, 0)
+        assert [c.csv for c in r.columns] == names
+        assert len(r.preview) == 3  # every data row
 
 
 @pytest.mark.parametrize("encoding", ["rot13", "base64", "hex", "zlib"])

@@ -688,15 +688,16 @@ def _table(
                 start = i
                 break
     if start >= 1 and counts[start - 1] == n - 1 and rows[start - 1].fields != [""]:
-        # One field short: R's write.table header over row names (then its names are not
-        # like the values under them), unless the row after it is the header and it only a
-        # title of that width; or a data row with a field missing.
+        # One field short: R's write.table header over row names, unless the row after it
+        # is the header and it only a title of that width; or, unquoted values like the
+        # ones under them (R quotes its names, "2019" too), a data row with a field missing.
         short = rows[start - 1]
-        as_names = _judge_header(
-            _Row(["", *short.fields], short.line, short.eol), rows[start:], n, quote, null
-        )
-        if not as_names.header and as_names.sure:
-            return n, start, False, True
+        if has_headers is not True and not any(f.startswith(quote) for f in short.fields):
+            as_names = _judge_header(
+                _Row(["", *short.fields], short.line, short.eol), rows[start:], n, quote, null
+            )
+            if not as_names.header and as_names.sure:
+                return n, start, False, True
         verdict = _judge_header(rows[start], rows[start + 1 :], n, quote, null)
         if has_headers is not False and not (verdict.header and verdict.sure):
             return n, start - 1, True, False
