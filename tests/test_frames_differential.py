@@ -298,8 +298,12 @@ def _reference(value: Any, pg: str) -> Any:
         return None
     if pg == "jsonb":  # a scalar among JSON values
         return Jsonb(value)
+    if isinstance(value, np.floating):
+        return value  # psycopg binds a float16 or float32 as a real, a float64 as a double
     if isinstance(value, np.generic):
         return value.item()
+    if pg == "real" and isinstance(value, float):  # a float32 column's cell, as astype gives it
+        return np.float32(value)
     return value
 
 

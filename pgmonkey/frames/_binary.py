@@ -1,7 +1,7 @@
 """DataFrame chunks -> PostgreSQL binary COPY, built with numpy (no per-value Python).
 
-Used by ``to_sql`` when every column has a binary form here (bigint, double precision,
-boolean, timestamp, timestamptz, text); frames with other types go through CSV.
+Used by ``to_sql`` when every column has a binary form here (bigint, real, double
+precision, boolean, timestamp, timestamptz, text); frames with other types go through CSV.
 Each column is encoded to (lengths, bytes) arrays: fixed-width values by numpy, text joined
 and encoded once (or, for pandas' Arrow-backed strings in a UTF-8 session, taken as Arrow
 holds them: UTF-8 bytes and offsets). The rows are then assembled in one pass by
@@ -26,12 +26,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BINARY_TYPES: Final = frozenset(
-    {"bigint", "double precision", "boolean", "timestamp", "timestamptz", "text"}
+    {"bigint", "real", "double precision", "boolean", "timestamp", "timestamptz", "text"}
 )
 HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER: Final = b"\xff\xff"
 _PG_EPOCH_US: Final = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970
-_FIXED: Final = {"bigint": ">i8", "double precision": ">f8", "boolean": "u1"}
+_FIXED: Final = {"bigint": ">i8", "real": ">f4", "double precision": ">f8", "boolean": "u1"}
 # PostgreSQL's timestamps run from 4714-11-24 BC to the end of 294276 AD.
 _PG_MIN_US: Final = -211_813_488_000_000_000  # its first, in microseconds since 2000
 _PG_END_US: Final = 9_223_371_331_200_000_000  # the first past its last
@@ -161,8 +161,9 @@ def _encode(series: pd.Series, pg: str, encoding: str) -> tuple[Any, Any]:
             values = series.to_numpy(dtype=bool, na_value=False).astype(np.uint8)
         elif pg == "bigint":
             values = series.to_numpy(dtype=np.int64, na_value=0).astype(">i8")
-        else:
-            values = series.to_numpy(dtype=np.float64, na_value=np.nan).astype(">f8")
+        else:  # a float16 widens to the real exactly
+            native = np.float64 if pg == "double precision" else np.float32
+            values = series.to_numpy(dtype=native, na_value=np.nan).astype(_FIXED[pg])
         lengths = np.where(isnull, -1, width).astype(np.int32)
         return lengths, values.reshape(n, 1).view(np.uint8).reshape(n, width)
     if pg in ("timestamp", "timestamptz"):

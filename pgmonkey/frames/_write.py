@@ -73,6 +73,7 @@ _OBJECT_TYPES: Final[tuple[tuple[type, str], ...]] = (
 # Type OIDs of the natural types (fixed for built-in types).
 NATURAL_OIDS: Final[dict[str, int]] = {
     "bigint": 20,
+    "real": 700,
     "double precision": 701,
     "boolean": 16,
     "timestamp": 1114,
@@ -522,7 +523,8 @@ def pg_type(series: pd.Series) -> str:
         # uint64 (numpy, nullable or Arrow) reaches past bigint: numeric holds every value.
         return "numeric" if dtype.kind == "u" and dtype.itemsize == 8 else "bigint"
     if types.is_float_dtype(dtype):
-        return "double precision"
+        # float32 and float16 as real, which holds each exactly, as psycopg binds them.
+        return "real" if getattr(dtype, "itemsize", 8) <= 4 else "double precision"
     if isinstance(dtype, pd.DatetimeTZDtype):
         return "timestamptz"
     if types.is_datetime64_dtype(dtype):
@@ -631,9 +633,9 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             changed[i] = series.map(_interval, na_action="ignore")
         elif pg in ("timestamp", "timestamptz") and is_datetime64_any_dtype(series.dtype):
             changed[i] = _stamps(series)
-        elif pg == "double precision" and getattr(series.dtype, "itemsize", 8) != 8:
+        elif pg == "real" and getattr(series.dtype, "itemsize", 4) < 4:
             changed[i] = _doubles(series)
-        elif pg == "double precision" and series.dtype == object:
+        elif pg in ("real", "double precision") and series.dtype == object:
             changed[i] = series.map(_widened, na_action="ignore")
         elif pg == "timetz":
             _check_offsets(series, i)
@@ -671,11 +673,11 @@ def _stamps(series: pd.Series) -> pd.Series:
 
 
 def _doubles(series: pd.Series) -> pd.Series:
-    """A float column of another width as the doubles it widens to, exactly.
+    """A float16 column as the doubles it widens to, exactly.
 
-    pandas writes a float32 as its shortest float32 text (``0.1``), which the server would
-    read as another double (0.1, not 0.10000000149011612). A NaN that is not missing (an
-    Arrow float's) stays NaN.
+    pandas writes a float16 as its shortest float16 text (``0.1``), which the server would
+    read as another real (0.1, not 0.099975586). A NaN that is not missing (an Arrow
+    float's) stays NaN.
     """
     import numpy as np
     import pandas as pd
@@ -687,8 +689,8 @@ def _doubles(series: pd.Series) -> pd.Series:
 
 
 def _widened(value: Any) -> Any:
-    """A numpy float of another width in an object column as the double it widens to (its
-    own text, ``1.1`` for a float32, is another double); any other value as it is."""
+    """A numpy float in an object column as the double it widens to (its own text, ``0.1``
+    for a float16 or float32, is another value); any other value as it is."""
     import numpy as np
 
     return float(value) if isinstance(value, np.floating) else value
