@@ -20,6 +20,7 @@ import pytest
 from pgmonkey.config import REDACTED
 from pgmonkey.errors import TransferError
 from pgmonkey.frames import read_sql, read_sql_async, to_sql, to_sql_async
+from pgmonkey.frames._write import pg_type
 
 Conn = psycopg.Connection[Any]
 
@@ -645,6 +646,13 @@ def test_numpy_scalars_in_an_object_column_keep_their_type(
     assert got[0][1:4] == ("-9223372036854775808", "18446744073709551615", "true")
     assert [r[4] for r in got] == ["0.1", "0.10000000149011612", "0.0999755859375"]
     assert got == _twin_texts(db_conn, fresh, df)
+
+
+def test_only_numpy_scalars_take_their_dtypes_type() -> None:
+    # Anything with a .dtype is not a numpy scalar: a Series or an array in a cell is text.
+    assert pg_type(pd.Series([pd.Series([1, 2]), None], dtype=object)) == "text"
+    assert pg_type(pd.Series([np.array([1, 2])], dtype=object)) == "text"
+    assert pg_type(pd.Series([np.int8(1)], dtype=object)) == "bigint"
 
 
 def test_a_zone_on_any_value_of_an_object_column_is_kept(db_conn: Conn, fresh: str) -> None:

@@ -544,10 +544,9 @@ def _object_type(series: pd.Series) -> str:
     if not len(values):
         return "text"
     first = values.iloc[0]
-    kind = getattr(first, "dtype", None)
-    if isinstance(kind, np.dtype) and kind.kind in "biuf" and not isinstance(first, np.ndarray):
+    if isinstance(first, np.generic) and first.dtype.kind in "biuf":
         # A numpy scalar, typed as its dtype would be (psycopg binds it so).
-        return pg_type(pd.Series([], dtype=kind))
+        return pg_type(pd.Series([], dtype=first.dtype))
     for py_type, pg in _OBJECT_TYPES:
         if isinstance(first, py_type):
             # With a zone on any value (not only the first), as an INSERT binds that value
