@@ -253,6 +253,14 @@ def test_fire_itself_passes_the_text(rec: Recorder, capsys: pytest.CaptureFixtur
         (["pgimport", "--table", "t", "--connconfig"], "--connconfig needs a value"),
         (["pgconfig", "test", "--connection-type"], "--connection-type needs a value"),
         (
+            ["pgexport", "--connconfig", "c.yaml", "--query", "-- note\nSELECT 1"],
+            "--query needs a value (for one that starts with '-', write --query=VALUE)",
+        ),
+        (
+            ["pgexport", "--connconfig", "c.yaml", "--table", "-x"],
+            "--table needs a value (for one that starts with '-', write --table=VALUE)",
+        ),
+        (
             ["pgexport", "--notable", "--connconfig", "c.yaml"],
             "unknown option '--notable': did you mean --table?",
         ),

@@ -132,7 +132,11 @@ def _check_flags(command: Any, rest: Sequence[str], words: Sequence[str]) -> Non
             raise _UsageError(f"unknown option {typed!r}: {hint}", words)
         elif key in _TEXT and not inline:
             if j == len(rest) or _FLAG.match(rest[j]):
-                raise _UsageError(f"{_spelled(key)} needs a value", words)
+                message = f"{_spelled(key)} needs a value"
+                if j < len(rest) and not _names_a_flag(rest[j], params):
+                    # fire reads any word starting "--" as a flag: "--query '-- note ...'"
+                    message += f" (for one that starts with '-', write {_spelled(key)}=VALUE)"
+                raise _UsageError(message, words)
             j += 1
         elif not inline and j < len(rest) and not _FLAG.match(rest[j]):
             j += 1  # fire takes it as the switch's value (refused by _flag)
@@ -141,6 +145,14 @@ def _check_flags(command: Any, rest: Sequence[str], words: Sequence[str]) -> Non
         given.add(key)
     if positional > len([n for n in params if n not in given]):
         raise _UsageError(f"too many arguments: {' '.join(rest)!r}", words)
+
+
+def _names_a_flag(token: str, params: Sequence[str]) -> bool:
+    """Whether ``token`` is one of the command's flags (``--table``, ``-t``, ``--noaudit``)."""
+    key = token.partition("=")[0].lstrip("-").replace("-", "_")
+    if key.startswith("no") and key[2:] in params:
+        return True
+    return key in params or (len(key) == 1 and any(n.startswith(key) for n in params))
 
 
 def _help(component: object, words: Sequence[str], target: Any) -> str:
