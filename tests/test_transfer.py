@@ -127,6 +127,21 @@ def test_round_trip(
     assert db_conn.execute(f'SELECT * FROM "{schema}".again ORDER BY id').fetchall() == got
 
 
+def test_an_empty_tables_export_imports_as_an_empty_table(
+    tmp_path: Path, db_conn: Conn, schema: str
+) -> None:
+    # The export is its header line alone; the import reads it as the header, not as a row.
+    db_conn.execute(f'CREATE TABLE "{schema}".empty (id int, name text, amount numeric)')
+    out = tmp_path / "empty.csv"
+    assert export_csv(db_conn, out, table=f"{schema}.empty").rows == 0
+    assert out.read_bytes() == b"id,name,amount\n"
+    result = _import_twice(out, f"{schema}.copy", db_conn)
+    assert (result.rows, result.created) == (0, True)
+    got = db_conn.execute(f'SELECT * FROM "{schema}".copy')
+    assert [c.name for c in got.description or []] == ["id", "name", "amount"]
+    assert got.fetchall() == []
+
+
 def test_first_run_is_a_review_and_touches_no_database(tmp_path: Path) -> None:
     src = tmp_path / "data.csv"
     src.write_text("Name,Age\nAlice,30\nBob,41\n", encoding="utf-8")

@@ -376,9 +376,16 @@ def test_when_unsure_every_line_is_kept_and_the_review_says_so(tmp_path: Path) -
     assert s.evidence is not None
     assert "none (unsure)" in s.evidence.header
     assert any("may be a header" in n for n in s.evidence.notes)
-    s = detect_csv(_write(tmp_path, b"a,b,c\n"))  # one line: a header over nothing, or data?
-    assert s.has_headers is False and s.evidence is not None
-    assert "none (unsure)" in s.evidence.header
+    # One line: a header over no rows (an empty table's export: pandas' read_csv reads it
+    # so) when it is distinct names; numbers, or a name twice, are data. Unsure either way.
+    s = detect_csv(_write(tmp_path, b"a,b,c\n"))
+    assert s.has_headers is True and s.evidence is not None
+    assert [c.name for c in s.columns] == ["a", "b", "c"]
+    assert any("if line 1 is data, set has_headers: false" in n for n in s.evidence.notes)
+    for data in (b"a,b,a\n", b"a,1,c\n", b"a,,c\n", b"2024-01-01,x\n"):
+        s = detect_csv(_write(tmp_path, data))
+        assert s.has_headers is False and s.evidence is not None, data
+        assert "none (unsure)" in s.evidence.header
 
 
 def test_lines_before_the_table_are_skipped_and_named(tmp_path: Path) -> None:

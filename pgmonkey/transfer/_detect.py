@@ -411,11 +411,24 @@ def _as_int(raw: str, quote: str, null: str) -> int | None:
     return int(unquote(raw, quote))
 
 
+def _lone_line(cells: Sequence[str], quote: str, null: str) -> _Verdict:
+    """A file of one line: a header over no rows (an empty table's export, as pandas reads
+    it), when its cells are distinct names; otherwise data. Either way the review says so."""
+    values = [unquote(c, quote) for c in cells]
+    names = all(
+        v != "" and c != null and narrowest(c, quote, null) == TEXT
+        for c, v in zip(cells, values, strict=True)
+    )
+    if names and len(set(values)) == len(values):
+        return _Verdict(True, False, ["it is the only line, and its cells are distinct names"])
+    return _Verdict(False, False, ["there is no other line to compare it with"])
+
+
 def _judge_header(first: _Row, rows: Sequence[_Row], n: int, quote: str, null: str) -> _Verdict:
     """Is ``first`` a header over ``rows``? The evidence, cell by cell."""
     rows = [r for r in rows if len(r.fields) == n][:HEADER_ROWS]
     if not rows:
-        return _Verdict(False, False, ["there is no other line to compare it with"])
+        return _lone_line(first.fields[:n], quote, null)
     cache: dict[str, str | None] = {}
 
     def kind(raw: str) -> str | None:
