@@ -547,6 +547,25 @@ def test_secrets_never_in_error_lines() -> None:
     assert "s3cret" not in _one_line(ValueError("password = 's3cret x'"))
 
 
+def test_an_export_query_error_line_names_its_place(
+    cli: Any, password_config: Path, tmp_path: Path
+) -> None:
+    res = cli(
+        "pgexport",
+        "--connconfig",
+        password_config,
+        "--query",
+        "SELECT * FROM nope_t",
+        "--export_file",
+        tmp_path / "e.csv",
+    )
+    assert res.code == 1
+    assert res.one_error_line() == (
+        'pgmonkey: error: relation "nope_t" does not exist '
+        "(line 1, column 15 of the query) SELECT * FROM nope_t"
+    )
+
+
 def test_sigterm_during_an_export_leaves_no_part_file(
     tmp_path: Path, password_config: Path
 ) -> None:

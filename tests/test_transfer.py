@@ -478,6 +478,29 @@ def test_an_export_query_is_one_statement(
         export_csv(db_conn, tmp_path / "s.csv", query="SELEC 1")
 
 
+@pytest.mark.parametrize(
+    ("query", "where", "line"),
+    [
+        ("SELECT * FROM nope_t", "line 1, column 15", "SELECT * FROM nope_t"),
+        ("SELECT 1 AS a,\n       nope_c", "line 2, column 8", "       nope_c"),
+        ("\n\n  SELECT nope_c;", "line 3, column 10", "  SELECT nope_c"),
+    ],
+)
+def test_an_export_query_error_is_placed_in_the_query(
+    tmp_path: Path, db_conn: Conn, query: str, where: str, line: str
+) -> None:
+    # Its position used to be in the COPY statement around the query: "LINE 2" for line 1.
+    with pytest.raises((psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)) as caught:
+        export_csv(db_conn, tmp_path / "e.csv", query=query)
+    shown = str(caught.value).splitlines()
+    assert shown[0].endswith(f"does not exist ({where} of the query)"), shown
+    assert shown[1] == f"  {line}"
+    column = int(where.rsplit(" ", 1)[1])
+    assert shown[2] == "  " + " " * (column - 1) + "^"
+    assert line[column - 1 :].startswith("nope_")
+    assert not (tmp_path / "e.csv").exists()
+
+
 def test_an_export_query_takes_parameters(tmp_path: Path, db_conn: Conn) -> None:
     # Bound on the client as read_sql binds them: a float stays a float8, text stays text.
     out = tmp_path / "p.csv"

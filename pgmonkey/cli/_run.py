@@ -27,8 +27,10 @@ _SECRET = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def _one_line(error: BaseException) -> str:
-    """The error as one line, never a password (libpq messages span lines)."""
-    text = " ".join(str(error).split()) or type(error).__name__
+    """The error as one line, never a password (libpq messages span lines; a caret under
+    the query's line points at nothing once they are joined)."""
+    lines = [line for line in str(error).splitlines() if line.strip() != "^"]
+    text = " ".join(" ".join(lines).split()) or type(error).__name__
     return _SECRET.sub(r"\1***", text)
 
 

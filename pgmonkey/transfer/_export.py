@@ -157,16 +157,57 @@ def export_csv(
                 rows, size = ranged.write(conn, resolve_env=resolve_env)
             else:
                 sink = _Output(f, s.encoding, server_encoding, bar)
-                rows, size = _copy_to(conn, stmt, sink, parse_first=query is not None)
+                try:
+                    rows, size = _copy_to(conn, stmt, sink, parse_first=query is not None)
+                except psycopg.Error as error:
+                    if query is None or params is not None:
+                        raise
+                    raise _placed(error, query) from None
     except OSError as exc:
         raise TransferError(f"cannot write {os.fspath(out)!r}: {exc.strerror or exc}") from None
     return ExportResult(out, rows, size, source, s)
 
 
+_OPENING: Final = "COPY (\n"  # what precedes the caller's query in the statement
+
+
+def _placed(error: psycopg.Error, query: str) -> psycopg.Error:
+    """The server's error, its position given in the caller's query (line and column, the
+    line shown with a caret) rather than in the COPY statement around it."""
+    position = error.diag.statement_position
+    if not (position and position.isdigit()):
+        return error
+    text = query.strip().rstrip(";").strip()
+    offset = int(position) - 1 - len(_OPENING)
+    if not 0 <= offset < len(text):
+        return error
+    before = query[: len(query) - len(query.lstrip())]
+    line_start = text.rfind("\n", 0, offset) + 1
+    line_end = text.find("\n", offset)
+    line = text[line_start : len(text) if line_end < 0 else line_end]
+    column = offset - line_start + 1
+    number = before.count("\n") + text.count("\n", 0, offset) + 1
+    if line_start == 0:
+        column += len(before) - before.rfind("\n") - 1
+        line = before[before.rfind("\n") + 1 :] + line
+    diag = error.diag
+    lines = [
+        f"{diag.message_primary or str(error).splitlines()[0]} "
+        f"(line {number}, column {column} of the query)",
+        f"  {line.rstrip()}",
+        "  " + " " * (column - 1) + "^",
+    ]
+    if diag.message_detail:
+        lines.append(f"DETAIL: {diag.message_detail}")
+    if diag.message_hint:
+        lines.append(f"HINT: {diag.message_hint}")
+    return type(error)("\n".join(lines))
+
+
 def _in_parentheses(query: str) -> sql.Composed:
     """The caller's own SQL, run as written; on lines of its own, so that a comment on its
     last line does not take the closing parenthesis with it."""
-    return sql.SQL("(\n{}\n)").format(sql.SQL(query))
+    return sql.SQL(_OPENING[len("COPY ") :] + "{}\n)").format(sql.SQL(query))
 
 
 def _resolve_settings(
