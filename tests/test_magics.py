@@ -128,6 +128,45 @@ def test_bad_arguments_fail_short(
     assert "/nonexistent/config.yaml" in out
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--outt x SELECT 1", "unknown option '--outt': did you mean --out?"),
+        ("--out x --ouput y SELECT 1", "unknown option '--ouput': did you mean --out?"),
+        (
+            "--out-fromat arrow SELECT 1",
+            "unknown option '--out-fromat': did you mean --out-format?",
+        ),
+        ("--zzz SELECT 1", "unknown option '--zzz': see %pgmonkey?"),
+        (
+            "conect {cfg}",
+            "'conect' is no %pgmonkey command, and the server read it as SQL: "
+            "did you mean %pgmonkey connect?",
+        ),
+        (
+            "Tabels",
+            "'Tabels' is no %pgmonkey command, and the server read it as SQL: "
+            "did you mean %pgmonkey tables?",
+        ),
+    ],
+)
+def test_a_mistyped_option_or_command_is_named(
+    ip: InteractiveShell,
+    password_config: Path,
+    capsys: pytest.CaptureFixture[str],
+    line: str,
+    message: str,
+) -> None:
+    # The option made the line one SQL comment ("no SQL statement to run"); the command
+    # went to the server (a syntax error at its name).
+    connect(ip, password_config)
+    out, err = fails(ip, "%pgmonkey " + line.replace("{cfg}", str(password_config)), capsys)
+    assert isinstance(err, MagicCellError)
+    assert message in out, out
+    # A comment with a space, and SQL that only looks like a command, are left alone.
+    assert ok(ip, "%pgmonkey TABLE pg_catalog.pg_am")["amname"].size > 0
+
+
 def test_wrong_password_error_shows_no_secret(
     ip: InteractiveShell, password_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import difflib
 import importlib.util
+import re
 import time
 import weakref
 from collections import ChainMap
@@ -178,10 +180,21 @@ class PgMonkeyMagics(MagicsBase):
         opts = query_parser("%pgmonkey").parse_args(split_args(m.group(1)) if m else [])
         if m:
             line = m.group(2)
+        _check_option(line)
         sql, added = _snippets.prepare(self, opts, line)
         if sql is None:
             return None
-        return self._query_of(opts, sql, ns, first_line=1 - added)
+        try:
+            return self._query_of(opts, sql, ns, first_line=1 - added)
+        except MagicCellError as exc:  # the server's error, placed in the line
+            word = stripped.split(None, 1)[0]
+            meant = _command_meant(word, exc.__cause__)
+            if meant is None:
+                raise
+            raise MagicError(
+                f"{word!r} is no %pgmonkey command, and the server read it as SQL: "
+                f"did you mean %pgmonkey {meant}?"
+            ) from exc
 
     def _cell(self, line: str, cell: str, ns: Mapping[str, Any]) -> Any:
         first = (line.split(None, 1) or [""])[0].lower()
@@ -346,6 +359,32 @@ _SQL_COMMANDS: dict[str, Callable[[PgMonkeyMagics, str, str | None, Mapping[str,
     "explain": _cmd_explain.explain,
     "plot": _cmd_plot.plot,
 }
+
+
+_OPTION = re.compile(r"\s*(--[A-Za-z][\w-]*)")
+
+
+def _check_option(line: str) -> None:
+    """A line whose first word looks like an option it does not know (``--outt x SELECT``)
+    is a typo, not SQL: the line would be one comment, with no statement to run."""
+    m = _OPTION.match(line)
+    if m is None or parse(line):
+        return
+    known = [a for action in query_parser("%pgmonkey")._actions for a in action.option_strings]
+    close = difflib.get_close_matches(m.group(1), known, n=1)
+    hint = f"did you mean {close[0]}?" if close else "see %pgmonkey?"
+    raise MagicError(f"unknown option {m.group(1)!r}: {hint}")
+
+
+def _command_meant(first: str, exc: BaseException | None) -> str | None:
+    """The command a line's first word misspells, when the server choked on that word."""
+    if not isinstance(exc, psycopg.errors.SyntaxError):
+        return None
+    if exc.diag.message_primary != f'syntax error at or near "{first}"':
+        return None
+    commands = [*_COMMANDS, *_SQL_COMMANDS]
+    close = difflib.get_close_matches(first.lower(), commands, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _close_at_exit(ref: weakref.ReferenceType[PgMonkeyMagics]) -> None:
