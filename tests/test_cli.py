@@ -480,6 +480,30 @@ def test_import_then_export(
     assert out2.read_text().splitlines() == ["name", "bob"]
 
 
+def test_import_into_a_table_with_rows_names_if_exists(
+    cli: Any, password_config: Path, tmp_path: Path, table: str, db_conn: Any
+) -> None:
+    csv = tmp_path / "data.csv"
+    csv.write_text("id,name\n1,alice\n2,bob\n")
+    args = ["pgimport", "--table", table, "--connconfig", password_config, "--import_file", csv]
+    assert cli(*args).code == 0  # the review step
+    assert cli(*args).code == 0
+    res = cli(*args)
+    assert res.code == 1
+    line = res.one_error_line()
+    assert "already holds rows" in line and "if_exists" in line
+    assert "data.csv.import.yaml" in line  # where the setting lives
+    res = cli(*args, "--if_exists", "append")
+    assert res.code == 0, res
+    assert db_conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 4
+    res = cli(*args, "--if-exists", "replace")
+    assert res.code == 0, res
+    assert db_conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 2
+    res = cli(*args, "--if_exists", "apend")
+    assert res.code == 2
+    assert "--if_exists must be one of fail, append, replace, got 'apend'" in res.err
+
+
 def test_export_default_file_name(
     cli: Any, password_config: Path, tmp_path: Path, table: str, db_conn: Any, monkeypatch: Any
 ) -> None:

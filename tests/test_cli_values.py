@@ -76,8 +76,10 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         def report(self) -> str:
             return "imported"
 
-    def import_csv(path: str, table: str, cfg: Any) -> Imported:
+    def import_csv(path: str, table: str, cfg: Any, *, if_exists: Any = None) -> Imported:
         r.seen.update(import_file=path, table=table)
+        if if_exists is not None:
+            r.seen.update(if_exists=if_exists)
         return Imported()
 
     def export_csv(

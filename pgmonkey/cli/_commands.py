@@ -290,6 +290,7 @@ class PgMonkey:
         filepath: Any = None,
         import_file: Any = None,
         resolve_env: Any = False,
+        if_exists: Any = None,
     ) -> None:
         """Import a CSV file into a table (the first run writes settings to review).
 
@@ -299,6 +300,8 @@ class PgMonkey:
           filepath: alias of --connconfig.
           import_file: the CSV (or text) file to import.
           resolve_env: resolve ${VAR}, from_env and from_file references in the config.
+          if_exists: for a table that already holds rows: fail (the settings' default),
+            append or replace; overrides the settings file's if_exists for this run.
         """
         name = _table(table)
         path = _config_path(connconfig, filepath)
@@ -306,9 +309,14 @@ class PgMonkey:
             raise _UsageError("missing --import_file: the CSV file to import")
         resolve = _flag("resolve-env", resolve_env)
         from pgmonkey.transfer import import_csv
+        from pgmonkey.transfer._settings import IF_EXISTS
 
+        if if_exists is not None and if_exists not in IF_EXISTS:
+            raise _UsageError(
+                f"--if_exists must be one of {', '.join(IF_EXISTS)}, got {if_exists!r}"
+            )
         cfg = _load(path, resolve)
-        result = import_csv(str(import_file), name, cfg)
+        result = import_csv(str(import_file), name, cfg, if_exists=if_exists)
         _out(result.report())
 
     @_command

@@ -334,8 +334,8 @@ def _prepare_table(conn: psycopg.Connection[Any], target: TableName, s: ImportSe
                 has_rows = conn.execute(query).fetchone()
                 if has_rows is not None and has_rows[0]:
                     raise TransferError(
-                        f"table {str(target)!r} already holds rows: "
-                        "use if_exists 'append' or 'replace' to load into it"
+                        f"table {str(target)!r} already holds rows: set if_exists to "
+                        f"'append' or 'replace' to load into it{_from(s)}"
                     )
             return False
     elif not s.auto_create_table:
