@@ -206,8 +206,9 @@ def _object_str(draw: st.DrawFn, n: int) -> pd.Series:
 
 
 def _object_numpy(draw: st.DrawFn, n: int) -> pd.Series:
-    """numpy scalars of one dtype in an object column (they were created ``text``, and a
-    float32 among them written as its short text, another double)."""
+    """numpy scalars of one integer dtype, or floats of several, in an object column (they
+    were created ``text``; a float32 among them went as its short text, another double, and
+    a double among reals was rounded twice)."""
     kind = draw(st.sampled_from([np.int64, np.int16, np.uint8, np.uint64, np.bool_]))
     if kind is np.bool_:
         values: st.SearchStrategy[Any] = st.booleans().map(np.bool_)
@@ -215,8 +216,13 @@ def _object_numpy(draw: st.DrawFn, n: int) -> pd.Series:
         info = np.iinfo(kind)
         values = st.integers(int(info.min), int(info.max)).map(kind)
     if draw(st.booleans()):
-        kind = draw(st.sampled_from([np.float16, np.float32, np.float64]))
-        values = st.floats(width=np.finfo(kind).bits).map(kind)
+        # Floats of mixed widths, Python's among them: the first value types the column.
+        values = st.one_of(
+            *(st.floats(width=np.finfo(k).bits).map(k) for k in (np.float16, np.float32)),
+            st.floats().map(np.float64),
+            st.floats(),
+            st.sampled_from([1 + 2**-24, -(1 + 3 * 2**-24), 2**-149 * 1.5]),  # ties for a real
+        )
     return pd.Series(_maybe(draw, values, n), dtype=object)
 
 

@@ -648,6 +648,25 @@ def test_numpy_scalars_in_an_object_column_keep_their_type(
     assert got == _twin_texts(db_conn, fresh, df)
 
 
+def test_doubles_in_an_object_column_of_reals_round_once(db_conn: Conn, fresh: str) -> None:
+    # The first value (a float32) makes the column real; psycopg binds the later doubles as
+    # float8 and the server rounds each to a real once. Their shortest text rounded twice:
+    # 1 + 2**-24, half way between two reals, became 1.0000001 instead of 1.
+    tie = 1 + 2**-24
+    cells = [np.float32(0.5), tie, np.float64(tie), np.float16(0.1), -tie, 1e-45, None]
+    df = pd.DataFrame({"k": range(len(cells)), "f": pd.Series(cells, dtype=object)})
+    to_sql(df, fresh, db_conn)
+    assert _types(db_conn, fresh)[1] == "real"
+    got = _texts(db_conn, fresh)
+    assert [r[1] for r in got] == ["0.5", "1", "1", "0.099975586", "-1", "1e-45", None]
+    assert got == _twin_texts(db_conn, fresh, df)
+    # Beyond a real's range either way: refused by the server, as the INSERT is.
+    for value in (1e39, 1e-50):
+        out = pd.DataFrame({"f": pd.Series([np.float32(1), value], dtype=object)})
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange, match="out of range"):
+            to_sql(out, fresh, db_conn, if_exists="append")
+
+
 def test_only_numpy_scalars_take_their_dtypes_type() -> None:
     # Anything with a .dtype is not a numpy scalar: a Series or an array in a cell is text.
     assert pg_type(pd.Series([pd.Series([1, 2]), None], dtype=object)) == "text"

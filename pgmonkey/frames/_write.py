@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import re
 import uuid
 from collections.abc import Generator, Iterator, Sequence
@@ -634,7 +635,9 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             changed[i] = _stamps(series)
         elif pg == "real" and getattr(series.dtype, "itemsize", 4) < 4:
             changed[i] = _doubles(series)
-        elif pg in ("real", "double precision") and series.dtype == object:
+        elif pg == "real" and series.dtype == object:
+            changed[i] = series.map(_narrowed, na_action="ignore")
+        elif pg == "double precision" and series.dtype == object:
             changed[i] = series.map(_widened, na_action="ignore")
         elif pg == "timetz":
             _check_offsets(series, i)
@@ -693,6 +696,26 @@ def _widened(value: Any) -> Any:
     import numpy as np
 
     return float(value) if isinstance(value, np.floating) else value
+
+
+def _narrowed(value: Any) -> Any:
+    """A float bound for a ``real`` as the real the server makes of it as a parameter.
+
+    A float64 (or Python float) rounds to a float32 once, to nearest, ties to even, as the
+    server's double-to-real cast does; its shortest text would round twice (via decimal),
+    and ``1 + 2**-24`` would become 1.0000001, not 1. A value beyond real's range keeps its
+    text so that the server refuses it, naming it; any other value stays as it is.
+    """
+    import numpy as np
+
+    if not isinstance(value, (float, np.floating)):
+        return value
+    wide = float(value)
+    with np.errstate(over="ignore", under="ignore"):
+        narrow = float(np.float32(wide))
+    if math.isfinite(wide) and (math.isinf(narrow) or (narrow == 0.0 and wide != 0.0)):
+        return wide
+    return narrow
 
 
 def _check_offsets(series: pd.Series, column: int) -> None:
