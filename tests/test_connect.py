@@ -163,11 +163,15 @@ def test_a_rejected_secret_setting_is_not_shown(
     for settings in (
         {"statement_timeout": "postgresql://app:hunter2@db/x"},
         {"password_encryption": "hunter2"},  # secret by its name
+        # The server folds and re-quotes names: "password=hunter2", one list item at a time.
+        {"temp_tablespaces": "password=Hunter2"},
+        {"temp_tablespaces": "pg_default, password=HUNTER2"},
     ):
         bad = derive_config(password_config, tmp_path, **{key: settings})
         with pytest.raises(pgmonkey.ConfigError, match="rejected by the server") as info:
             _open_and_close(bad, ctype)
-        assert "hunter2" not in everything(info.value), everything(info.value)
+        assert "hunter2" not in everything(info.value).lower(), everything(info.value)
+        assert "temp_tablespaces" not in settings or "does not exist" in str(info.value)
 
 
 def test_wrong_kinds_are_named(password_config: Path) -> None:

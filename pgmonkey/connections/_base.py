@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import select
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -21,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgmonkey.config import ConnectParams
 from pgmonkey.config._params import as_bool
-from pgmonkey.config._redact import REDACTED, holds_secret, text_has_secret
+from pgmonkey.config._redact import REDACTED, holds_secret, redact_text, text_has_secret
 from pgmonkey.connections import _lifecycle
 from pgmonkey.errors import ConfigError, ConnectionStateError
 
@@ -106,12 +107,33 @@ def setting_error(label: str, name: str, value: str, exc: psycopg.Error) -> Conf
     detail = exc.diag.message_primary or str(exc).strip().splitlines()[0]
     secret = holds_secret(name) or text_has_secret(value)
     if secret and value:
-        detail = detail.replace(value, REDACTED)
+        detail = _scrubbed(detail, name, value)
     shown = REDACTED if secret else repr(value)
     error = ConfigError(f"{label}: setting {name!r} = {shown} rejected by the server: {detail}")
     if not secret:
         error.__cause__ = exc
     return error
+
+
+def _scrubbed(detail: str, name: str, value: str) -> str:
+    """The server's message without any form of a secret ``value``.
+
+    The server need not quote the value as given: it quotes a list's items one at a time,
+    folds unquoted names to lower case (``tablespace "password=hunter2" does not exist``)
+    and re-quotes them. So every quoted name but the setting's own goes, then the value and
+    each of its parts, in any case; what remains is the server's reason.
+    """
+    detail = _QUOTED.sub(lambda m: m[0] if m[1].lower() == name.lower() else REDACTED, detail)
+    parts = {value, *(p.strip("'\" ") for p in _LIST_ITEM.split(value))}
+    for part in sorted((p for p in parts if p), key=len, reverse=True):
+        word = rf"(?<!\w){re.escape(part)}(?!\w)"
+        detail = re.sub(word, REDACTED, detail, flags=re.IGNORECASE)
+    return redact_text(detail)
+
+
+# A double-quoted name in a server message (a quote inside is doubled); a list item's edge.
+_QUOTED: Final = re.compile(r'"((?:[^"]|"")*)"')
+_LIST_ITEM: Final = re.compile(r"[,\s]+")
 
 
 def is_setting_rejection(exc: psycopg.Error) -> bool:
