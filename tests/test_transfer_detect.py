@@ -610,6 +610,19 @@ def test_a_codec_of_bytes_is_no_text_encoding(tmp_path: Path, encoding: str) -> 
         ExportSettings(encoding=encoding)
 
 
+@pytest.mark.parametrize("encoding", ["undefined", "idna", "punycode"])
+def test_a_codec_of_names_is_no_file_encoding(tmp_path: Path, encoding: str) -> None:
+    # They raised a bare UnicodeError ("Unsupported error handling replace") or read the
+    # file as empty.
+    p = _write(tmp_path, b"a\n1\n")
+    with pytest.raises(TransferError, match=f"'{encoding}'.*a text encoding: utf-8"):
+        detect_csv(p, encoding=encoding)
+    with pytest.raises(TransferError, match=f"'{encoding}'.*a text encoding: utf-8"):
+        ExportSettings(encoding=encoding)
+    ebcdic = _write(tmp_path, "id,name\n1,x\n".encode("cp037"))  # a file's encoding
+    assert [c.name for c in detect_csv(ebcdic, encoding="cp037").columns] == ["id", "name"]
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -629,6 +642,7 @@ def test_single_quotes_around_whole_fields_are_the_quote(tmp_path: Path, text: s
         "id,note\n1,rock 'n' roll\n2,it's\n3,He said 'hi' there\n",
         "a b\nrock 'n' roll\nfoo bar\nbaz qux\n",
         "a,b\n1,'x'\n2,it's\n",  # one apostrophe inside a value: ' would drop it
+        "id,label\n1,'90s\n2,Parents'\n3,kids\n",  # ' would merge lines 2 and 3 into a row
     ],
 )
 def test_apostrophes_in_values_are_no_quote(tmp_path: Path, text: str) -> None:

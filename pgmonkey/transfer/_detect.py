@@ -235,20 +235,22 @@ def _sniff_quote(text: str, complete: bool) -> str:
     PostgreSQL's CSV reader takes a quote character anywhere in a field as the start of a
     quoted part: with ``'`` as the quote, ``O'Brien`` or ``rock 'n' roll`` would lose their
     apostrophes. So every ``'`` of the sample must open or close a whole field: beside a
-    usual delimiter (spaces around it allowed) or a line's ends, over lines if need be; or,
-    in a file of space-separated fields, do so on most of its lines.
+    usual delimiter (spaces around it allowed) or a line's ends, over lines if need be but
+    with at least one field quoted within a line; or, in a file of space-separated fields,
+    do so on most of its lines.
     """
     if _DOUBLE_QUOTED.search(text):
         return '"'
-    fields, stray, end = 0, 0, 0
+    one_line, stray, end = 0, 0, 0
     for m in _QUOTED_FIELD.finditer(text):
         stray += text.count("'", end, m.start())
-        fields += 1
+        one_line += not _LINE_BREAK.search(m[0])
         end = m.end()
     tail = text.count("'", end)
     if tail == 1 and not complete and _OPENS_FIELD.search(text, end):
         tail = 0  # the sample stops inside a quoted field
-    if fields and not stray and not tail:
+    # A span over lines alone is no evidence: "1,'90s" ... "2,Parents'" would merge rows.
+    if one_line and not stray and not tail:
         return "'"
     lines = [line for line in _LINE_BREAK.split(text) if line.strip()]
     spaced = [line for line in lines if _SPACED_FIELD.search(line)]

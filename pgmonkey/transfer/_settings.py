@@ -355,13 +355,26 @@ def _check_keys(data: Mapping[str, Any], allowed: frozenset[str], p: Path) -> No
 
 def check_encoding(encoding: str, where: str) -> None:
     """TransferError unless ``encoding`` is a text codec Python knows (not rot13, base64)."""
-    problem = None
+    known = "(a text encoding: utf-8, cp1252, ...)"
     try:
-        "".encode(encoding)  # LookupError for an unknown codec, and for one of bytes
-    except LookupError:
-        problem = f"{where}: unknown encoding {encoding!r} (a text encoding: utf-8, cp1252, ...)"
-    if problem is not None:
-        raise TransferError(problem)
+        # LookupError for an unknown codec and for one of bytes; UnicodeError for 'undefined'.
+        encoded = _PROBE.encode(encoding)
+    except (LookupError, UnicodeError, ValueError):
+        raise TransferError(f"{where}: unknown encoding {encoding!r} {known}") from None
+    # Files are read in pieces, bad bytes replaced (detection) or refused (import): a codec
+    # of names (idna, punycode) cannot, or gives other text than it was given.
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        pieces = [decoder.decode(encoded[i : i + 1]) for i in range(len(encoded))]
+        same = "".join(pieces) + decoder.decode(b"", final=True) == _PROBE
+    except (UnicodeError, ValueError, TypeError):
+        same = False
+    if not same:
+        raise TransferError(f"{where}: {encoding!r} is no encoding of a text file {known}")
+
+
+# CSV's own characters: names, digits, every usual delimiter and quote, both line breaks.
+_PROBE: Final = "id,name;x\t|y \"a\" 'b' 1.5\r\n"
 
 
 def _common_values(data: Mapping[str, Any], p: Path) -> dict[str, Any]:
