@@ -125,6 +125,36 @@ def test_help_spells_flags_as_documented(cli: Any, command: list[str]) -> None:
         assert "\n    --connection-type=CONNECTION_TYPE\n" in text
 
 
+HELPED = [
+    (["pgconfig", "create"], "PgConfig.create"),
+    (["pgconfig", "test"], "PgConfig.test"),
+    (["pgconfig", "generate-code"], "PgConfig.generate-code"),
+    (["pgserverconfig"], "PgMonkey.pgserverconfig"),
+    (["pgimport"], "PgMonkey.pgimport"),
+    (["pgexport"], "PgMonkey.pgexport"),
+    (["sandbox", "start"], "SandboxCommands.start"),
+]
+
+
+@pytest.mark.parametrize(("command", "method"), HELPED, ids=[m for _, m in HELPED])
+def test_help_shows_each_flags_whole_description(cli: Any, command: list[str], method: str) -> None:
+    # fire's docstring reader takes a continuation line shaped "name (type): text" for a new
+    # argument and drops it: --partitions lost all but its first line.
+    import inspect
+    import re
+
+    from pgmonkey.cli import _commands
+
+    owner, name = method.split(".", 1)
+    doc = inspect.getdoc(getattr(getattr(_commands, owner), name)) or ""
+    args = doc.split("Args:", 1)[1]
+    entries = re.findall(r"^  (\w+): (.*?)(?=^  \w+: |\Z)", args, flags=re.M | re.S)
+    assert entries
+    text = " ".join(cli(*command, "--help").out.split())
+    for flag, description in entries:
+        assert " ".join(description.split()) in text, flag
+
+
 def test_version(cli: Any) -> None:
     from importlib.metadata import version
 

@@ -74,6 +74,7 @@ _SHOWN = {
     "port": "int",
     "standbys": "int",
     "partitions": "int",
+    "if_exists": "fail|append|replace",
 }
 
 

@@ -341,8 +341,8 @@ class PgMonkey:
           query: export the rows of this SELECT instead of a table (with --export_file).
           resolve_env: resolve ${VAR}, from_env and from_file references in the config.
           partitions: read the --table in this many ranges of its blocks at once, each on a
-            connection of its own, in one snapshot (PostgreSQL 14 and later): for a big
-            table when the server has cores to spare; the file is the same.
+            connection of its own, in one snapshot, on PostgreSQL 14 and later; for a big
+            table when the server has cores to spare. The file is the same.
         """
         path = _config_path(connconfig, filepath)
         resolve = _flag("resolve-env", resolve_env)
