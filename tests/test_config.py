@@ -129,7 +129,12 @@ BAD: list[Bad] = [
     Bad(
         "unknown-pool-key",
         settings(pool_settings={"maxsize": 5}),
-        ("pool_settings.maxsize = 5", "known pool setting"),
+        ("pool_settings.maxsize = 5", "known pool setting", "did you mean max_size?"),
+    ),
+    Bad(
+        "unknown-pool-key-far-from-any",
+        settings(async_pool_settings={"workers_please": 5}),
+        ("async_pool_settings.workers_please = 5", "known pool setting"),
     ),
     Bad(
         "timeout-not-a-number",

@@ -476,7 +476,9 @@ class _Validator:
         for key, raw in settings.items():
             path = (*section, key)
             if key not in _POOL_KEYS:
-                self.fail(path, raw, f"a known pool setting ({', '.join(_POOL_KEYS)})")
+                close = _closest(str(key).lower(), _POOL_KEYS, 0.6)
+                hint = f"; did you mean {close}?" if close else ""
+                self.fail(path, raw, f"a known pool setting ({', '.join(_POOL_KEYS)}){hint}")
             if self.deferred(raw, path):
                 out[key] = raw
                 continue
