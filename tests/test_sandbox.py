@@ -192,6 +192,9 @@ def test_no_password_in_repr_or_summary(own: sb.Sandbox) -> None:
     assert f"127.0.0.1:{own.port}" in summary
     for path in own.configs.values():
         assert str(path) in summary
+    # As root the server's files live outside the sandbox folder: the summary says where.
+    assert f"{own.server_dir} (server.log)" in summary
+    assert (own.server_dir / "server.log").is_file()
 
 
 def test_start_is_idempotent(own: sb.Sandbox) -> None:

@@ -164,6 +164,7 @@ class Sandbox:
             f"  database: {self.dbname}  superuser: {self.user}  certificate role: "
             f"{self.cert_user}",
             f"  directory: {self.dir}",
+            f"  server data and log: {self.server_dir} (server.log)",
         ]
         lines += [
             f"  {n.name}: streaming replica on {n.host}:{n.port} (pid {n.pid})"
