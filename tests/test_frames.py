@@ -436,6 +436,30 @@ def test_the_describe_runs_no_statement_of_a_query(
         db_conn.execute("DROP SEQUENCE pgm_smuggled")
 
 
+@pytest.mark.parametrize("query", ["SELECT %s AS v", "SELECT 1 WHERE 2 > %(limit)s"])
+def test_a_placeholder_without_params_is_named(db_conn: Conn, query: str) -> None:
+    # The server's own error stays (a syntax error at "%"); a note says what is missing.
+    placeholder = query[query.index("%") :].split()[0]
+    with pytest.raises(psycopg.errors.SyntaxError) as info:
+        read_sql(query, db_conn)
+    assert info.value.__notes__ == [
+        f"{placeholder!r} is a parameter placeholder and no params were given: pass them "
+        "with params="
+    ]
+    with pytest.raises(psycopg.errors.UndefinedFunction) as other:  # % as an operator
+        read_sql("SELECT 5 %% 2", db_conn)
+    assert not getattr(other.value, "__notes__", None)
+    assert read_sql("SELECT 5 % 2 AS m", db_conn)["m"].tolist() == [1]
+
+
+async def test_async_placeholder_without_params_is_named(
+    aconn: psycopg.AsyncConnection[Any],
+) -> None:
+    with pytest.raises(psycopg.errors.SyntaxError) as info:
+        await read_sql_async("SELECT %(n)s", aconn)
+    assert "'%(n)s' is a parameter placeholder" in info.value.__notes__[0]
+
+
 def test_a_read_in_the_callers_pipeline_is_refused(db_conn: Conn) -> None:
     # A read is a COPY, which libpq refuses in pipeline mode: psycopg's error (to_sql gets
     # the same), nothing sent into or read out of the caller's pipeline, which ends cleanly.

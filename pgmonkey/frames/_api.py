@@ -41,7 +41,7 @@ from ._read import (
     describe_statement,
     strip_query,
 )
-from ._sqltext import bind
+from ._sqltext import bind, note_unbound
 from ._write import WritePlan
 
 if TYPE_CHECKING:
@@ -169,9 +169,11 @@ def _read_on(con: Any, query: Query, params: Params, decimal: bool, output: str)
         text = bind(conn, query, params)
         try:
             return _read(conn, text, decimal, output)
-        except BaseException:
+        except BaseException as error:
             # Ctrl-C, an error mid-COPY: the server stops, the connection stays usable.
             _psycopg.cancel_and_drain(conn)
+            if params is None:
+                note_unbound(error, text)
             raise
 
 
@@ -275,9 +277,11 @@ async def _read_on_async(con: Any, query: Query, params: Params, decimal: bool, 
         text = bind(conn, query, params)
         try:
             return await _read_async(conn, text, decimal, output)
-        except BaseException:
+        except BaseException as error:
             # A cancellation, an error mid-COPY: the server stops, the connection stays usable.
             await _psycopg.cancel_and_drain_async(conn)
+            if params is None:
+                note_unbound(error, text)
             raise
 
 

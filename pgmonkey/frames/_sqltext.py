@@ -207,6 +207,25 @@ def bind(
     return cur.mogrify(query, params)
 
 
+def note_unbound(error: BaseException, text: str) -> None:
+    """Add a hint to the server's syntax error at a placeholder of a query run without params.
+
+    ``%s`` or ``%(name)s`` with no ``params`` reaches the server as it is, which reports a
+    syntax error at "%"; the hint says what is missing.
+    """
+    if not isinstance(error, psycopg.errors.SyntaxError):
+        return
+    position = error.diag.statement_position  # 1-based, in characters of the text as sent
+    if not position or not position.isdigit():
+        return
+    m = _PLACEHOLDER.match(text, int(position) - 1)
+    if m is not None and m.group() != "%%":
+        error.add_note(
+            f"{m.group()!r} is a parameter placeholder and no params were given: pass them "
+            "with params="
+        )
+
+
 class _Float8Literal(psycopg.adapt.Dumper):
     """A float bound as the ``float8`` psycopg sends when the server binds it.
 
