@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import stat
 from pathlib import Path
 from typing import Any
@@ -625,35 +626,101 @@ def test_sigterm_during_an_export_leaves_no_part_file(
 ) -> None:
     # Python's default for SIGTERM ended the process at once: the half-written export's
     # part file stayed behind. The signal now unwinds the command, its cleanup included.
-    import signal
+    query = "SELECT g, repeat('x', 100) FROM generate_series(1, 100000000) g"
+    out = tmp_path / "big.csv"
+    args = ["pgexport", "--connconfig", str(password_config), "--query", query]
+    # Once the rows are being written (the query runs for minutes).
+    code, stderr = _terminated_once(
+        [*args, "--export_file", str(out)],
+        lambda: any(p.stat().st_size for p in tmp_path.glob("big.csv.*.part")),
+        "the export wrote nothing",
+    )
+    assert code == 128 + signal.SIGTERM, stderr
+    assert stderr == "pgmonkey: terminated\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def _terminated_once(args: list[str], ready: Any, never: str) -> tuple[int, str]:
+    """Run ``pgmonkey *args``, SIGTERM it once ``ready()``; its exit code and stderr."""
     import subprocess
     import sys
     import time
 
-    query = "SELECT g, repeat('x', 100) FROM generate_series(1, 100000000) g"
-    out = tmp_path / "big.csv"
-    args = ["pgexport", "--connconfig", str(password_config), "--query", query]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pgmonkey", *args, "--export_file", str(out)],
+        [sys.executable, "-m", "pgmonkey", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        # Once the rows are being written (a bound, not a pace: the query runs for minutes).
-        for _ in range(12000):
-            if any(p.stat().st_size for p in tmp_path.glob("big.csv.*.part")):
+        for _ in range(12000):  # a bound of two minutes, not a pace
+            if ready():
                 break
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.01)
         else:
-            raise AssertionError("the export wrote nothing in two minutes")
+            raise AssertionError(f"{never} in two minutes")
         proc.send_signal(signal.SIGTERM)
         _stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
-    assert "pgmonkey: terminated" in stderr
-    assert list(tmp_path.iterdir()) == []
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize("command", ["pgexport", "pgimport"])
+def test_sigterm_cancels_the_servers_copy(
+    tmp_path: Path, password_config: Path, db_conn: Any, command: str
+) -> None:
+    # The COPY went on running on the server after the process ended (a query that had not
+    # written yet, a slow trigger: up to their end), and psycopg printed "error ignored in
+    # rollback ... another command is already in progress" on the way out.
+    marker = f"pgm_term_{command}"
+    args = [command, "--connconfig", str(password_config)]
+    if command == "pgexport":
+        query = f"SELECT pg_sleep(600) AS {marker}"
+        args += ["--query", query, "--export_file", str(tmp_path / "out.csv")]
+    else:
+        db_conn.execute(f"DROP TABLE IF EXISTS public.{marker}")
+        db_conn.execute(f"CREATE TABLE public.{marker} (id int)")
+        db_conn.execute(
+            f"CREATE OR REPLACE FUNCTION public.{marker}() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$BEGIN PERFORM pg_sleep(600); RETURN NEW; END$$"
+        )
+        db_conn.execute(
+            f"CREATE TRIGGER slow BEFORE INSERT ON public.{marker}"
+            f" FOR EACH ROW EXECUTE FUNCTION public.{marker}()"
+        )
+        csv = tmp_path / "in.csv"
+        csv.write_text("id\n1\n")
+        (tmp_path / "in.csv.import.yaml").write_text(
+            "delimiter: ','\nquotechar: '\"'\nencoding: utf-8\nhas_headers: true\n"
+            "if_exists: append\ncolumns:\n- {name: id, type: integer}\n"
+        )
+        args += ["--table", f"public.{marker}", "--import_file", str(csv)]
+    running = (
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s"
+        " AND pid <> pg_backend_pid()"
+    )
+    pattern = f"%{marker}%" if command == "pgexport" else f"COPY %{marker}%"
+    try:
+        code, stderr = _terminated_once(
+            args,
+            lambda: db_conn.execute(running, [pattern]).fetchone()[0],
+            "the COPY did not start",
+        )
+    finally:
+        left = db_conn.execute(running, [pattern]).fetchone()[0]
+        # What a failure leaves would hold the table's lock for ten minutes.
+        db_conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s"
+            " AND pid <> pg_backend_pid()",
+            [pattern],
+        )
+        if command == "pgimport":
+            db_conn.execute(f"DROP TABLE public.{marker}")
+            db_conn.execute(f"DROP FUNCTION public.{marker}()")
+    assert code == 128 + signal.SIGTERM, stderr
+    assert stderr == "pgmonkey: terminated\n"
+    assert left == 0

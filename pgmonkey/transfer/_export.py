@@ -423,10 +423,16 @@ def _copy_out(cur: psycopg.Cursor[Any], stmt: str | sql.Composed, out: _Output) 
     """
     conn = cur.connection
     encoding = conn.info.encoding
-    with cur.copy(stmt):
-        while True:
-            fill = _psycopg.copy_into(conn.pgconn, out.buf, _FLUSH, encoding, least=_FLUSH)
-            result = _psycopg.wait(conn, fill)
-            if result is not None:
-                return int(result.command_tuples or 0)
-            out.flush()
+    try:
+        with cur.copy(stmt):
+            while True:
+                fill = _psycopg.copy_into(conn.pgconn, out.buf, _FLUSH, encoding, least=_FLUSH)
+                result = _psycopg.wait(conn, fill)
+                if result is not None:
+                    return int(result.command_tuples or 0)
+                out.flush()
+    except BaseException:
+        # Ctrl-C, SIGTERM, a full disk: the server's COPY is cancelled (a query still
+        # running would go on until it wrote), and the connection left usable for rollback.
+        _psycopg.cancel_and_drain(conn)
+        raise

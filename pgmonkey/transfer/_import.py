@@ -17,7 +17,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from pgmonkey import _connect
+from pgmonkey import _connect, _psycopg
 from pgmonkey.errors import TransferError
 
 from ._csvscan import Dialect, Unterminated, collapse, read_record, unquote
@@ -301,8 +301,14 @@ def _load(
         with conn.transaction():
             created = _prepare_table(conn, target, s)
             with conn.cursor() as cur:
-                with cur.copy(stmt) as copy:
-                    _stream(p, s, file_encoding, copy.write, progress)
+                try:
+                    with cur.copy(stmt) as copy:
+                        _stream(p, s, file_encoding, copy.write, progress)
+                except BaseException:
+                    # Ctrl-C, SIGTERM: the server's COPY (a slow trigger, say) is cancelled,
+                    # not left running, and the connection is left usable for the rollback.
+                    _psycopg.cancel_and_drain(conn)
+                    raise
                 rows = cur.rowcount
     except psycopg.Error as exc:
         err = _data_error(exc, p, target, s)
