@@ -304,6 +304,10 @@ def _reference(value: Any, pg: str) -> Any:
         return None
     if pg == "jsonb":  # a scalar among JSON values
         return Jsonb(value)
+    if isinstance(value, np.floating) and pg == "double precision":
+        # An object column of mixed widths is one of doubles (to_sql's documented choice:
+        # a real's six digits would be lost to numeric or text, not kept).
+        return float(value)
     if isinstance(value, np.floating):
         return value  # psycopg binds a float16 or float32 as a real, a float64 as a double
     if isinstance(value, np.generic):

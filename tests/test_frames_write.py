@@ -648,19 +648,41 @@ def test_numpy_scalars_in_an_object_column_keep_their_type(
     assert got == _twin_texts(db_conn, fresh, df)
 
 
-def test_doubles_in_an_object_column_of_reals_round_once(db_conn: Conn, fresh: str) -> None:
-    # The first value (a float32) makes the column real; psycopg binds the later doubles as
-    # float8 and the server rounds each to a real once. Their shortest text rounded twice:
-    # 1 + 2**-24, half way between two reals, became 1.0000001 instead of 1.
+def test_floats_of_mixed_widths_in_an_object_column(db_conn: Conn, fresh: str) -> None:
+    # A float32 first made the column real: a later double lost its digits (16777217 was
+    # stored 16777216, an append into numeric too, through a real staging
+    # column), and one half way between two reals was rounded twice (1 + 2**-24 became
+    # 1.0000001, not 1). The column is one of doubles now, the narrow ones widened exactly.
     tie = 1 + 2**-24
-    cells = [np.float32(0.5), tie, np.float64(tie), np.float16(0.1), -tie, 1e-45, None]
+    cells = [np.float32(0.5), tie, np.float64(tie), np.float16(0.1), -tie, 1e-45, 16777217.0, None]
     df = pd.DataFrame({"k": range(len(cells)), "f": pd.Series(cells, dtype=object)})
+    doubles = df.assign(f=pd.Series([None if c is None else float(c) for c in cells], dtype=object))
     to_sql(df, fresh, db_conn)
-    assert _types(db_conn, fresh)[1] == "real"
-    got = _texts(db_conn, fresh)
-    assert [r[1] for r in got] == ["0.5", "1", "1", "0.099975586", "-1", "1e-45", None]
-    assert got == _twin_texts(db_conn, fresh, df)
+    assert _types(db_conn, fresh)[1] == "double precision"
+    assert _texts(db_conn, fresh) == _twin_texts(db_conn, fresh, df)
+    for target in ("real", "numeric", "text"):
+        db_conn.execute(f"DROP TABLE {fresh}, frames_w_twin")
+        db_conn.execute(f"CREATE TABLE {fresh} (k bigint, f {target})")
+        to_sql(df, fresh, db_conn, if_exists="append")
+        got = _texts(db_conn, fresh)
+        assert got == _twin_texts(db_conn, fresh, doubles)
+        if target == "real":  # each double rounded once, as the server's cast does
+            assert [r[1] for r in got] == [
+                *("0.5", "1", "1", "0.099975586", "-1", "1e-45", "1.6777216e+07", None)
+            ]
+        if target == "numeric":  # every digit of each value, the narrow ones' too
+            assert [r[1] for r in got][:7] == [
+                "0.5",
+                "1.00000005960464",
+                "1.00000005960464",
+                "0.0999755859375",
+                "-1.00000005960464",
+                "0." + "0" * 44 + "1",  # the double 1e-45
+                "16777217",
+            ]
     # Beyond a real's range either way: refused by the server, as the INSERT is.
+    db_conn.execute(f"DROP TABLE {fresh}")
+    db_conn.execute(f"CREATE TABLE {fresh} (f real)")
     for value in (1e39, 1e-50):
         out = pd.DataFrame({"f": pd.Series([np.float32(1), value], dtype=object)})
         with pytest.raises(psycopg.errors.NumericValueOutOfRange, match="out of range"):

@@ -17,6 +17,13 @@ column's type with its own rules, in the session's ``TimeZone``, ``DateStyle`` a
   ``INSERT`` (``bigint`` into ``integer`` checks the range, ``float8`` into ``numeric(12,3)``
   rounds, a naive timestamp into ``timestamptz`` is read in the session's ``TimeZone``).
 
+An ``object`` column is typed by its first value (a numpy scalar by its dtype), with one
+exception: float32 or float16 scalars among doubles make a ``double precision`` column, as
+a ``real`` one would round the doubles. Such a column is one of doubles, the narrow values
+widened exactly; appended into ``numeric`` or text, a narrow value keeps all its digits,
+where an ``INSERT`` binding it as a ``real`` would keep the six the server's ``real`` casts
+write.
+
 Missing values (``pandas.isna``: ``None``, ``NaN``, ``NaT``, ``NA``) are NULL. A value the
 server rejects fails the whole write (one transaction: nothing is stored) with an error of
 psycopg's own class whose message names the column, the row (position in the frame) and the
@@ -31,7 +38,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-import math
 import re
 import uuid
 from collections.abc import Generator, Iterator, Sequence
@@ -546,7 +552,11 @@ def _object_type(series: pd.Series) -> str:
         return "text"
     first = values.iloc[0]
     if isinstance(first, np.generic) and first.dtype.kind in "biuf":
-        # A numpy scalar, typed as its dtype would be (psycopg binds it so).
+        # A numpy scalar, typed as its dtype would be (psycopg binds it so); a float32 or
+        # float16 among doubles (Python's or numpy's) is not a real's column, which would
+        # round the doubles.
+        if first.dtype.kind == "f" and first.dtype.itemsize <= 4 and any(map(_double, values)):
+            return "double precision"
         return pg_type(pd.Series([], dtype=first.dtype))
     for py_type, pg in _OBJECT_TYPES:
         if isinstance(first, py_type):
@@ -558,6 +568,13 @@ def _object_type(series: pd.Series) -> str:
                 return "timestamptz" if py_type is dt.datetime else "timetz"
             return pg
     return "text"
+
+
+def _double(value: Any) -> bool:
+    """A float wider than a real: Python's (np.float64 is one), or a numpy longdouble."""
+    import numpy as np
+
+    return isinstance(value, float) or (isinstance(value, np.floating) and value.dtype.itemsize > 4)
 
 
 def _encoded(dtype: Any) -> bool:
@@ -635,9 +652,7 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             changed[i] = _stamps(series)
         elif pg == "real" and getattr(series.dtype, "itemsize", 4) < 4:
             changed[i] = _doubles(series)
-        elif pg == "real" and series.dtype == object:
-            changed[i] = series.map(_narrowed, na_action="ignore")
-        elif pg == "double precision" and series.dtype == object:
+        elif pg in ("real", "double precision") and series.dtype == object:
             changed[i] = series.map(_widened, na_action="ignore")
         elif pg == "timetz":
             _check_offsets(series, i)
@@ -696,26 +711,6 @@ def _widened(value: Any) -> Any:
     import numpy as np
 
     return float(value) if isinstance(value, np.floating) else value
-
-
-def _narrowed(value: Any) -> Any:
-    """A float bound for a ``real`` as the real the server makes of it as a parameter.
-
-    A float64 (or Python float) rounds to a float32 once, to nearest, ties to even, as the
-    server's double-to-real cast does; its shortest text would round twice (via decimal),
-    and ``1 + 2**-24`` would become 1.0000001, not 1. A value beyond real's range keeps its
-    text so that the server refuses it, naming it; any other value stays as it is.
-    """
-    import numpy as np
-
-    if not isinstance(value, (float, np.floating)):
-        return value
-    wide = float(value)
-    with np.errstate(over="ignore", under="ignore"):
-        narrow = float(np.float32(wide))
-    if math.isfinite(wide) and (math.isinf(narrow) or (narrow == 0.0 and wide != 0.0)):
-        return wide
-    return narrow
 
 
 def _check_offsets(series: pd.Series, column: int) -> None:
