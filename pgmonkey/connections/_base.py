@@ -119,16 +119,37 @@ def _scrubbed(detail: str, name: str, value: str) -> str:
     """The server's message without any form of a secret ``value``.
 
     The server need not quote the value as given: it quotes a list's items one at a time,
-    folds unquoted names to lower case (``tablespace "password=hunter2" does not exist``)
-    and re-quotes them. So every quoted name but the setting's own goes, then the value and
-    each of its parts, in any case; what remains is the server's reason.
+    folds unquoted names to lower case (``tablespace "password=hunter2" does not exist``),
+    re-quotes them and cuts them to 63 bytes. So every quoted name but the setting's own
+    goes, then the value and each of its parts, in any case, then any run of the message
+    of six characters or more found in the value; what remains is the server's reason.
     """
     detail = _QUOTED.sub(lambda m: m[0] if m[1].lower() == name.lower() else REDACTED, detail)
     parts = {value, *(p.strip("'\" ") for p in _LIST_ITEM.split(value))}
     for part in sorted((p for p in parts if p), key=len, reverse=True):
         word = rf"(?<!\w){re.escape(part)}(?!\w)"
         detail = re.sub(word, REDACTED, detail, flags=re.IGNORECASE)
-    return redact_text(detail)
+    return redact_text(_without_runs_of(detail, value.lower()))
+
+
+def _without_runs_of(text: str, source: str, least: int = 6) -> str:
+    """``text`` with each longest run of ``least`` characters or more that ``source`` (lower
+    case) holds, in any case, redacted."""
+    out: list[str] = []
+    low = text.lower()
+    i = 0
+    while i < len(text):
+        end = i
+        while end < len(text) and low[i : end + 1] in source:
+            end += 1
+        if end - i >= least:
+            if not out or out[-1] != REDACTED:  # runs that meet are one
+                out.append(REDACTED)
+            i = end
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 # A double-quoted name in a server message (a quote inside is doubled); a list item's edge.
