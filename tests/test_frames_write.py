@@ -689,6 +689,26 @@ def test_floats_of_mixed_widths_in_an_object_column(db_conn: Conn, fresh: str) -
             to_sql(out, fresh, db_conn, if_exists="append")
 
 
+@pytest.mark.parametrize("target", ["name", "char(2)", "tsvector", "integer"])
+def test_a_lone_backslash_dot_is_a_value_not_the_end(
+    db_conn: Conn, fresh: str, target: str
+) -> None:
+    # A one-column CSV COPY read a line of only \. as the end of its data: the rows after it
+    # were lost, and to_sql returned the frame's row count all the same.
+    df = pd.DataFrame({"v": ["1", "\\.", "2"]})
+    db_conn.execute(f"CREATE TABLE {fresh} (v {target})")
+    if target == "integer":  # not an integer: refused, as by the INSERT
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation, match="row 1"):
+            to_sql(df, fresh, db_conn, if_exists="append")
+        return
+    assert to_sql(df, fresh, db_conn, if_exists="append") == 3
+    db_conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
+    with db_conn.cursor() as cur:  # one column, as the frame has: no k to order by
+        cur.executemany("INSERT INTO frames_w_twin VALUES (%s)", [(v,) for v in df["v"]])
+    got = _texts(db_conn, fresh, order="v")
+    assert len(got) == 3 and got == _texts(db_conn, "frames_w_twin", order="v")
+
+
 def test_only_numpy_scalars_take_their_dtypes_type() -> None:
     # Anything with a .dtype is not a numpy scalar: a Series or an array in a cell is text.
     assert pg_type(pd.Series([pd.Series([1, 2]), None], dtype=object)) == "text"

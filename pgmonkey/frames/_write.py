@@ -364,6 +364,9 @@ class Load:
                 text: str = part.to_csv(
                     header=False, index=False, na_rep=self.plan.null, lineterminator="\r\n"
                 )
+                if len(part.columns) == 1 and "\\." in text:
+                    # A line of only \. ends COPY's data: the rows after it were lost.
+                    text = _END_OF_DATA.sub('"\\\\."', text)
                 if "\x00" in text:
                     raise _find_rejected(part, start, "\x00", self.encoding)
                 try:
@@ -662,6 +665,10 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
     for pos, values in changed.items():
         part.isetitem(pos, values)
     return part
+
+
+# A CSV line that is only \. (COPY's end-of-data marker), which the value quoted escapes.
+_END_OF_DATA: Final = re.compile(r"^\\\.(?=\r$)", re.M)
 
 
 def _stamps(series: pd.Series) -> pd.Series:
