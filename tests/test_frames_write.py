@@ -709,6 +709,50 @@ def test_a_lone_backslash_dot_is_a_value_not_the_end(
     assert len(got) == 3 and got == _texts(db_conn, "frames_w_twin", order="v")
 
 
+_AT_MINUS_5 = dt.timezone(dt.timedelta(hours=-5))
+MIXED_OBJECTS = [
+    # Stored as an INSERT stores them; they were a repr, a TypeError, 17 digits, a day off.
+    ("bytes-like", [bytearray(b"ab"), memoryview(b"cd"), None], "bytea", "bytea"),
+    ("bytes-and-strings", [b"\x00", "abc", None], "bytea", "bytea"),
+    (
+        "decimal-and-floats",
+        [decimal.Decimal("1"), 0.1 + 0.2, np.float32(0.1), 1e20, float("nan")],
+        "numeric",
+        "numeric(30,3)",
+    ),
+    (
+        "date-and-aware",
+        [dt.date(2020, 1, 1), dt.datetime(2020, 1, 1, 23, tzinfo=_AT_MINUS_5)],
+        "timestamp with time zone",
+        "date",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "natural", "target"),
+    [m[1:] for m in MIXED_OBJECTS],
+    ids=[m[0] for m in MIXED_OBJECTS],
+)
+def test_an_object_column_of_mixed_values_is_stored_as_the_insert_stores_it(
+    db_conn: Conn, fresh: str, values: list[Any], natural: str, target: str
+) -> None:
+    df = pd.DataFrame({"k": range(len(values)), "v": pd.Series(values, dtype=object)})
+    to_sql(df, fresh, db_conn)
+    assert _types(db_conn, fresh)[1] == natural
+    assert _texts(db_conn, fresh) == _twin_texts(db_conn, fresh, df)
+    db_conn.execute(f"DROP TABLE {fresh}, frames_w_twin")
+    db_conn.execute(f"CREATE TABLE {fresh} (k bigint, v {target})")
+    to_sql(df, fresh, db_conn, if_exists="append")
+    assert _texts(db_conn, fresh) == _twin_texts(db_conn, fresh, df)
+
+
+def test_a_bytea_column_refuses_what_the_insert_refuses(db_conn: Conn, fresh: str) -> None:
+    df = pd.DataFrame({"v": pd.Series([b"\x01", 5], dtype=object)})
+    with pytest.raises(psycopg.errors.DatatypeMismatch, match="column 'v', row 1, value 5"):
+        to_sql(df, fresh, db_conn)
+
+
 def test_only_numpy_scalars_take_their_dtypes_type() -> None:
     # Anything with a .dtype is not a numpy scalar: a Series or an array in a cell is text.
     assert pg_type(pd.Series([pd.Series([1, 2]), None], dtype=object)) == "text"

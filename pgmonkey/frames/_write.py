@@ -73,6 +73,8 @@ _OBJECT_TYPES: Final[tuple[tuple[type, str], ...]] = (
     (dt.timedelta, "interval"),
     (uuid.UUID, "uuid"),
     (bytes, "bytea"),
+    (bytearray, "bytea"),
+    (memoryview, "bytea"),
     (dict, "jsonb"),
     (list, "jsonb"),
 )
@@ -569,6 +571,12 @@ def _object_type(series: pd.Series) -> str:
                 getattr(v, "tzinfo", None) is not None for v in values
             ):
                 return "timestamptz" if py_type is dt.datetime else "timetz"
+            # Dates first, and a datetime with a zone later: that one's date is the
+            # session's, as the INSERT's cast makes it; a date column would drop the zone.
+            if pg == "date" and any(
+                isinstance(v, dt.datetime) and v.tzinfo is not None for v in values
+            ):
+                return "timestamptz"
             return pg
     return "text"
 
@@ -640,6 +648,7 @@ def _decategorized(df: pd.DataFrame) -> pd.DataFrame:
 
 def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
     """Convert the few columns whose CSV form pandas would get wrong for PostgreSQL."""
+    import pandas as pd
     from pandas.api.types import is_datetime64_any_dtype
 
     changed: dict[int, Any] = {}
@@ -648,7 +657,11 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
         if pg == "jsonb":
             changed[i] = series.map(_json, na_action="ignore")
         elif pg == "bytea":
-            changed[i] = series.map(_bytea, na_action="ignore")
+            changed[i] = _byteas(series, i)
+        elif pg == "numeric" and series.dtype == object:
+            # Built as objects: map() would infer floats from a column of numpy uint64s.
+            cells = [_numeric(v) for v in series]
+            changed[i] = pd.Series(cells, index=series.index, dtype=object)
         elif pg == "interval":
             changed[i] = series.map(_interval, na_action="ignore")
         elif pg in ("timestamp", "timestamptz") and is_datetime64_any_dtype(series.dtype):
@@ -749,8 +762,43 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _bytea(value: Any) -> str:
-    return "\\x" + bytes(value).hex()
+def _byteas(series: pd.Series, column: int) -> pd.Series:
+    """A bytea column's cells as bytea input: bytes-like values in hex, strings as they are
+    (the server reads them as bytea input, as an INSERT's untyped string); anything else is
+    refused as the INSERT refuses it."""
+    import pandas as pd
+
+    cells: list[Any] = []
+    missing = series.isna().to_numpy()
+    for row, value in enumerate(series):
+        if missing[row] or isinstance(value, str):
+            pass
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            value = "\\x" + bytes(value).hex()
+        else:
+            raise Rejected(
+                psycopg.errors.DatatypeMismatch,
+                f"a bytea column cannot take a value of type {type(value).__name__}",
+                column,
+                row,
+            )
+        cells.append(value)
+    return pd.Series(cells, index=series.index, dtype=object)
+
+
+def _numeric(value: Any) -> Any:
+    """A float in a numeric column as the server's own cast from its type writes it: a
+    double with 15 significant digits, a float32 or float16 (bound as a real) with 6."""
+    import numpy as np
+
+    if not isinstance(value, (float, np.floating)) or value != value:
+        return value  # NaN is missing: NULL
+    digits = 6 if isinstance(value, np.floating) and value.dtype.itemsize <= 4 else 15
+    text = f"{value:.{digits}g}"
+    return _INFINITIES.get(text, text)
+
+
+_INFINITIES: Final = {"inf": "Infinity", "-inf": "-Infinity"}
 
 
 def _interval(value: Any) -> str:
