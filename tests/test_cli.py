@@ -524,6 +524,8 @@ def test_import_into_a_table_with_rows_names_if_exists(
     line = res.one_error_line()
     assert "already holds rows" in line and "if_exists" in line
     assert "data.csv.import.yaml" in line  # where the setting lives
+    line = cli(*args, "--if_exists", "fail").one_error_line()
+    assert "if_exists is 'fail' (given for this run)" in line and "import.yaml" not in line
     res = cli(*args, "--if_exists", "append")
     assert res.code == 0, res
     assert db_conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 4

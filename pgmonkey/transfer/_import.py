@@ -152,7 +152,7 @@ def import_csv(
     _check_header(p, resolved)
 
     with _connect.connection(con, resolve_env=resolve_env) as conn:
-        rows, created = _load(conn, p, target, resolved, progress)
+        rows, created = _load(conn, p, target, resolved, progress, if_exists is not None)
     return ImportResult(
         p, str(target), resolved, settings_path, review_needed=False, rows=rows, created=created
     )
@@ -286,6 +286,7 @@ def _load(
     target: TableName,
     s: ImportSettings,
     progress: bool | None,
+    if_exists_given: bool = False,
 ) -> tuple[int, bool]:
     """Create or check the table and COPY the file in, in one transaction."""
     file_encoding = pg_encoding(s.encoding)
@@ -299,7 +300,7 @@ def _load(
     )
     try:
         with conn.transaction():
-            created = _prepare_table(conn, target, s)
+            created = _prepare_table(conn, target, s, if_exists_given)
             with conn.cursor() as cur:
                 try:
                     with cur.copy(stmt) as copy:
@@ -324,8 +325,11 @@ _SCHEMA_OF: Final = (
 )
 
 
-def _prepare_table(conn: psycopg.Connection[Any], target: TableName, s: ImportSettings) -> bool:
-    """Apply ``if_exists`` and ``auto_create_table``; True when the table is created here."""
+def _prepare_table(
+    conn: psycopg.Connection[Any], target: TableName, s: ImportSettings, if_exists_given: bool
+) -> bool:
+    """Apply ``if_exists`` and ``auto_create_table``; True when the table is created here.
+    ``if_exists_given``: the caller's ``if_exists`` overrode the settings file's."""
     quoted = target.ident.as_string(conn)
     found = conn.execute(_SCHEMA_OF, [quoted]).fetchone()
     if found is not None:
@@ -339,9 +343,10 @@ def _prepare_table(conn: psycopg.Connection[Any], target: TableName, s: ImportSe
                 query = sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target.ident)
                 has_rows = conn.execute(query).fetchone()
                 if has_rows is not None and has_rows[0]:
+                    where = " (given for this run)" if if_exists_given else _from(s)
                     raise TransferError(
-                        f"table {str(target)!r} already holds rows: set if_exists to "
-                        f"'append' or 'replace' to load into it{_from(s)}"
+                        f"table {str(target)!r} already holds rows and if_exists is 'fail'"
+                        f"{where}: set it to 'append' or 'replace' to load into it"
                     )
             return False
     elif not s.auto_create_table:
