@@ -484,6 +484,7 @@ def test_an_export_query_is_one_statement(
         ("SELECT * FROM nope_t", "line 1, column 15", "SELECT * FROM nope_t"),
         ("SELECT 1 AS a,\n       nope_c", "line 2, column 8", "       nope_c"),
         ("\n\n  SELECT nope_c;", "line 3, column 10", "  SELECT nope_c"),
+        ("SELECT\t1,\tnope_c", "line 1, column 11", "SELECT 1, nope_c"),  # a tab as a space
     ],
 )
 def test_an_export_query_error_is_placed_in_the_query(
@@ -499,6 +500,10 @@ def test_an_export_query_error_is_placed_in_the_query(
     assert shown[2] == "  " + " " * (column - 1) + "^"
     assert line[column - 1 :].startswith("nope_")
     assert not (tmp_path / "e.csv").exists()
+    # The server's own error, its message rewritten: its details stay.
+    assert caught.value.diag.sqlstate in ("42P01", "42703")
+    assert caught.value.diag.message_primary == shown[0].split(" (line ")[0]
+    assert caught.value.pgresult is not None
 
 
 def test_an_export_query_takes_parameters(tmp_path: Path, db_conn: Conn) -> None:

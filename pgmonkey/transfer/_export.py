@@ -173,7 +173,8 @@ _OPENING: Final = "COPY (\n"  # what precedes the caller's query in the statemen
 
 def _placed(error: psycopg.Error, query: str) -> psycopg.Error:
     """The server's error, its position given in the caller's query (line and column, the
-    line shown with a caret) rather than in the COPY statement around it."""
+    line shown with a caret) rather than in the COPY statement around it. The same error,
+    its message rewritten: its class, ``diag`` and ``pgresult`` stay the server's."""
     position = error.diag.statement_position
     if not (position and position.isdigit()):
         return error
@@ -194,14 +195,15 @@ def _placed(error: psycopg.Error, query: str) -> psycopg.Error:
     lines = [
         f"{diag.message_primary or str(error).splitlines()[0]} "
         f"(line {number}, column {column} of the query)",
-        f"  {line.rstrip()}",
+        f"  {line.rstrip().replace(chr(9), ' ')}",  # a tab as one space: the caret lines up
         "  " + " " * (column - 1) + "^",
     ]
     if diag.message_detail:
         lines.append(f"DETAIL: {diag.message_detail}")
     if diag.message_hint:
         lines.append(f"HINT: {diag.message_hint}")
-    return type(error)("\n".join(lines))
+    error.args = ("\n".join(lines),)
+    return error
 
 
 def _in_parentheses(query: str) -> sql.Composed:
