@@ -629,6 +629,9 @@ def test_a_codec_of_names_is_no_file_encoding(tmp_path: Path, encoding: str) -> 
         "id,name\n1,'Smith, John'\n2,'O''Brien, Pat'\n",
         "id, name\n1, 'Smith, John'\n2, 'Doe, Jane'\n",  # a space after the comma
         "id,t\n1,'line one\nline two'\n2,'x'\n",  # a value over two lines
+        # Only values over lines quoted (csv.writer's minimal quoting): without the quote
+        # the lines would not line up.
+        "id,note\n1,'first line\nsecond line'\n2,plain\n3,'a\nb'\n",
         "1 'a b'\n2 'c d'\n3 'e'\n",  # fields separated by spaces
     ],
 )
@@ -643,6 +646,7 @@ def test_single_quotes_around_whole_fields_are_the_quote(tmp_path: Path, text: s
         "a b\nrock 'n' roll\nfoo bar\nbaz qux\n",
         "a,b\n1,'x'\n2,it's\n",  # one apostrophe inside a value: ' would drop it
         "id,label\n1,'90s\n2,Parents'\n3,kids\n",  # ' would merge lines 2 and 3 into a row
+        "id,note,extra\n1,'90s,x\n2,Parents',y\n3,'',z\n",  # and an empty '' beside them
     ],
 )
 def test_apostrophes_in_values_are_no_quote(tmp_path: Path, text: str) -> None:

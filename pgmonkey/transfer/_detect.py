@@ -235,28 +235,40 @@ def _sniff_quote(text: str, complete: bool) -> str:
     PostgreSQL's CSV reader takes a quote character anywhere in a field as the start of a
     quoted part: with ``'`` as the quote, ``O'Brien`` or ``rock 'n' roll`` would lose their
     apostrophes. So every ``'`` of the sample must open or close a whole field: beside a
-    usual delimiter (spaces around it allowed) or a line's ends, over lines if need be but
-    with at least one field quoted within a line; or, in a file of space-separated fields,
-    do so on most of its lines.
+    usual delimiter (spaces around it allowed) or a line's ends, over lines if the lines
+    need it to line up; or, in a file of space-separated fields, do so on most of its lines.
     """
     if _DOUBLE_QUOTED.search(text):
         return '"'
-    one_line, stray, end = 0, 0, 0
+    fields, spans, stray, end = 0, 0, 0, 0
     for m in _QUOTED_FIELD.finditer(text):
         stray += text.count("'", end, m.start())
-        one_line += not _LINE_BREAK.search(m[0])
+        fields += 1
+        spans += bool(_LINE_BREAK.search(m[0]))
         end = m.end()
     tail = text.count("'", end)
     if tail == 1 and not complete and _OPENS_FIELD.search(text, end):
         tail = 0  # the sample stops inside a quoted field
-    # A span over lines alone is no evidence: "1,'90s" ... "2,Parents'" would merge rows.
-    if one_line and not stray and not tail:
+    # A span over lines counts only when the lines do not line up without it: in
+    # "1,'90s" / "2,Parents'" / "3,kids" each line is a row of two fields as it stands.
+    if fields and not stray and not tail and not (spans and _lines_up(text, complete)):
         return "'"
     lines = [line for line in _LINE_BREAK.split(text) if line.strip()]
     spaced = [line for line in lines if _SPACED_FIELD.search(line)]
     if len(spaced) >= max(2, len(lines) / 2) and "'" not in _SPACED_FIELD.sub("", text):
         return "'"
     return '"'
+
+
+def _lines_up(text: str, complete: bool) -> bool:
+    """Whether every line of the sample holds a usual delimiter the same number of times."""
+    lines = _LINE_BREAK.split(text)
+    if not complete and len(lines) > 1:
+        lines.pop()  # the sample may have cut it
+    lines = [line for line in lines if line.strip()]
+    return bool(lines) and any(
+        len({line.count(c) for line in lines}) == 1 and c in lines[0] for c in _COMMON_DELIMITERS
+    )
 
 
 def _sniff_delimiter(text: str, complete: bool, quote: str) -> tuple[str, bool, str]:
