@@ -148,6 +148,16 @@ def test_bad_arguments_fail_short(
             "'Tabels' is no %pgmonkey command, and the server read it as SQL: "
             "did you mean %pgmonkey tables?",
         ),
+        (
+            "--out x conect {cfg}",  # after options too
+            "'conect' is no %pgmonkey command, and the server read it as SQL: "
+            "did you mean %pgmonkey connect?",
+        ),
+        # Known options are not "unknown" (they were: "did you mean --out?" for --out).
+        ("--out", "option --out needs a value"),
+        ("--out-format", "option --out-format needs a value"),
+        ("--out x --no-execute", "no SQL statement to run"),
+        ("--save s --no-execute", "--save/--with take one SQL statement, not 0"),
     ],
 )
 def test_a_mistyped_option_or_command_is_named(

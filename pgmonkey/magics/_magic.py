@@ -187,7 +187,7 @@ class PgMonkeyMagics(MagicsBase):
         try:
             return self._query_of(opts, sql, ns, first_line=1 - added)
         except MagicCellError as exc:  # the server's error, placed in the line
-            word = stripped.split(None, 1)[0]
+            word = (line.split(None, 1) or [""])[0]  # after the options, if any
             meant = _command_meant(word, exc.__cause__)
             if meant is None:
                 raise
@@ -370,8 +370,15 @@ def _check_option(line: str) -> None:
     m = _OPTION.match(line)
     if m is None or parse(line):
         return
-    known = [a for action in query_parser("%pgmonkey")._actions for a in action.option_strings]
-    close = difflib.get_close_matches(m.group(1), known, n=1)
+    actions = query_parser("%pgmonkey")._actions
+    option = m.group(1)
+    for action in actions:
+        if option in action.option_strings:  # known, with nothing after it to run
+            if action.nargs != 0 and not line[m.end() :].strip():
+                raise MagicError(f"option {option} needs a value (see %pgmonkey?)")
+            return
+    known = [a for action in actions for a in action.option_strings]
+    close = difflib.get_close_matches(option, known, n=1)
     hint = f"did you mean {close[0]}?" if close else "see %pgmonkey?"
     raise MagicError(f"unknown option {m.group(1)!r}: {hint}")
 
