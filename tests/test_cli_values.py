@@ -263,6 +263,10 @@ def test_fire_itself_passes_the_text(rec: Recorder, capsys: pytest.CaptureFixtur
             "--table needs a value (for one that starts with '-', write --table=VALUE)",
         ),
         (
+            ["pgexport", "--table", "--conconfig", "c.yaml"],
+            "--table needs a value ('--conconfig' looks like a mistyped --connconfig)",
+        ),
+        (
             ["pgexport", "--notable", "--connconfig", "c.yaml"],
             "unknown option '--notable': did you mean --table?",
         ),

@@ -136,8 +136,12 @@ def _check_flags(command: Any, rest: Sequence[str], words: Sequence[str]) -> Non
             if j == len(rest) or _FLAG.match(rest[j]):
                 message = f"{_spelled(key)} needs a value"
                 if j < len(rest) and not _names_a_flag(rest[j], params):
-                    # fire reads any word starting "--" as a flag: "--query '-- note ...'"
-                    message += f" (for one that starts with '-', write {_spelled(key)}=VALUE)"
+                    meant = _flag_meant(rest[j], params)
+                    if meant is not None:
+                        message += f" ({rest[j]!r} looks like a mistyped {_spelled(meant)})"
+                    else:
+                        # fire reads any word starting "--" as a flag: "--query '-- note'"
+                        message += f" (for one that starts with '-', write {_spelled(key)}=VALUE)"
                 raise _UsageError(message, words)
             j += 1
         elif not inline and j < len(rest) and not _FLAG.match(rest[j]):
@@ -155,6 +159,17 @@ def _names_a_flag(token: str, params: Sequence[str]) -> bool:
     if key.startswith("no") and key[2:] in params:
         return True
     return key in params or (len(key) == 1 and any(n.startswith(key) for n in params))
+
+
+def _flag_meant(token: str, params: Sequence[str]) -> str | None:
+    """The command's flag that ``token`` (``--conconfig``) misspells, if it looks like one."""
+    import difflib
+
+    if not re.fullmatch(r"--[A-Za-z][\w-]*(=.*)?", token, re.DOTALL):
+        return None
+    key = token.partition("=")[0][2:].replace("-", "_")
+    close = difflib.get_close_matches(key, list(params), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _help(component: object, words: Sequence[str], target: Any) -> str:
