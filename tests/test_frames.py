@@ -733,6 +733,23 @@ async def aconn(superuser_dsn: str) -> Any:
         await conn.close()
 
 
+async def test_async_text_column_of_other_values(
+    aconn: psycopg.AsyncConnection[Any], db_conn: Conn
+) -> None:
+    # The server writes the text of values that are not strings, as for an INSERT.
+    values = ["a", True, decimal.Decimal("1E+3"), dt.timedelta(days=2), None]
+    df = pd.DataFrame({"v": pd.Series(values, dtype=object)})
+    try:
+        assert await to_sql_async(df, "frames_async_text", aconn, if_exists="replace") == 5
+        got = db_conn.execute("SELECT v FROM frames_async_text").fetchall()
+        assert [r[0] for r in got] == ["a", "true", "1000", "2 days", None]
+        with pytest.raises(psycopg.ProgrammingError, match="column 'v', row 1"):
+            bad = pd.DataFrame({"v": pd.Series(["a", {"x": 1}], dtype=object)})
+            await to_sql_async(bad, "frames_async_text", aconn, if_exists="replace")
+    finally:
+        db_conn.execute("DROP TABLE IF EXISTS frames_async_text")
+
+
 async def test_async_twins(aconn: psycopg.AsyncConnection[Any], db_conn: Conn) -> None:
     df = _sample_frame(300)
     assert await to_sql_async(df, "frames_async", aconn, if_exists="replace") == 300

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import enum
+import ipaddress
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -745,6 +748,51 @@ def test_an_object_column_of_mixed_values_is_stored_as_the_insert_stores_it(
     db_conn.execute(f"CREATE TABLE {fresh} (k bigint, v {target})")
     to_sql(df, fresh, db_conn, if_exists="append")
     assert _texts(db_conn, fresh) == _twin_texts(db_conn, fresh, df)
+
+
+class _Color(enum.Enum):
+    RED = 1
+
+
+FOREIGN_IN_TEXT = [
+    "a",
+    True,
+    decimal.Decimal("1E+3"),
+    dt.timedelta(days=1, microseconds=5),
+    b"\x01",
+    dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+    _Color.RED,
+    ipaddress.ip_address("1.2.3.4"),
+    1e15,
+    [1, 2],
+    np.int64(5),
+    uuid.UUID(int=1),
+    None,
+]
+
+
+@pytest.mark.parametrize("target", [None, "text", "varchar(40)"])
+def test_values_that_are_not_strings_in_a_text_column(
+    db_conn: Conn, fresh: str, target: str | None
+) -> None:
+    # They were written as Python's str(): True, 1E+3, "1 day, 0:00:00.000005", b'\x01',
+    # +00:00, _Color.RED, 1000000000000000.0, [1, 2]; the INSERT stores the server's text
+    # of each value bound in its own type.
+    df = pd.DataFrame({"k": range(len(FOREIGN_IN_TEXT)), "v": pd.Series(FOREIGN_IN_TEXT)})
+    if target is not None:
+        db_conn.execute(f"CREATE TABLE {fresh} (k bigint, v {target})")
+    to_sql(df, fresh, db_conn, if_exists="append")
+    got = _texts(db_conn, fresh)
+    assert got == _twin_texts(db_conn, fresh, df)
+    by_k = {int(k): v for k, v in got}
+    assert [by_k[1], by_k[2], by_k[3]] == ["true", "1000", "1 day 00:00:00.000005"]
+
+
+def test_a_value_psycopg_cannot_bind_is_refused_by_row(db_conn: Conn, fresh: str) -> None:
+    df = pd.DataFrame({"v": pd.Series(["a", {"x": 1}], dtype=object)})
+    with pytest.raises(psycopg.ProgrammingError, match="cannot adapt type 'dict'") as info:
+        to_sql(df, fresh, db_conn)
+    assert "column 'v', row 1" in str(info.value)
 
 
 def test_a_bytea_column_refuses_what_the_insert_refuses(db_conn: Conn, fresh: str) -> None:

@@ -42,7 +42,7 @@ from ._read import (
     strip_query,
 )
 from ._sqltext import bind, note_unbound
-from ._write import WritePlan
+from ._write import TEXT_BATCH, WritePlan, text_query
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -370,6 +370,16 @@ def _to_sql(plan: WritePlan, df: pd.DataFrame, con: Any) -> int:
         if exists and plan.if_exists == "append":
             existing = cur.execute(plan.columns_query()).fetchall()
         load = plan.load(df, exists, existing, conn.info.encoding)
+        for column, rows, values in list(load.foreign_values()):
+            refused = load.unadaptable(column, rows, values)
+            if refused is not None:
+                raise refused
+            texts: list[str] = []
+            for start in range(0, len(values), TEXT_BATCH):
+                part = values[start : start + TEXT_BATCH]
+                found = cur.execute(text_query(len(part)), part).fetchone()
+                texts += found[0] if found is not None else []
+            load.take_texts(column, rows, texts)
         for statement in load.before:
             cur.execute(statement)
         try:
@@ -437,6 +447,16 @@ async def _to_sql_async(plan: WritePlan, df: pd.DataFrame, con: Any) -> int:
         if exists and plan.if_exists == "append":
             existing = await (await cur.execute(plan.columns_query())).fetchall()
         load = plan.load(df, exists, existing, conn.info.encoding)
+        for column, rows, values in list(load.foreign_values()):
+            refused = load.unadaptable(column, rows, values)
+            if refused is not None:
+                raise refused
+            texts: list[str] = []
+            for start in range(0, len(values), TEXT_BATCH):
+                part = values[start : start + TEXT_BATCH]
+                found = await (await cur.execute(text_query(len(part)), part)).fetchone()
+                texts += found[0] if found is not None else []
+            load.take_texts(column, rows, texts)
         for statement in load.before:
             await cur.execute(statement)
         try:

@@ -400,6 +400,46 @@ class Load:
             message = _BYTES.sub(REDACTED, message.split(': "', 1)[0])
         return kind(f"{message}: {where}")
 
+    def foreign_values(self) -> Iterator[tuple[int, list[int], list[Any]]]:
+        """(column, rows, values): the values that are not strings in an object column of
+        text (typed by its first value, a string), such as ``True`` or a ``Decimal``.
+
+        Their Python text (``True``, ``1E+3``, ``1 day, 0:00:00``) is not what an INSERT
+        stores: the server's own text of the value bound in its type (``true``, ``1000``,
+        ``1 day``). The caller has the server write them (:func:`text_query`) and hands
+        the texts back to :meth:`take_texts`.
+        """
+        for i, (_name, natural) in enumerate(self.plan.columns):
+            series = self.df.iloc[:, i]
+            if natural != "text" or series.dtype != object:
+                continue
+            missing = series.isna().to_numpy()
+            rows = [r for r, v in enumerate(series) if not (missing[r] or isinstance(v, str))]
+            if rows:
+                yield i, rows, [series.iloc[r] for r in rows]
+
+    def take_texts(self, column: int, rows: list[int], texts: list[str]) -> None:
+        """The server's texts of :meth:`foreign_values`, in place of the values."""
+        import pandas as pd
+
+        cells = self.df.iloc[:, column].to_numpy(dtype=object, copy=True)
+        cells[rows] = texts
+        self.df = self.df.copy(deep=False)
+        self.df.isetitem(column, pd.Series(cells, index=self.df.index, dtype=object))
+
+    def unadaptable(self, column: int, rows: list[int], values: list[Any]) -> psycopg.Error | None:
+        """The error for the first value psycopg cannot bind (a dict: no JSON without
+        ``Jsonb``), as the INSERT would raise it, told by column and row."""
+        from psycopg.adapt import PyFormat, Transformer
+
+        tx = Transformer()
+        for row, value in zip(rows, values, strict=True):
+            try:
+                tx.get_dumper(value, PyFormat.AUTO)
+            except psycopg.ProgrammingError as error:
+                return self.error(type(error), str(error).split("\n")[0], column, row)
+        return None
+
     def cause(self, error: psycopg.Error) -> psycopg.Error | None:
         """The server's own error to chain, unless it may quote a sensitive value."""
         return None if self.plan.sensitive else error
@@ -502,6 +542,17 @@ def _route(natural: str, target: Target | None) -> str:
     if natural == "text" and target.oid not in _LENGTH_LIMITED:
         return PARSE
     return CAST
+
+
+# Parameters per query of text_query: well under the protocol's 65,535.
+TEXT_BATCH: Final = 10_000
+
+
+def text_query(count: int) -> sql.Composed:
+    """``SELECT ARRAY[%s::text, ...]``: the server's text of ``count`` values bound as an
+    INSERT binds them (a cast to text is an assignment cast for every type), in order."""
+    marks = sql.SQL(", ").join(sql.SQL("%s::text") for _ in range(count))
+    return sql.SQL("SELECT ARRAY[{}]").format(marks)
 
 
 def _secret(name: str) -> bool:
