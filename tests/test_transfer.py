@@ -193,6 +193,32 @@ def test_if_exists(tmp_path: Path, db_conn: Conn, schema: str) -> None:
     assert not result.created and result.rows == 2
 
 
+def test_an_export_loads_back_into_a_table_of_its_names(
+    tmp_path: Path, db_conn: Conn, schema: str
+) -> None:
+    # Detection names columns as a new table gets them (UserID -> userid, First Name ->
+    # first_name): a twin of the source table, made beforehand, refused them by name,
+    # where psql's \copy ... csv header loads the file.
+    source, twin = f'"{schema}".src', f'"{schema}".twin'
+    db_conn.execute(f'CREATE TABLE {source} ("UserID" int, "First Name" text, "x" int)')
+    db_conn.execute(f"INSERT INTO {source} VALUES (1, 'Ann', 3), (2, 'Bo', NULL)")
+    db_conn.execute(f"CREATE TABLE {twin} (LIKE {source})")
+    path = tmp_path / "src.csv"
+    export_csv(db_conn, path, table=f"{schema}.src")
+    result = _import_twice(path, f"{schema}.twin", db_conn)
+    assert (result.rows, result.created) == (2, False)
+    assert [c.name for c in result.settings.columns] == ["userid", "first_name", "x"]  # as saved
+    rows = "SELECT * FROM {} ORDER BY 1"
+    assert (
+        db_conn.execute(rows.format(twin)).fetchall()
+        == db_conn.execute(rows.format(source)).fetchall()
+    )
+    # A name the table lacks in every form stays, for the server to refuse by name.
+    db_conn.execute(f'CREATE TABLE "{schema}".other (a int, b text, c int)')
+    with pytest.raises(psycopg.errors.UndefinedColumn, match="userid"):
+        import_csv(path, f"{schema}.other", db_conn)
+
+
 BAD_FILES = [
     ("ragged_long", b"a,b\n1,2\n3,4,5\n", "line 3", "extra data after last expected column"),
     ("ragged_short", b"a,b\n1,2\n3\n", "line 3", 'missing data for column "b"'),

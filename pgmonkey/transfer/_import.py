@@ -25,6 +25,7 @@ from ._progress import Progress
 from ._settings import (
     _TYPE_RE,
     IF_EXISTS,
+    ColumnSpec,
     ImportSettings,
     find_legacy_settings,
     import_settings_path,
@@ -290,17 +291,17 @@ def _load(
 ) -> tuple[int, bool]:
     """Create or check the table and COPY the file in, in one transaction."""
     file_encoding = pg_encoding(s.encoding)
-    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in s.columns)
     # Aligned columns reach COPY split by single spaces (see _csvscan.collapse).
     sent = replace(s, delimiter=" ") if s.collapse_whitespace else s
-    stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
-        target.ident,
-        columns,
-        copy_options(sent),
-    )
     try:
         with conn.transaction():
             created = _prepare_table(conn, target, s, if_exists_given)
+            if not created:
+                s = _named_as_in(conn, target, s)
+            columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in s.columns)
+            stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
+                target.ident, columns, copy_options(sent)
+            )
             with conn.cursor() as cur:
                 try:
                     with cur.copy(stmt) as copy:
@@ -318,6 +319,42 @@ def _load(
         raise err from exc
     return rows, created
 
+
+def _named_as_in(
+    conn: psycopg.Connection[Any], target: TableName, s: ImportSettings
+) -> ImportSettings:
+    """``s`` with each column named as the existing table names it.
+
+    Detection writes names folded to lower case and made plain (``UserID`` is ``userid``,
+    ``First Name`` is ``first_name``), as a new table gets them; a table made beforehand
+    (an export's source, say) may have the header's own names. A name the table lacks is
+    matched to the header's name, then to a column that differs only in case; one matched
+    by neither stays, for the server to refuse by name.
+    """
+    found = conn.execute(_COLUMNS_OF, [target.ident.as_string(conn)]).fetchall()
+    have = [str(r[0]) for r in found]
+    folded: dict[str, list[str]] = {}
+    for name in have:
+        folded.setdefault(name.lower(), []).append(name)
+
+    def named(c: ColumnSpec) -> str:
+        if c.name in have:
+            return c.name
+        if c.csv is not None and c.csv in have:
+            return c.csv
+        for word in (c.csv, c.name):
+            if word is not None and len(folded.get(word.lower(), [])) == 1:
+                return folded[word.lower()][0]
+        return c.name
+
+    columns = tuple(replace(c, name=named(c)) for c in s.columns)
+    return s if columns == s.columns else replace(s, columns=columns)
+
+
+_COLUMNS_OF: Final = (
+    "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(%s)"
+    " AND attnum > 0 AND NOT attisdropped"
+)
 
 _SCHEMA_OF: Final = (
     "SELECT n.nspname FROM pg_catalog.pg_class c"
