@@ -801,6 +801,59 @@ def test_a_bytea_column_refuses_what_the_insert_refuses(db_conn: Conn, fresh: st
         to_sql(df, fresh, db_conn)
 
 
+def test_arrow_lists_with_nulls_are_json_nulls(db_conn: Conn, fresh: str) -> None:
+    # The numpy array pandas gives for a list cell had NaN for a null: "invalid input
+    # syntax for type json" (and 1 was 1.0).
+    from psycopg.types.json import Jsonb
+
+    values = [[1, None], [2], None, []]
+    arrow = pa.list_(pa.int64())
+    df = pd.DataFrame(
+        {"k": range(4), "v": pd.Series(pa.array(values, type=arrow), dtype=pd.ArrowDtype(arrow))}
+    )
+    to_sql(df, fresh, db_conn)
+    db_conn.execute(f"CREATE TABLE frames_w_twin (LIKE {fresh})")
+    with db_conn.cursor() as cur:
+        rows = [(k, None if v is None else Jsonb(v)) for k, v in enumerate(values)]
+        cur.executemany("INSERT INTO frames_w_twin VALUES (%s, %s)", rows)
+    assert _texts(db_conn, fresh) == _texts(db_conn, "frames_w_twin")
+    assert _texts(db_conn, fresh)[0][1] == "[1, null]"
+
+
+@pytest.mark.parametrize("csv_path", [False, True], ids=["binary", "csv"])
+def test_arrow_dates_and_timestamps_before_year_1(
+    db_conn: Conn, fresh: str, csv_path: bool
+) -> None:
+    # A Python date or datetime has no year before 1: typing the column by its first value
+    # raised pyarrow's bare "OverflowError: date value out of range".
+    days = pa.array([-720000, -719162, None], type=pa.date32())
+    seconds = pa.array([-62200000000, 0, None], type=pa.timestamp("s"))
+    df = pd.DataFrame(
+        {
+            "k": range(3),
+            "d": pd.Series(days, dtype=pd.ArrowDtype(days.type)),
+            "t": pd.Series(seconds, dtype=pd.ArrowDtype(seconds.type)),
+        }
+    )
+    if csv_path:
+        df["x"] = decimal.Decimal("1.5")
+    to_sql(df, fresh, db_conn)
+    assert _types(db_conn, fresh)[1:3] == ["date", "timestamp without time zone"]
+    assert [r[1:3] for r in _texts(db_conn, fresh)] == [
+        ("0003-09-16 BC", "0003-12-17 14:13:20 BC"),
+        ("0001-01-01", "1970-01-01 00:00:00"),
+        (None, None),
+    ]
+
+
+def test_an_arrow_interval_is_refused_by_name(db_conn: Conn, fresh: str) -> None:
+    arrow = pa.month_day_nano_interval()
+    values = pa.array([pa.scalar((1, 2, 3000), type=arrow)])
+    df = pd.DataFrame({"span": pd.Series(values, dtype=pd.ArrowDtype(arrow))})
+    with pytest.raises(TransferError, match="column 'span': Arrow's month_day_nano_interval"):
+        to_sql(df, fresh, db_conn)
+
+
 def test_only_numpy_scalars_take_their_dtypes_type() -> None:
     # Anything with a .dtype is not a numpy scalar: a Series or an array in a cell is text.
     assert pg_type(pd.Series([pd.Series([1, 2]), None], dtype=object)) == "text"

@@ -580,6 +580,8 @@ def pg_type(series: pd.Series) -> str:
     dtype = series.dtype
     if _encoded(dtype):
         return pg_type(_decategorize(series))
+    if isinstance(dtype, pd.ArrowDtype) and (arrow := _arrow_type(series)) is not None:
+        return arrow
     if types.is_bool_dtype(dtype):
         return "boolean"
     if types.is_integer_dtype(dtype):
@@ -597,6 +599,27 @@ def pg_type(series: pd.Series) -> str:
     if types.is_string_dtype(dtype) and not types.is_object_dtype(dtype):
         return "text"
     return _object_type(series)
+
+
+def _arrow_type(series: pd.Series) -> str | None:
+    """The natural type of an Arrow column that pandas cannot type by its values, if any.
+
+    By the type, not by a value: Python's datetime and date cannot hold a year before 1,
+    and pandas gives no values at all of Arrow's month-day-nano intervals.
+    """
+    import pyarrow as pa
+
+    arrow = series.dtype.pyarrow_dtype
+    if pa.types.is_timestamp(arrow):
+        return "timestamptz" if arrow.tz is not None else "timestamp"
+    if pa.types.is_date(arrow):
+        return "date"
+    if pa.types.is_interval(arrow):
+        raise TransferError(
+            f"column {series.name!r}: Arrow's {arrow} has no pandas values to write; "
+            "cast it to a duration or to strings first"
+        )
+    return None
 
 
 def _object_type(series: pd.Series) -> str:
@@ -705,7 +728,14 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
     changed: dict[int, Any] = {}
     for i, pg in enumerate(types):
         series = part.iloc[:, i]
-        if pg == "jsonb":
+        if pg == "jsonb" and isinstance(series.dtype, pd.ArrowDtype):
+            # Arrow's own Python values: a null in a list is None (JSON null), where the
+            # numpy array pandas gives for the cell has NaN, and integers are floats.
+            import pyarrow as pa
+
+            cells = [None if v is None else _json(v) for v in pa.array(series.array).to_pylist()]
+            changed[i] = pd.Series(cells, index=series.index, dtype=object)
+        elif pg == "jsonb":
             changed[i] = series.map(_json, na_action="ignore")
         elif pg == "bytea":
             changed[i] = _byteas(series, i)
@@ -717,6 +747,8 @@ def _prepare(part: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             changed[i] = series.map(_interval, na_action="ignore")
         elif pg in ("timestamp", "timestamptz") and is_datetime64_any_dtype(series.dtype):
             changed[i] = _stamps(series)
+        elif pg == "date" and isinstance(series.dtype, pd.ArrowDtype):
+            changed[i] = _arrow_dates(series)
         elif pg == "real" and getattr(series.dtype, "itemsize", 4) < 4:
             changed[i] = _doubles(series)
         elif pg in ("real", "double precision") and series.dtype == object:
@@ -756,6 +788,23 @@ def _stamps(series: pd.Series) -> pd.Series:
     missing = np.isnat(values)
     cells[missing] = None
     for row in np.flatnonzero(values < np.datetime64("0001-01-01", unit)):  # NaT compares False
+        cells[row] = bc_years(cells[row])
+    return pd.Series(cells, index=series.index, dtype=object)
+
+
+def _arrow_dates(series: pd.Series) -> pd.Series:
+    """An Arrow date column as ISO text, years before 1 written BC (Python's date, which
+    pandas would make of each value, has none)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    values = pa.array(series.array)
+    days = values.cast(pa.date32()).cast(pa.int32()).fill_null(0).to_numpy()
+    text = np.datetime_as_string(days.astype("datetime64[D]"), unit="D")
+    cells = text.astype(object)
+    cells[values.is_null().to_numpy(zero_copy_only=False)] = None
+    for row in np.flatnonzero(days < -719162):  # before 0001-01-01
         cells[row] = bc_years(cells[row])
     return pd.Series(cells, index=series.index, dtype=object)
 
